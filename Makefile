@@ -1,0 +1,54 @@
+# gpu_ops.mig_serving — the README's two commands are `make sandbox` and `make test`.
+# Both do their own set-up on a fresh machine: a virtualenv in .venv from a
+# Python >= 3.12 (scripts/find-python.sh) and the Debian packages they need.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the test suite runs for real (none are started by installation).
+TEST_APT_PACKAGES ?= git
+PYTEST_ARGS ?=
+
+.PHONY: help sandbox test venv apt-deps lint sanity unit changelog-lint build clean
+
+help:
+	@echo "make sandbox  - run site.yml against the embedded sandbox (inventories/sandbox)"
+	@echo "make test     - every check: lint, sanity, unit, conformance, integration"
+	@echo "make lint | sanity | unit | build | clean"
+
+$(STAMP): requirements/runtime.txt requirements/test.txt
+	@test -x $(PY) || "$$(scripts/find-python.sh)" -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/test.txt
+	@touch $@
+
+venv: $(STAMP)
+
+apt-deps:
+	@scripts/apt-deps.sh $(TEST_APT_PACKAGES)
+
+# The main job. The simulated GPU nodes it needs are built by scripts/sandbox.sh.
+sandbox: venv
+	@scripts/sandbox.sh
+
+# Everything, as CI runs it. Each check is a pytest test (tests/quality, unit,
+# conformance, integration), so one run reports them all and the last line is
+# pytest's summary.
+test: venv apt-deps
+	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS) tests
+
+lint: venv
+	$(VENV)/bin/pytest -p no:cacheprovider tests/quality -k "not sanity"
+
+sanity: venv
+	scripts/ansible-test-sanity.sh
+
+unit: venv
+	$(VENV)/bin/pytest -p no:cacheprovider tests/unit tests/conformance
+
+build: venv
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist .
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,458 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE module_utils: the MIG layout planner, Kubernetes resource counts and state comparison.
+
+Not a public API; may change without notice.
+
+One planner serves the modules (``mig_verify``), the filters (``mig_plan``, ``mig_resources``),
+the roles' preflight and the cluster-side expectations. Given a parsed mig-parted config, a
+config name and a node's GPUs, it decides per GPU whether the layout can be realised and
+returns the planned MIG devices. Profile facts come from the GPU itself when the caller has
+them (``supported_profiles`` as ``mig_info`` returns them) and from the built-in catalog
+otherwise.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_catalog import (
+    GpuModel,
+    model_by_device_id,
+    model_by_name,
+    supported_profiles,
+)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import (
+    ConfigEntry,
+    MigConfigError,
+    MigConfigFile,
+    MigProfile,
+    normalize_device_id,
+    parse_config,
+    parse_entries,
+    parse_profile,
+)
+
+
+class MigPlanError(ValueError):
+    """A layout cannot be realised on the given GPUs (or the GPU list itself is invalid)."""
+
+
+@dataclass(frozen=True)
+class _GiProfile:
+    name: str  # canonical, e.g. "1g.10gb+me"
+    id: int
+    max_instances: int
+    compute_slices: int
+    placements: Tuple[Tuple[int, int], ...]  # (start, size) in memory slices
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """What the planner knows about one GPU."""
+
+    index: int
+    model: str
+    device_ids: Tuple[str, ...]  # the GPU's own id, or every id of its catalog model when only the name is known
+    subsystem_id: Optional[str]
+    mig_capable: bool
+    profiles: Tuple[_GiProfile, ...]
+    profile_source: str  # "hardware" | "catalog" | "none"
+
+    @property
+    def memory_slices(self) -> int:
+        return max((s + n for p in self.profiles for s, n in p.placements), default=0)
+
+    @property
+    def compute_slices(self) -> int:
+        return max((p.compute_slices for p in self.profiles), default=0)
+
+    def label(self) -> str:
+        dev = self.device_ids[0] if len(self.device_ids) == 1 else "/".join(self.device_ids) or "unknown id"
+        return f"GPU {self.index} ({self.model}, {dev})"
+
+    def profile(self, name: str) -> Optional[_GiProfile]:
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        return None
+
+
+def _profiles_from_dicts(raw: Sequence[Mapping[str, Any]], where: str) -> Tuple[_GiProfile, ...]:
+    out: List[_GiProfile] = []
+    for p in raw:
+        try:
+            prof = parse_profile(p["name"])
+            placements = tuple((int(pl["start"]), int(pl["size"])) for pl in p["placements"])
+            out.append(
+                _GiProfile(
+                    name=prof.gpu_instance_name,
+                    id=int(p["id"]),
+                    max_instances=int(p["max_instances"]),
+                    compute_slices=prof.gpu_slices,
+                    placements=placements,
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MigPlanError(
+                f"{where}: supported_profiles entry {dict(p)!r} is incomplete or malformed ({exc}); it needs name, id, "
+                "max_instances and placements [{start, size}] as mig_info returns them"
+            ) from None
+    return tuple(out)
+
+
+def gpu_spec(gpu: Mapping[str, Any]) -> GpuSpec:
+    """Build a GpuSpec from a dict: ``index`` plus ``pci_device_id`` and/or ``name``; ``supported_profiles`` optional."""
+    if not isinstance(gpu, Mapping):
+        raise MigPlanError(f"each GPU must be a mapping with 'index' and 'pci_device_id' or 'name', not {gpu!r}")
+    index = gpu.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise MigPlanError(f"GPU {dict(gpu)!r}: 'index' must be a non-negative integer")
+    where = f"GPU {index}"
+    device_id: Optional[str] = None
+    if gpu.get("pci_device_id") not in (None, ""):
+        try:
+            device_id = normalize_device_id(str(gpu["pci_device_id"]))
+        except MigConfigError as exc:
+            raise MigPlanError(f"{where}: {exc}") from None
+    name = gpu.get("name")
+    if device_id is None and not name:
+        raise MigPlanError(f"{where}: give 'pci_device_id' (such as '0x20B010DE') or 'name' (such as 'NVIDIA A100-SXM4-40GB')")
+    model: Optional[GpuModel] = None
+    if device_id is not None:
+        model = model_by_device_id(device_id)
+    if model is None and name:
+        model = model_by_name(str(name))
+    subsystem = gpu.get("pci_subsystem_id") or None
+    if subsystem is not None:
+        try:
+            subsystem = normalize_device_id(str(subsystem))
+        except MigConfigError as exc:
+            raise MigPlanError(f"{where}: pci_subsystem_id: {exc}") from None
+    display = str(name) if name else (model.names[0] if model and model.names else "unknown GPU model")
+    device_ids: Tuple[str, ...] = (device_id,) if device_id else (model.device_ids if model else ())
+
+    hw = gpu.get("supported_profiles")
+    mode = str(gpu.get("mig_mode_current", ""))
+    if hw:
+        if not isinstance(hw, list):
+            raise MigPlanError(f"{where}: 'supported_profiles' must be a list as mig_info returns it")
+        return GpuSpec(index, display, device_ids, subsystem, True, _profiles_from_dicts(hw, where), "hardware")
+    if mode == "unsupported":
+        return GpuSpec(index, display, device_ids, subsystem, False, (), "hardware")
+    if model is None:
+        return GpuSpec(index, display, device_ids, subsystem, False, (), "none")
+    cat = _profiles_from_dicts(supported_profiles(model), f"catalog {model.key}")
+    return GpuSpec(index, display, device_ids, subsystem, model.mig_capable, cat, "catalog")
+
+
+def gpu_specs(gpus: Any) -> List[GpuSpec]:
+    if not isinstance(gpus, list) or not gpus:
+        raise MigPlanError("'gpus' must be a non-empty list of GPUs (dicts with 'index' and 'pci_device_id' or 'name')")
+    specs = [gpu_spec(g) for g in gpus]
+    seen: Dict[int, int] = {}
+    for s in specs:
+        seen[s.index] = seen.get(s.index, 0) + 1
+    dupes = sorted(i for i, n in seen.items() if n > 1)
+    if dupes:
+        raise MigPlanError(f"GPU index(es) {dupes} appear more than once in 'gpus'")
+    return sorted(specs, key=lambda s: s.index)
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def find_placement(
+    spec: GpuSpec, wanted: Sequence[Tuple[_GiProfile, int]]
+) -> Optional[List[Tuple[str, int, int]]]:
+    """Place every wanted GPU instance on non-overlapping memory slices; None when impossible.
+
+    Backtracking over the real placement sets, largest instances first, with the compute
+    slices of all instances bounded by the GPU's. Returns ``(profile, start, size)``.
+    """
+    items: List[_GiProfile] = [p for p, n in wanted for _ in range(n)]
+    if sum(p.compute_slices for p in items) > spec.compute_slices:
+        return None
+    items.sort(key=lambda p: (-max((s for _, s in p.placements), default=0), -p.compute_slices, len(p.placements), p.name))
+    chosen: List[Tuple[str, int, int]] = []
+
+    def place(i: int, used: int, last_start: Dict[str, int]) -> bool:
+        if i == len(items):
+            return True
+        prof = items[i]
+        # identical instances are interchangeable: only try placements after the previous one's
+        floor = last_start.get(prof.name, -1)
+        for start, size in prof.placements:
+            if start <= floor:
+                continue
+            mask = ((1 << size) - 1) << start
+            if used & mask:
+                continue
+            chosen.append((prof.name, start, size))
+            prev = last_start.get(prof.name)
+            last_start[prof.name] = start
+            if place(i + 1, used | mask, last_start):
+                return True
+            chosen.pop()
+            if prev is None:
+                del last_start[prof.name]
+            else:
+                last_start[prof.name] = prev
+        return False
+
+    return sorted(chosen, key=lambda c: (c[1], c[0])) if place(0, 0, {}) else None
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _config_entries(config: Any, config_name: Any) -> Tuple[Tuple[ConfigEntry, ...], str]:
+    if isinstance(config, MigConfigFile):
+        return config.select(config_name), str(config_name)
+    if isinstance(config, list):  # an inline layout: the entries of one config
+        name = str(config_name) if config_name else "<inline layout>"
+        return parse_entries(config, f"layout {name!r}"), name
+    parsed = parse_config(config)
+    return parsed.select(config_name), str(config_name)
+
+
+def _entry_for(spec: GpuSpec, entries: Sequence[ConfigEntry], where: str) -> ConfigEntry:
+    matching = [e for e in entries if e.applies_to(spec.index, spec.device_ids, spec.subsystem_id)]
+    if not matching:
+        filters = sorted({str(f) for e in entries for f in e.device_filter})
+        hint = f"; its device filters are {', '.join(filters)}" if filters else ""
+        raise MigPlanError(f"{where}: {spec.label()} is not covered by any entry{hint}")
+    if len(matching) > 1:
+        raise MigPlanError(
+            f"{where}: {spec.label()} is covered by more than one entry: "
+            f"{' and '.join(e.describe() for e in matching)}; each GPU must be covered by exactly one"
+        )
+    return matching[0]
+
+
+def _plan_gpu(spec: GpuSpec, entry: ConfigEntry, where: str) -> Dict[str, Any]:
+    here = f"{where}: {spec.label()}"
+    devices = [(p, n) for p, n in entry.mig_devices if n > 0]
+    result: Dict[str, Any] = {
+        "index": spec.index,
+        "model": spec.model,
+        "mig_enabled": entry.mig_enabled,
+        "devices": {str(p): n for p, n in devices},
+        "placements": [],
+        "profile_source": spec.profile_source,
+    }
+    if not entry.mig_enabled:
+        return result
+    if not spec.mig_capable:
+        if spec.profile_source == "none":
+            raise MigPlanError(
+                f"{here}: unknown GPU model, not in the built-in catalog and no supported_profiles were given; "
+                "run gpu_ops.mig_serving.mig_info on the node and pass its gpus"
+            )
+        raise MigPlanError(f"{here}: this GPU does not support MIG, but {entry.describe()} enables it")
+
+    media = [(p, n) for p, n in devices if p.media_extensions]
+    if sum(n for _, n in media) > 1:
+        listed = ", ".join(f"{p} x{n}" for p, n in media)
+        raise MigPlanError(
+            f"{here}: more than one media-extension (+me) instance requested ({listed}); a GPU has one set of media engines"
+        )
+
+    wanted: Dict[str, Tuple[_GiProfile, int]] = {}
+    for prof, count in devices:
+        gi = spec.profile(prof.gpu_instance_name)
+        if gi is None:
+            names = ", ".join(p.name for p in spec.profiles)
+            raise MigPlanError(f"{here}: profile {str(prof)!r} is not supported by this GPU model (supported: {names})")
+        if prof.compute > gi.compute_slices:
+            raise MigPlanError(f"{here}: profile {str(prof)!r} asks for more compute slices than its GPU instance has")
+        prev = wanted.get(gi.name, (gi, 0))[1]
+        wanted[gi.name] = (gi, prev + count)
+    for gi, total in wanted.values():
+        if total > gi.max_instances:
+            raise MigPlanError(
+                f"{here}: profile {gi.name!r} requested {total} times, but this GPU model allows at most {gi.max_instances}"
+            )
+    placement = find_placement(spec, list(wanted.values()))
+    if placement is None:
+        asked = " + ".join(f"{n} x {gi.name}" for gi, n in wanted.values())
+        used = sum(gi.compute_slices * n for gi, n in wanted.values())
+        why = (
+            f"they need {used} compute slices and the GPU has {spec.compute_slices}"
+            if used > spec.compute_slices
+            else f"no placement of them fits the GPU's {spec.memory_slices} memory slices without overlap"
+        )
+        raise MigPlanError(f"{here}: layout {asked} cannot be realised: {why}")
+    result["placements"] = [{"profile": n, "start": s, "size": z} for n, s, z in placement]
+    return result
+
+
+def plan(config: Any, config_name: Any, gpus: Any) -> List[Dict[str, Any]]:
+    """Plan ``config_name`` of ``config`` (a mig-parted config mapping/text/MigConfigFile, or an
+    inline list of entries) on ``gpus``. Returns one dict per GPU:
+    ``{index, model, mig_enabled, devices: {profile: count}, placements, profile_source}``.
+    Raises MigConfigError / MigPlanError naming the GPU, the model and the profile."""
+    entries, name = _config_entries(config, config_name)
+    where = f"config {name!r}"
+    specs = gpu_specs(gpus)
+    present = {s.index for s in specs}
+    for entry in entries:
+        if entry.devices != "all":
+            missing = [i for i in entry.devices if i not in present]
+            if missing:
+                raise MigPlanError(
+                    f"{where}: {entry.describe()} names GPU index(es) {missing}, but the GPUs given are "
+                    f"{sorted(present)}"
+                )
+    return [_plan_gpu(spec, _entry_for(spec, entries, where), where) for spec in specs]
+
+
+# --------------------------------------------------------------------------- Kubernetes resources
+
+RESOURCE_PREFIX = "nvidia.com/"
+_RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+STRATEGIES = ("mixed", "single")
+
+
+def resource_name(profile: Union[str, MigProfile]) -> str:
+    """The device plugin's ``mixed``-strategy resource for a profile: ``1g.10gb+me`` -> ``nvidia.com/mig-1g.10gb.me``."""
+    prof = profile if isinstance(profile, MigProfile) else parse_profile(profile)
+    name = "mig-" + str(prof).replace("+", ".")
+    if not _RESOURCE_NAME_RE.match(name):  # pragma: no cover - the profile grammar keeps names valid
+        raise MigPlanError(f"profile {prof} yields an invalid Kubernetes resource name {name!r}")
+    return RESOURCE_PREFIX + name
+
+
+def _plan_items(plan_: Any) -> List[Mapping[str, Any]]:
+    if isinstance(plan_, Mapping):
+        plan_ = [plan_]
+    if not isinstance(plan_, list):
+        raise MigPlanError(f"a plan must be the list mig_plan returns, not {type(plan_).__name__}")
+    items: List[Mapping[str, Any]] = []
+    for item in plan_:
+        if isinstance(item, list):  # a list of node plans
+            items.extend(_plan_items(item))
+        elif isinstance(item, Mapping) and "mig_enabled" in item and "devices" in item:
+            items.append(item)
+        else:
+            raise MigPlanError(f"plan entry {item!r} lacks 'mig_enabled'/'devices'; pass what mig_plan returns")
+    return items
+
+
+def resources(plan_: Any, strategy: str = "mixed") -> Dict[str, int]:
+    """Extended resources a plan (or a list of node plans) yields under the device plugin's MIG strategy."""
+    if strategy not in STRATEGIES:
+        raise MigPlanError(f"unknown MIG strategy {strategy!r}; the device plugin knows {', '.join(STRATEGIES)}")
+    items = _plan_items(plan_)
+    out: Dict[str, int] = {}
+    if strategy == "mixed":
+        for item in items:
+            if not item["mig_enabled"]:
+                out["nvidia.com/gpu"] = out.get("nvidia.com/gpu", 0) + 1
+                continue
+            for prof, n in item["devices"].items():
+                if n:
+                    key = resource_name(prof)
+                    out[key] = out.get(key, 0) + int(n)
+        return dict(sorted(out.items()))
+
+    enabled = [i for i in items if i["mig_enabled"]]
+    if not enabled:
+        return {"nvidia.com/gpu": len(items)} if items else {}
+    disabled = [i for i in items if not i["mig_enabled"]]
+    if disabled:
+        raise MigPlanError(
+            "strategy 'single' needs every GPU MIG-enabled or every GPU MIG-disabled; MIG is disabled on GPU(s) "
+            f"{_gpu_list(disabled)} and enabled on GPU(s) {_gpu_list(enabled)}; use strategy 'mixed'"
+        )
+    kinds = sorted({str(parse_profile(p)) for i in enabled for p, n in i["devices"].items() if n})
+    empty = [i for i in enabled if not any(i["devices"].values())]
+    if empty:
+        raise MigPlanError(
+            f"strategy 'single' needs MIG devices on every GPU; GPU(s) {_gpu_list(empty)} have MIG enabled with none; "
+            "use strategy 'mixed'"
+        )
+    if len(kinds) > 1:
+        raise MigPlanError(
+            f"strategy 'single' needs one MIG profile on every GPU, the layout has {', '.join(kinds)}; use strategy 'mixed'"
+        )
+    return {"nvidia.com/gpu": sum(int(n) for i in enabled for n in i["devices"].values())}
+
+
+def _gpu_list(items: Iterable[Mapping[str, Any]]) -> str:
+    return ", ".join(str(i.get("index", "?")) for i in items)
+
+
+# --------------------------------------------------------------------------- comparing with the hardware
+
+
+def actual_devices(gpu: Mapping[str, Any]) -> Tuple[Dict[str, int], List[str]]:
+    """MIG devices present on a GPU as ``mig_info`` reports it: ``({profile: count}, problems)``.
+
+    A MIG device is a compute instance; it is named after its GPU instance when it spans it
+    (``3g.20gb``) and ``<C>c.<GI>`` otherwise. A GPU instance without compute instance is
+    not a usable device and is reported as a problem.
+    """
+    counts: Dict[str, int] = {}
+    problems: List[str] = []
+    gis = {int(gi["id"]): gi for gi in gpu.get("gpu_instances") or []}
+    with_ci = set()
+    for ci in gpu.get("compute_instances") or []:
+        gi_id = int(ci["gpu_instance_id"])
+        gi = gis.get(gi_id)
+        if gi is None:
+            problems.append(f"compute instance {ci.get('id')} belongs to unknown GPU instance {gi_id}")
+            continue
+        with_ci.add(gi_id)
+        gi_prof = parse_profile(gi["profile"])
+        try:
+            ci_prof = parse_profile(ci["profile"])
+            c = ci_prof.compute
+        except MigConfigError:
+            c = gi_prof.gpu_slices
+        dev = MigProfile(gi_prof.gpu_slices, gi_prof.memory_gb, gi_prof.attribute, 0 if c == gi_prof.gpu_slices else c)
+        counts[str(dev)] = counts.get(str(dev), 0) + 1
+    for gi_id, gi in sorted(gis.items()):
+        if gi_id not in with_ci:
+            problems.append(f"GPU instance {gi_id} ({gi['profile']}) has no compute instance")
+    return dict(sorted(counts.items())), problems
+
+
+def compare(expected: Sequence[Mapping[str, Any]], gpus: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Differences between a plan and the current state, one dict per (GPU, item):
+    ``{gpu, profile, expected, actual}``; ``profile`` is ``mig-mode`` for the MIG mode."""
+    by_index = {int(g["index"]): g for g in gpus}
+    mismatches: List[Dict[str, Any]] = []
+    for exp in expected:
+        idx = int(exp["index"])
+        gpu = by_index.get(idx)
+        if gpu is None:
+            mismatches.append({"gpu": idx, "profile": "gpu", "expected": "present", "actual": "absent"})
+            continue
+        want_mode = "enabled" if exp["mig_enabled"] else "disabled"
+        cur, pend = gpu.get("mig_mode_current"), gpu.get("mig_mode_pending")
+        if cur != want_mode:
+            mismatches.append({"gpu": idx, "profile": "mig-mode", "expected": want_mode, "actual": cur})
+        elif pend not in (None, cur):
+            mismatches.append(
+                {"gpu": idx, "profile": "mig-mode", "expected": want_mode, "actual": f"{cur} (pending {pend}: reset needed)"}
+            )
+        have, problems = actual_devices(gpu) if cur == "enabled" else ({}, [])
+        want = {str(parse_profile(p)): int(n) for p, n in exp["devices"].items() if n}
+        for prof in sorted(set(want) | set(have)):
+            if want.get(prof, 0) != have.get(prof, 0):
+                mismatches.append({"gpu": idx, "profile": prof, "expected": want.get(prof, 0), "actual": have.get(prof, 0)})
+        for problem in problems:
+            mismatches.append({"gpu": idx, "profile": "instance", "expected": "complete", "actual": problem})
+    return mismatches
+
+
+def mismatch_table(mismatches: Sequence[Mapping[str, Any]]) -> str:
+    """A small fixed-width table for error messages."""
+    rows = [("GPU", "PROFILE", "EXPECTED", "ACTUAL")] + [
+        (str(m["gpu"]), str(m["profile"]), str(m["expected"]), str(m["actual"])) for m in mismatches
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

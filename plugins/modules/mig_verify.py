@@ -1,0 +1,218 @@
+#!/usr/bin/python
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mig_verify
+short_description: Verify that a node has exactly the MIG devices its layout promises
+version_added: 0.1.0
+description:
+  - Reads the node's GPUs (as M(gpu_ops.mig_serving.mig_info) does), plans the expected layout on the GPUs' own
+    profile tables and compares, GPU by GPU, the MIG mode and the number of MIG devices of every profile.
+  - The layout is a named config of an nvidia-mig-parted config file on the node (O(config_file) and O(config)), or an
+    inline list of entries in the same format (O(layout)).
+  - A layout that cannot be realised on the node's GPUs (unknown profile, over capacity, no placement, a GPU not
+    covered) is an error, reported before anything is compared.
+  - A pending MIG mode change counts as a mismatch, as does a GPU instance without a compute instance.
+  - Never changes anything on the node.
+author:
+  - gpu_ops.mig_serving contributors
+extends_documentation_fragment:
+  - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.info_module
+  - gpu_ops.mig_serving._gpu_backend
+options:
+  config_file:
+    description:
+      - Path of an nvidia-mig-parted config file (C(version: v1)) on the node.
+      - Requires O(config).
+    type: path
+  config:
+    description:
+      - Name of the config to verify, a key of C(mig-configs) in O(config_file).
+      - With O(layout) it only names the layout in messages.
+    type: str
+  layout:
+    description:
+      - The entries of one config, inline, in nvidia-mig-parted's format (C(devices), C(mig-enabled), C(mig-devices),
+        C(device-filter)).
+      - Mutually exclusive with O(config_file).
+    type: list
+    elements: dict
+  fail_on_mismatch:
+    description:
+      - Fail when the node does not match, with a message that lists the mismatches as a table.
+      - With V(false) the module succeeds and RV(matched) says the result.
+    type: bool
+    default: true
+seealso:
+  - module: gpu_ops.mig_serving.mig_info
+"""
+
+EXAMPLES = r"""
+- name: Verify the layout mig-parted applies at boot
+  gpu_ops.mig_serving.mig_verify:
+    config_file: /etc/gpu-ops/mig/config.yaml
+    config: all-balanced
+
+- name: Verify an inline layout without failing, and report
+  gpu_ops.mig_serving.mig_verify:
+    config: inference
+    layout:
+      - devices: [0, 1]
+        mig-enabled: true
+        mig-devices:
+          1g.10gb: 7
+      - devices: all
+        mig-enabled: false
+    fail_on_mismatch: false
+  register: __verify
+
+- name: Show what differs
+  ansible.builtin.debug:
+    var: __verify.mismatches
+  when: not __verify.matched
+"""
+
+RETURN = r"""
+matched:
+  description: Whether every GPU is in its expected state.
+  returned: always
+  type: bool
+  sample: false
+config:
+  description: Name of the verified config.
+  returned: always
+  type: str
+  sample: all-1g.18gb
+backend:
+  description: The backend that read the GPUs.
+  returned: always
+  type: str
+  sample: nvml
+backend_note:
+  description: Why O(backend=auto) fell back to C(nvidia-smi); empty otherwise.
+  returned: always
+  type: str
+  sample: ""
+expected:
+  description: Per GPU, the planned state.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"index": 0, "model": "NVIDIA H200", "mig_enabled": true, "devices": {"1g.18gb": 7}}]
+actual:
+  description: Per GPU, the current MIG mode and the MIG devices present.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"index": 0, "mig_mode_current": "disabled", "mig_mode_pending": "disabled", "devices": {}}]
+mismatches:
+  description:
+    - One entry per difference, with C(gpu), C(profile) (C(mig-mode) for the MIG mode), C(expected) and C(actual).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"gpu": 0, "profile": "mig-mode", "expected": "enabled", "actual": "disabled"}]
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, parse_config
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
+    MigPlanError,
+    actual_devices,
+    compare,
+    mismatch_table,
+    plan,
+)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
+    BACKENDS,
+    GpuReadError,
+    read_gpus,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "config_file": {"type": "path"},
+            "config": {"type": "str"},
+            "layout": {"type": "list", "elements": "dict"},
+            "fail_on_mismatch": {"type": "bool", "default": True},
+            "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
+            "nvidia_smi_path": {"type": "path"},
+        },
+        mutually_exclusive=[("config_file", "layout")],
+        required_one_of=[("config_file", "layout")],
+        required_by={"config_file": "config"},
+        supports_check_mode=True,
+    )
+    p = module.params
+    name = p["config"] or "<inline layout>"
+    # Parse the layout before touching the GPUs: bad input fails first, with its own message.
+    try:
+        if p["config_file"]:
+            try:
+                with open(p["config_file"], encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                module.fail_json(msg=f"Reading MIG config file {p['config_file']}: {exc.strerror}")
+            parsed = parse_config(text, source=p["config_file"])
+            parsed.select(name)
+            source: Any = parsed
+        else:
+            source = p["layout"]
+    except MigConfigError as exc:
+        module.fail_json(msg=f"Verifying MIG layout {name!r}: {exc}")
+
+    try:
+        gpus, used, note = read_gpus(module, p["backend"], p["nvidia_smi_path"])
+    except GpuReadError as exc:
+        module.fail_json(msg=f"Verifying MIG layout {name!r}: reading the node's GPUs: {exc}")
+    if not gpus:
+        module.fail_json(msg=f"Verifying MIG layout {name!r}: no NVIDIA GPU found on this node")
+
+    try:
+        expected = plan(source, name, gpus)
+    except (MigConfigError, MigPlanError) as exc:
+        module.fail_json(msg=f"Verifying MIG layout {name!r}: the layout cannot be realised on this node: {exc}")
+
+    mismatches = compare(expected, gpus)
+    actual = []
+    for g in gpus:
+        devices, _ = actual_devices(g) if g.get("mig_mode_current") == "enabled" else ({}, [])
+        actual.append(
+            {
+                "index": g["index"],
+                "name": g.get("name"),
+                "mig_mode_current": g.get("mig_mode_current"),
+                "mig_mode_pending": g.get("mig_mode_pending"),
+                "devices": devices,
+            }
+        )
+    result = {
+        "changed": False,
+        "matched": not mismatches,
+        "config": name,
+        "backend": used,
+        "backend_note": note,
+        "expected": [{k: e[k] for k in ("index", "model", "mig_enabled", "devices")} for e in expected],
+        "actual": actual,
+        "mismatches": mismatches,
+    }
+    if mismatches and p["fail_on_mismatch"]:
+        module.fail_json(
+            msg=f"MIG layout {name!r} does not match this node ({len(mismatches)} difference(s)):\n"
+            + mismatch_table(mismatches),
+            **result,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
