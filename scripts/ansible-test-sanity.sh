@@ -8,7 +8,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
 py=$venv/bin/python
-dest=$root/build/sanity/ansible_collections/gpu_ops/mig_serving
+# Outside the repository: inside it, ansible-test would ask git and see an ignored directory.
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-ops-sanity.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+dest=$work/ansible_collections/gpu_ops/mig_serving
 
 # The pip version ansible-test bootstraps, read from ansible-test itself.
 pip_version=$("$py" - <<'PY'
@@ -29,7 +32,6 @@ sys.exit(subprocess.call([sys.executable, "-m", "pip", "install"] + args))
 PY
 fi
 
-rm -rf "$root/build/sanity"
 mkdir -p "$dest"
 cd "$root"
 # Tracked and untracked-but-not-ignored files: exactly what a commit would hold.

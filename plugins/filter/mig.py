@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List
 
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan, resources
 

@@ -240,7 +240,7 @@ def _parse_entry(raw: Any, pos: int, where: str) -> ConfigEntry:
             if not _is_int(count) or count < 0:
                 raise MigConfigError(f"{here}, mig-devices: count for {key!r} must be a non-negative integer, not {count!r}")
             mig_devices.append((profile, count))
-        if mig_devices and all(n == 0 for _, n in mig_devices):
+        if mig_devices and all(count == 0 for _prof, count in mig_devices):
             raise MigConfigError(f"{here}, mig-devices: every count is 0; use {{}} for a MIG-enabled GPU with no devices")
 
     filters: Tuple[DeviceFilter, ...] = ()

@@ -172,10 +172,10 @@ def find_placement(
     Backtracking over the real placement sets, largest instances first, with the compute
     slices of all instances bounded by the GPU's. Returns ``(profile, start, size)``.
     """
-    items: List[_GiProfile] = [p for p, n in wanted for _ in range(n)]
+    items: List[_GiProfile] = [p for p, n in wanted for _copy in range(n)]
     if sum(p.compute_slices for p in items) > spec.compute_slices:
         return None
-    items.sort(key=lambda p: (-max((s for _, s in p.placements), default=0), -p.compute_slices, len(p.placements), p.name))
+    items.sort(key=lambda p: (-max((size for _start, size in p.placements), default=0), -p.compute_slices, len(p.placements), p.name))
     chosen: List[Tuple[str, int, int]] = []
 
     def place(i: int, used: int, last_start: Dict[str, int]) -> bool:
@@ -254,7 +254,7 @@ def _plan_gpu(spec: GpuSpec, entry: ConfigEntry, where: str) -> Dict[str, Any]:
         raise MigPlanError(f"{here}: this GPU does not support MIG, but {entry.describe()} enables it")
 
     media = [(p, n) for p, n in devices if p.media_extensions]
-    if sum(n for _, n in media) > 1:
+    if sum(n for _prof, n in media) > 1:
         listed = ", ".join(f"{p} x{n}" for p, n in media)
         raise MigPlanError(
             f"{here}: more than one media-extension (+me) instance requested ({listed}); a GPU has one set of media engines"

@@ -16,7 +16,7 @@ description:
     validated against the real hardware before MIG is enabled.
   - Never changes anything on the node.
 author:
-  - gpu_ops.mig_serving contributors
+  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
   - gpu_ops.mig_serving._attributes.info_module
@@ -99,7 +99,7 @@ gpus:
       type: str
       sample: disabled
     mig_mode_pending:
-      description: MIG mode after the next GPU reset; differs from O(gpus[].mig_mode_current) while a change is pending.
+      description: MIG mode after the next GPU reset; differs from RV(gpus[].mig_mode_current) while a change is pending.
       type: str
       sample: disabled
     gpu_instances:
@@ -129,6 +129,7 @@ gpus:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
     BACKENDS,
     GpuReadError,

@@ -19,7 +19,7 @@ description:
   - A pending MIG mode change counts as a mismatch, as does a GPU instance without a compute instance.
   - Never changes anything on the node.
 author:
-  - gpu_ops.mig_serving contributors
+  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
   - gpu_ops.mig_serving._attributes.info_module
@@ -27,7 +27,8 @@ extends_documentation_fragment:
 options:
   config_file:
     description:
-      - Path of an nvidia-mig-parted config file (C(version: v1)) on the node.
+      - >-
+        Path of an nvidia-mig-parted config file (C(version: v1)) on the node.
       - Requires O(config).
     type: path
   config:
@@ -122,6 +123,7 @@ mismatches:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, parse_config
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
     MigPlanError,
@@ -185,7 +187,7 @@ def main() -> None:
     mismatches = compare(expected, gpus)
     actual = []
     for g in gpus:
-        devices, _ = actual_devices(g) if g.get("mig_mode_current") == "enabled" else ({}, [])
+        devices = actual_devices(g)[0] if g.get("mig_mode_current") == "enabled" else {}
         actual.append(
             {
                 "index": g["index"],
