@@ -260,20 +260,30 @@ def _plan_gpu(spec: GpuSpec, entry: ConfigEntry, where: str) -> Dict[str, Any]:
             f"{here}: more than one media-extension (+me) instance requested ({listed}); a GPU has one set of media engines"
         )
 
-    wanted: Dict[str, Tuple[_GiProfile, int]] = {}
+    # Compute instances per GPU-instance profile. A device spanning its GPU instance ("3g.20gb") needs a GPU
+    # instance of its own; smaller ones ("1c.3g.20gb") share one, packed as mig-parted packs them: largest
+    # first, into the last GPU instance created while it has room, else into a new one.
+    compute: Dict[str, Tuple[_GiProfile, List[int]]] = {}
     for prof, count in devices:
         gi = spec.profile(prof.gpu_instance_name)
         if gi is None:
             names = ", ".join(p.name for p in spec.profiles)
             raise MigPlanError(f"{here}: profile {str(prof)!r} is not supported by this GPU model (supported: {names})")
-        if prof.compute > gi.compute_slices:
-            raise MigPlanError(f"{here}: profile {str(prof)!r} asks for more compute slices than its GPU instance has")
-        prev = wanted.get(gi.name, (gi, 0))[1]
-        wanted[gi.name] = (gi, prev + count)
+        compute.setdefault(gi.name, (gi, []))[1].extend([prof.compute] * count)
+    wanted: Dict[str, Tuple[_GiProfile, int]] = {}
+    for gi, sizes in compute.values():
+        instances, room = 0, 0
+        for size in sorted(sizes, reverse=True):
+            if size <= room:
+                room -= size
+            else:
+                instances, room = instances + 1, gi.compute_slices - size
+        wanted[gi.name] = (gi, instances)
     for gi, total in wanted.values():
         if total > gi.max_instances:
             raise MigPlanError(
                 f"{here}: profile {gi.name!r} requested {total} times, but this GPU model allows at most {gi.max_instances}"
+                + ("" if total == sum(n for p, n in devices if p.gpu_instance_name == gi.name) else " (GPU instances needed for the compute instances asked)")
             )
     placement = find_placement(spec, list(wanted.values()))
     if placement is None:

@@ -73,6 +73,7 @@ class GpuInfo(TypedDict):
     uuid: str
     pci_bus_id: str
     pci_device_id: str
+    pci_subsystem_id: str
     mig_mode_current: MigMode
     mig_mode_pending: MigMode
     gpu_instances: list[GpuInstance]
@@ -206,6 +207,7 @@ class _Reader:
             "uuid": _text(self._call("nvmlDeviceGetUUID", index, handle)),
             "pci_bus_id": normalize_bus_id(_text(pci.busId), pci.domain, pci.bus, pci.device),
             "pci_device_id": f"0x{int(pci.pciDeviceId):08X}",
+            "pci_subsystem_id": f"0x{int(pci.pciSubSystemId):08X}",
             "mig_mode_current": "unsupported",
             "mig_mode_pending": "unsupported",
             "gpu_instances": [],

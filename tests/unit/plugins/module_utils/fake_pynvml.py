@@ -62,6 +62,8 @@ from pynvml import (
     nvmlPciInfo_v2_t,
 )
 
+# PCI subsystem id (Sub System Id of nvidia-smi -q) of our real H200: the default for a FakeGpu.
+H200_PCI_SUBSYSTEM_ID = 0x18BF10DE
 # NVML_GPU_INSTANCE_PROFILE_COUNT of the H200's 580.159.04 driver: constant 0x11 answered INVALID_ARGUMENT.
 H200_580_DRIVER_GI_PROFILE_COUNT = 0x11
 
@@ -142,6 +144,7 @@ class FakeGpu:
     uuid: str
     bus_id: str  # nvidia-smi / NVML busId form: 00000000:00:06.0
     pci_device_id: int
+    pci_subsystem_id: int = H200_PCI_SUBSYSTEM_ID
     mig_supported: bool = True
     mig_current: int = NVML_DEVICE_MIG_DISABLE
     mig_pending: int = NVML_DEVICE_MIG_DISABLE
@@ -332,22 +335,27 @@ class FakeNvml:
         """One GPU from a real NVML capture (``nvml_profiles.json``) plus its directory's nvidia-smi captures.
 
         Placements come from ``nvidia-smi_mig_-lgipp.txt``; UUID and bus id from
-        ``nvidia-smi_--query-gpu.csv``; the PCI device id from ``nvidia-smi_-q.txt``.
+        ``nvidia-smi_--query-gpu.csv``; the PCI device and subsystem ids from ``nvidia-smi_-q.txt``.
         """
         data = json.loads(path.read_text())
         directory = path.parent
         placements = parse_lgipp(directory / "nvidia-smi_mig_-lgipp.txt").get(0, {})
         csv_lines = (directory / "nvidia-smi_--query-gpu.csv").read_text().splitlines()
         row = dict(zip([h.strip() for h in csv_lines[0].split(",")], [v.strip() for v in csv_lines[1].split(",")]))
-        device_id = re.search(r"Device Id\s*:\s*(0x[0-9A-Fa-f]+)", (directory / "nvidia-smi_-q.txt").read_text())
+        details = (directory / "nvidia-smi_-q.txt").read_text()
+        device_id = re.search(r"\bDevice Id\s*:\s*(0x[0-9A-Fa-f]+)", details)
         if device_id is None:
             raise ValueError(f"no Device Id in {directory / 'nvidia-smi_-q.txt'}")
+        subsystem_id = re.search(r"\bSub System Id\s*:\s*(0x[0-9A-Fa-f]+)", details)
+        if subsystem_id is None:
+            raise ValueError(f"no Sub System Id in {directory / 'nvidia-smi_-q.txt'}")
         entries = sorted(data["profiles"], key=lambda e: getattr(pynvml, e["nvml_constant"]))
         gpu = FakeGpu(
             name=data["gpu"],
             uuid=row["uuid"],
             bus_id=row["pci.bus_id"],
             pci_device_id=int(device_id.group(1), 16),
+            pci_subsystem_id=int(subsystem_id.group(1), 16),
             mig_current=data["mig_mode"][0],
             mig_pending=data["mig_mode"][1],
             profiles=[
@@ -359,7 +367,14 @@ class FakeNvml:
 
     @staticmethod
     def gpu_from_lgip(
-        lgip: Path, lgipp: Path | None, *, name: str, uuid: str, bus_id: str, pci_device_id: int
+        lgip: Path,
+        lgipp: Path | None,
+        *,
+        name: str,
+        uuid: str,
+        bus_id: str,
+        pci_device_id: int,
+        pci_subsystem_id: int = H200_PCI_SUBSYSTEM_ID,
     ) -> FakeGpu:
         """A GPU whose profiles come from ``nvidia-smi mig -lgip`` (and placements from ``-lgipp``)."""
         entries = parse_lgip(lgip)
@@ -369,7 +384,14 @@ class FakeNvml:
             constant = getattr(pynvml, _constant_for(entry, entries[:position]))
             profiles.append(_gi_profile(entry, constant, placements.get(entry["id"], [])))
         profiles.sort(key=lambda p: p.constant)
-        return FakeGpu(name=name, uuid=uuid, bus_id=bus_id, pci_device_id=pci_device_id, profiles=profiles)
+        return FakeGpu(
+            name=name,
+            uuid=uuid,
+            bus_id=bus_id,
+            pci_device_id=pci_device_id,
+            pci_subsystem_id=pci_subsystem_id,
+            profiles=profiles,
+        )
 
     def set_mig_mode_state(self, index: int, current: int, pending: int | None = None) -> None:
         """Scenario helper (not an NVML call): put GPU ``index`` in a MIG mode."""
@@ -494,12 +516,16 @@ class FakeNvml:
         domain, bus, rest = gpu.bus_id.split(":")
         device = rest.split(".")[0]
         legacy = f"{int(domain, 16):04X}:{int(bus, 16):02X}:{int(device, 16):02X}.0"
-        fields = {"domain": int(domain, 16), "bus": int(bus, 16), "device": int(device, 16)}
+        fields = {
+            "domain": int(domain, 16),
+            "bus": int(bus, 16),
+            "device": int(device, 16),
+            "pciDeviceId": gpu.pci_device_id,
+            "pciSubSystemId": gpu.pci_subsystem_id,
+        }
         if self.legacy_binding:  # old bindings: nvmlPciInfo_v2_t, whose busId is the 13-char legacy form
-            return nvmlPciInfo_v2_t(busId=legacy.encode(), pciDeviceId=gpu.pci_device_id, **fields)
-        return nvmlPciInfo_t(
-            busIdLegacy=legacy.encode(), busId=gpu.bus_id.encode(), pciDeviceId=gpu.pci_device_id, **fields
-        )
+            return nvmlPciInfo_v2_t(busId=legacy.encode(), **fields)
+        return nvmlPciInfo_t(busIdLegacy=legacy.encode(), busId=gpu.bus_id.encode(), **fields)
 
     def nvmlDeviceGetMigMode(self, device: Any) -> list[int]:
         _index, gpu = self._mig_gpu("nvmlDeviceGetMigMode", device)

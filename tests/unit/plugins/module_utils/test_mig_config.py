@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import (
     DeviceFilter,
     MigConfigError,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 import pytest
+
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
     MigPlanError,
     actual_devices,
@@ -68,7 +69,7 @@ INVALID_A100 = [
     ({"1g.10gb": 4, "1g.5gb": 1}, "no placement"),
     ({"4g.20gb": 1, "2g.10gb": 2}, "need 8 compute"),
     ({"1g.5gb": 8}, "allows at most 7"),
-    ({"1c.3g.20gb": 3}, "allows at most 2"),
+    ({"1c.3g.20gb": 7}, "allows at most 2 \\(GPU instances needed for the compute instances asked\\)"),
 ]
 
 
@@ -83,7 +84,24 @@ def test_valid_a100_combinations_plan(devices: Dict[str, int]) -> None:
         used.extend(range(pl["start"], pl["start"] + pl["size"]))
     assert len(used) == len(set(used))
     assert all(0 <= s < 8 for s in used)
-    assert len(gpu["placements"]) == sum(devices.values())
+    if not any("c." in p for p in devices):  # one GPU instance per device; compute-instance packing below
+        assert len(gpu["placements"]) == sum(devices.values())
+
+
+@pytest.mark.parametrize(
+    ("devices", "gpu_instances"),
+    [
+        ({"1c.3g.20gb": 3}, 1),
+        ({"1c.3g.20gb": 4}, 2),
+        ({"3g.20gb": 1, "1c.3g.20gb": 3}, 2),
+        ({"2c.3g.20gb": 2}, 2),
+        ({"2c.3g.20gb": 1, "1c.3g.20gb": 1}, 1),
+        ({"2c.3g.20gb": 1, "1c.3g.20gb": 2}, 2),
+    ],
+)
+def test_compute_instances_share_gpu_instances_as_mig_parted_packs_them(devices: Dict[str, int], gpu_instances: int) -> None:
+    (gpu,) = plan(layout(devices), "x", hw_gpus())
+    assert [p["profile"] for p in gpu["placements"]] == ["3g.20gb"] * gpu_instances
 
 
 @pytest.mark.parametrize(("devices", "why"), INVALID_A100, ids=str)

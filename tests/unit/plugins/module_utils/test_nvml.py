@@ -43,7 +43,7 @@ PROFILE_KEYS = {
     "copy_engines", "decoders", "encoders", "jpeg_decoders", "ofa", "p2p", "placements",
 }  # fmt: skip
 GPU_KEYS = {
-    "index", "name", "uuid", "pci_bus_id", "pci_device_id", "mig_mode_current", "mig_mode_pending",
+    "index", "name", "uuid", "pci_bus_id", "pci_device_id", "pci_subsystem_id", "mig_mode_current", "mig_mode_pending",
     "gpu_instances", "compute_instances", "supported_profiles",
 }  # fmt: skip
 
@@ -71,6 +71,7 @@ def _a100_gpu() -> FakeGpu:
         uuid="GPU-00000006-1111-2222-3333-444444444444",
         bus_id="00000000:36:00.0",
         pci_device_id=0x20B010DE,
+        pci_subsystem_id=0x134F10DE,
     )
 
 
@@ -96,6 +97,7 @@ def _v100() -> FakeGpu:
         uuid="GPU-00000001-1111-2222-3333-444444444444",
         bus_id="00000000:1A:00.0",
         pci_device_id=0x1DB110DE,
+        pci_subsystem_id=0x121210DE,
         mig_supported=False,
     )
 
@@ -119,6 +121,7 @@ def test_h200_mig_disabled_identity_and_modes() -> None:
     assert gpu["uuid"] == "GPU-00000000-1111-2222-3333-444444444444"
     assert gpu["pci_bus_id"] == "00000000:00:06.0"
     assert gpu["pci_device_id"] == "0x233510DE"
+    assert gpu["pci_subsystem_id"] == "0x18BF10DE"  # Sub System Id in nvidia-smi -q
     assert (gpu["mig_mode_current"], gpu["mig_mode_pending"]) == ("disabled", "disabled")
     assert gpu["gpu_instances"] == []
     assert gpu["compute_instances"] == []
@@ -180,6 +183,7 @@ def test_a100_mig_enabled_instances() -> None:
     gpu = collect(_a100_3_2_1_1())[0]
     assert (gpu["mig_mode_current"], gpu["mig_mode_pending"]) == ("enabled", "enabled")
     assert gpu["pci_device_id"] == "0x20B010DE"
+    assert gpu["pci_subsystem_id"] == "0x134F10DE"
     assert gpu["pci_bus_id"] == "00000000:36:00.0"
     assert gpu["gpu_instances"] == [
         {"id": 2, "profile_id": 9, "profile": "3g.20gb", "placement": {"start": 4, "size": 4}},
@@ -251,6 +255,7 @@ def test_legacy_binding_bytes_and_legacy_bus_id() -> None:
     assert gpu["name"] == "NVIDIA A100-SXM4-40GB"
     assert gpu["uuid"] == "GPU-00000006-1111-2222-3333-444444444444"
     assert gpu["pci_bus_id"] == "00000000:36:00.0"
+    assert gpu["pci_subsystem_id"] == "0x134F10DE"  # nvmlPciInfo_v2_t has pciSubSystemId too
     assert gpu["supported_profiles"][1]["name"] == "1g.5gb+me"
     assert gpu["compute_instances"][0]["profile"] == "1c.3g.20gb"
 
@@ -279,6 +284,7 @@ def test_gpu_without_mig_support_next_to_a_mig_gpu() -> None:
     v100 = gpus[0]
     assert v100["name"] == "Tesla V100-SXM2-16GB"
     assert v100["pci_device_id"] == "0x1DB110DE"
+    assert v100["pci_subsystem_id"] == "0x121210DE"
     assert (v100["mig_mode_current"], v100["mig_mode_pending"]) == ("unsupported", "unsupported")
     assert v100["supported_profiles"] == []
     assert v100["gpu_instances"] == []
