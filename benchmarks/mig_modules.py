@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # name -> (module, args). The config file path is fixed so the payload finds it on the GPU node.
 NODE_CONFIG = "/tmp/gpu-ops-bench/mig-config.yaml"
 CASES: Dict[str, Any] = {
+    # the floor: what any module costs on this node (python3 start-up, AnsiballZ unpacking, AnsibleModule)
+    "baseline-ansible.builtin.ping": ("ansible.builtin.ping", {}),
     "mig_info-nvml": ("gpu_ops.mig_serving.mig_info", {"backend": "nvml"}),
     "mig_info-nvidia_smi": ("gpu_ops.mig_serving.mig_info", {"backend": "nvidia_smi"}),
     "mig_verify-all-disabled-nvml": (
@@ -73,7 +75,7 @@ def prepare(out: Path, config: Path) -> None:
                 ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "pytest-collections"),
             )
             subprocess.run(
-                [str(bindir / "ansible"), "localhost", "-m", module, "-a", json.dumps(args)],
+                [str(bindir / "ansible"), "localhost", "-m", module, *(["-a", json.dumps(args)] if args else [])],
                 env=env, capture_output=True, text=True, timeout=120, check=False,
             )
             found = glob.glob(f"{home}/remote/ansible-tmp-*/AnsiballZ_*.py")
@@ -83,9 +85,12 @@ def prepare(out: Path, config: Path) -> None:
     import pynvml  # the pure-Python NVML bindings the nvml backend imports on the node
     import yaml  # PyYAML, for mig_verify's config_file; its pure-Python part works on any python3
 
-    shutil.copy(pynvml.__file__, out / "pynvml.py")
-    shutil.rmtree(out / "yaml", ignore_errors=True)
-    shutil.copytree(Path(yaml.__file__).parent, out / "yaml", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    # Fallbacks only: `run` uses the node's own PyYAML and nvidia-ml-py when it has them.
+    fallback = out / "fallback"
+    shutil.rmtree(fallback, ignore_errors=True)
+    fallback.mkdir()
+    shutil.copy(pynvml.__file__, fallback / "pynvml.py")
+    shutil.copytree(Path(yaml.__file__).parent, fallback / "yaml", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     shutil.copy(config, out / "mig-config.yaml")
     print(f"prepared {len(CASES)} payloads in {out}")
 
@@ -97,12 +102,22 @@ def run(src: Path, out: Path, runs: int) -> None:
         os.remove(NODE_CONFIG)
     shutil.copyfile(src / "mig-config.yaml", NODE_CONFIG)
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(src.resolve()), LC_ALL="C")
     py = shutil.which("python3") or sys.executable
+    native = {
+        mod: subprocess.run([py, "-c", f"import {mod}"], capture_output=True, check=False).returncode == 0
+        for mod in ("yaml", "pynvml")
+    }
+    env = dict(os.environ, LC_ALL="C")
+    if not all(native.values()):
+        env["PYTHONPATH"] = str((src / "fallback").resolve())
     results: Dict[str, Any] = {
         "python": subprocess.run([py, "-V"], capture_output=True, text=True, check=False).stdout.strip(),
         "host": platform.node(),
         "runs": runs,
+        "node_has": native,
+        "libyaml": subprocess.run(
+            [py, "-c", "import yaml; print(yaml.__with_libyaml__)"], env=env, capture_output=True, text=True, check=False
+        ).stdout.strip(),
         "cases": {},
     }
     for name in CASES:
@@ -117,7 +132,6 @@ def run(src: Path, out: Path, runs: int) -> None:
             except ValueError:
                 last = {"unparsed_stdout": proc.stdout[-4000:], "stderr": proc.stderr[-4000:], "rc": proc.returncode}
         results["cases"][name] = {"seconds": times, "median_s": statistics.median(times), "result": last}
-        (out / f"{name}.json").write_text(json.dumps(last, indent=2, sort_keys=True) + "\n")
         print(f"{name:40s} median {statistics.median(times):.3f} s  min {min(times):.3f}  max {max(times):.3f}")
     results["in_process"] = in_process(src, runs)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -135,7 +149,7 @@ def _import_tree() -> None:
 def in_process(src: Path, runs: int) -> Dict[str, Any]:
     """The modules' own work without Python start-up and AnsiballZ: read the GPUs (per backend), then
     plan the layout on the GPUs' reported table and compare, as mig_verify does."""
-    sys.path.insert(0, str(src.resolve()))  # pynvml.py and PyYAML carried with the payloads
+    sys.path.append(str((src / "fallback").resolve()))  # pynvml.py and PyYAML carried, if the node lacks them
     _import_tree()
     from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _nvidia_smi, _nvml
     from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import parse_config
