@@ -8,6 +8,7 @@ what each config must yield is written by hand in expected_plans.yaml.
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any, Dict, List
@@ -30,6 +31,7 @@ EXPECTED: Dict[str, Dict[str, Dict[str, int]]] = yaml.safe_load((HERE / "expecte
 MODEL = {m.key: m for m in MODELS}
 
 
+@functools.cache
 def load(name: str) -> Any:
     return parse_config((CONFORMANCE / name).read_text(), source=name)
 

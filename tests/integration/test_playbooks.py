@@ -18,6 +18,8 @@ from typing import List
 import pytest
 import yaml
 
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan, resources
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CAPTURE = ROOT.parent / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
@@ -44,9 +46,6 @@ def test_dgx_inventory_layouts_plan_on_their_models(tmp_path: Path) -> None:
     """Every host's layout in the example inventory is realisable on the GPUs its name says it has."""
     proc = playbook(["playbooks/verify.yml", "-i", "inventories/dgx", "--list-hosts"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    sys.path.insert(0, str(ROOT / "build" / "pytest-collections"))
-    from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan, resources
-
     hosts = yaml.safe_load((ROOT / "inventories/dgx/hosts.yml").read_text())["all"]["children"]["gpu_nodes"]["hosts"]
     config = (ROOT / "inventories/dgx/files/mig-parted-config.yaml").read_text()
     device = {"dgx-a100": "0x20B010DE", "dgx-h200": "0x233510DE"}
