@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_APT_PACKAGES ?= git
 PYTEST_ARGS ?=
 
-.PHONY: help sandbox test venv apt-deps lint sanity unit changelog-lint build clean
+.PHONY: help sandbox test venv apt-deps lint sanity unit changelog-lint build clean sync-shared
 
 help:
 	@echo "make sandbox  - run site.yml against the embedded sandbox (inventories/sandbox)"
@@ -49,6 +49,13 @@ unit: venv
 
 build: venv
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist .
+
+# Refresh tests/data/shared from the project's shared test data (../shared), byte for byte.
+sync-shared:
+	test -d ../shared
+	rm -rf tests/data/shared && mkdir -p tests/data/shared
+	cp -r ../shared/fixtures ../shared/conformance tests/data/shared/
+	chmod -R u+w tests/data/shared
 
 clean:
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -205,7 +205,7 @@ def plan_bench(runs: int) -> Dict[str, Any]:
     from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import parse_config
     from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan, resources
 
-    shared = ROOT.parent / "shared" / "conformance" / "mig-parted" / "config-default.yaml"
+    shared = ROOT / "tests" / "data" / "shared" / "conformance" / "mig-parted" / "config-default.yaml"
     text = shared.read_text()
     nodes = [
         ("0x20B010DE", "all-balanced"),
@@ -233,7 +233,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "device")
-    p.add_argument("--config", type=Path, default=ROOT.parent / "shared" / "conformance" / "mig-parted" / "config-default.yaml")
+    p.add_argument("--config", type=Path, default=ROOT / "tests" / "data" / "shared" / "conformance" / "mig-parted" / "config-default.yaml")
     r = sub.add_parser("run")
     r.add_argument("--src", type=Path, default=ROOT / "build" / "device")
     r.add_argument("--out", type=Path, required=True)

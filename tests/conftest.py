@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = (REPO_ROOT.parent / "shared").resolve()
+SHARED = (REPO_ROOT / "tests" / "data" / "shared").resolve()
 _TREE = REPO_ROOT / "build" / "pytest-collections"
 _LINK = _TREE / "ansible_collections" / "gpu_ops" / "mig_serving"
 

@@ -21,7 +21,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config im
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan, resources
 
 HERE = Path(__file__).resolve().parent
-CONFORMANCE = HERE.parents[1].parent / "shared" / "conformance" / "mig-parted"
+CONFORMANCE = HERE.parents[1] / "tests" / "data" / "shared" / "conformance" / "mig-parted"
 if not CONFORMANCE.is_dir():
     pytest.skip(f"conformance data not found at {CONFORMANCE}", allow_module_level=True)
 

@@ -22,7 +22,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan impo
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CAPTURE = ROOT.parent / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
+CAPTURE = ROOT / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_catalog i
     supported_profiles,
 )
 
-SHARED = Path(__file__).resolve().parents[4].parent / "shared"
+SHARED = Path(__file__).resolve().parents[4] / "tests" / "data" / "shared"
 SMI = SHARED / "fixtures" / "nvidia-smi"
 DOC = SMI / "documented"
 CONFORMANCE = SHARED / "conformance" / "mig-parted"

@@ -25,7 +25,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._nvidia_smi im
     parse_query_gpu,
 )
 
-FIXTURES = Path(__file__).resolve().parents[4].parent / "shared" / "fixtures" / "nvidia-smi"
+FIXTURES = Path(__file__).resolve().parents[4] / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi"
 LOCAL_FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "nvidia_smi"
 
 if not FIXTURES.is_dir():

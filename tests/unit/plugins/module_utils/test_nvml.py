@@ -27,7 +27,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _nvml
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._nvml import NvmlError, available, collect
 from ansible_collections.gpu_ops.mig_serving.tests.unit.plugins.module_utils.fake_pynvml import FakeGpu, FakeNvml, FakeNvmlMisuse, parse_lgip
 
-FIXTURES = Path(__file__).resolve().parents[4].parent / "shared" / "fixtures" / "nvidia-smi"
+FIXTURES = Path(__file__).resolve().parents[4] / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi"
 H200_DIR = FIXTURES / "h200-mig-disabled"
 A100_DIR = FIXTURES / "documented" / "a100-sxm4-40gb" / "mig-user-guide"
 RTX_DIR = FIXTURES / "documented" / "rtx-pro-6000-blackwell-max-q" / "user-notes-580.105.08"

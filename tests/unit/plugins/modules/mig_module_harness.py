@@ -14,7 +14,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _nvidia_smi, _nvml
 
-FIXTURES = Path(__file__).resolve().parents[4].parent / "shared" / "fixtures" / "nvidia-smi"
+FIXTURES = Path(__file__).resolve().parents[4] / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi"
 H200 = FIXTURES / "h200-mig-disabled"
 GUIDE = FIXTURES / "documented" / "a100-sxm4-40gb" / "mig-user-guide"
 

@@ -21,7 +21,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan impo
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._nvidia_smi import parse_lgip, parse_lgipp
 
 RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "h200-real"
-CAPTURE = Path(__file__).resolve().parents[4].parent / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
+CAPTURE = Path(__file__).resolve().parents[4] / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
 
 
 def load(name: str) -> Dict[str, Any]:
@@ -94,7 +94,7 @@ def test_catalog_agrees_with_the_hardware_table() -> None:
 
 @pytest.mark.parametrize("layout", ["all-balanced", "all-1g.18gb", "all-3g.71gb", "all-1g.35gb", "all-7g.141gb"])
 def test_planning_on_the_hardware_table_equals_planning_on_the_catalog(layout: str) -> None:
-    shared = Path(__file__).resolve().parents[4].parent / "shared" / "conformance" / "mig-parted" / "config-default.yaml"
+    shared = Path(__file__).resolve().parents[4] / "tests" / "data" / "shared" / "conformance" / "mig-parted" / "config-default.yaml"
     if not shared.is_file():
         pytest.skip(f"conformance data not found at {shared}")
     config = shared.read_text()
