@@ -124,7 +124,7 @@ def run(src: Path, out: Path, runs: int) -> None:
     # cases alike and the medians can be compared side by side.
     times: Dict[str, List[float]] = {name: [] for name in CASES}
     last: Dict[str, Any] = {}
-    for _ in range(runs):
+    for _round in range(runs):
         for name in CASES:
             t0 = time.perf_counter()
             proc = subprocess.run([py, str(src / f"{name}.py")], env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -182,7 +182,7 @@ def in_process(src: Path, runs: int) -> Dict[str, Any]:
             print(f"in-process {name}: {out[name]['error']}")
             continue
         mismatches: List[Any] = []
-        for _ in range(runs):
+        for _round in range(runs):
             t0 = time.perf_counter()
             gpus = read()
             t1 = time.perf_counter()
@@ -219,7 +219,7 @@ def plan_bench(runs: int) -> Dict[str, Any]:
     ]
     times: List[float] = []
     total: Dict[str, int] = {}
-    for _ in range(runs):
+    for _round in range(runs):
         t0 = time.perf_counter()
         cfg = parse_config(text, source="config-default.yaml")  # parsing is part of the work
         plans = [plan(cfg, name, [{"index": i, "pci_device_id": dev} for i in range(8)]) for dev, name in nodes]

@@ -21,7 +21,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_info import (
+    ComputeInstance,
+    GpuInfo,
+    GpuInstance,
+    MigMode,
+    Placement,
+    ProfileInfo,
+)
 
 __all__ = [
     "COMMANDS",
@@ -41,69 +49,6 @@ __all__ = [
     "parse_lgipp",
     "parse_query_gpu",
 ]
-
-MigMode = Literal["enabled", "disabled", "unsupported"]
-
-
-class Placement(TypedDict):
-    """Memory slices a GPU instance occupies or may occupy (``{start,...}:size`` in ``-lgipp``)."""
-
-    start: int
-    size: int
-
-
-class ProfileInfo(TypedDict):
-    """A GPU instance profile (``nvidia-smi mig -lgip``, placements from ``-lgipp``)."""
-
-    name: str
-    id: int
-    max_instances: int
-    free_instances: int
-    memory_mib: int
-    compute_slices: int
-    multiprocessors: int
-    copy_engines: int
-    decoders: int
-    encoders: int
-    jpeg_decoders: int
-    ofa: int
-    p2p: bool
-    placements: list[Placement]
-
-
-class GpuInstance(TypedDict):
-    """An existing GPU instance (``nvidia-smi mig -lgi``)."""
-
-    id: int
-    profile_id: int
-    profile: str
-    placement: Placement
-
-
-class ComputeInstance(TypedDict):
-    """An existing compute instance (``nvidia-smi mig -lci``)."""
-
-    gpu_instance_id: int
-    id: int
-    profile_id: int
-    profile: str
-
-
-class GpuInfo(TypedDict):
-    """The MIG inventory of one physical GPU."""
-
-    index: int
-    name: str
-    uuid: str
-    pci_bus_id: str
-    pci_device_id: str
-    pci_subsystem_id: str
-    mig_mode_current: MigMode
-    mig_mode_pending: MigMode
-    gpu_instances: list[GpuInstance]
-    compute_instances: list[ComputeInstance]
-    supported_profiles: list[ProfileInfo]
-
 
 Runner = Callable[[list[str]], tuple[int, str, str]]
 """``run(argv) -> (rc, stdout, stderr)``; argv excludes the ``nvidia-smi`` binary."""

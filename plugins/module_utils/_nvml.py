@@ -16,69 +16,16 @@ import contextlib
 import ctypes
 import math
 import re
-from typing import Any, Literal, TypedDict
+from typing import Any
 
-MigMode = Literal["enabled", "disabled", "unsupported"]
-
-
-class Placement(TypedDict):
-    """Memory slices a GPU instance occupies (or may occupy)."""
-
-    start: int
-    size: int
-
-
-class ProfileInfo(TypedDict):
-    """A GPU instance profile as the GPU reports it (``nvidia-smi mig -lgip`` / ``-lgipp``)."""
-
-    name: str
-    id: int
-    max_instances: int
-    free_instances: int
-    memory_mib: int
-    compute_slices: int
-    multiprocessors: int
-    copy_engines: int
-    decoders: int
-    encoders: int
-    jpeg_decoders: int
-    ofa: int
-    p2p: bool
-    placements: list[Placement]
-
-
-class GpuInstance(TypedDict):
-    """An existing GPU instance (``nvidia-smi mig -lgi``)."""
-
-    id: int
-    profile_id: int
-    profile: str
-    placement: Placement
-
-
-class ComputeInstance(TypedDict):
-    """An existing compute instance (``nvidia-smi mig -lci``)."""
-
-    gpu_instance_id: int
-    id: int
-    profile_id: int
-    profile: str
-
-
-class GpuInfo(TypedDict):
-    """The MIG inventory of one physical GPU."""
-
-    index: int
-    name: str
-    uuid: str
-    pci_bus_id: str
-    pci_device_id: str
-    pci_subsystem_id: str
-    mig_mode_current: MigMode
-    mig_mode_pending: MigMode
-    gpu_instances: list[GpuInstance]
-    compute_instances: list[ComputeInstance]
-    supported_profiles: list[ProfileInfo]
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_info import (
+    ComputeInstance,
+    GpuInfo,
+    GpuInstance,
+    MigMode,
+    Placement,
+    ProfileInfo,
+)
 
 
 class NvmlError(RuntimeError):

@@ -65,7 +65,7 @@ def _cases() -> List[Any]:
     for name in DEFAULT_FILES:
         for cname in yaml.safe_load((CONFORMANCE / name).read_text())["mig-configs"]:
             for key in MODEL:
-                cases.append(pytest.param(name, cname, key, id=f"{name.split('-')[0]}:{cname}:{key}"))
+                cases.append(pytest.param(name, cname, key, id=f"{name.split('-', maxsplit=1)[0]}:{cname}:{key}"))
     return cases
 
 

@@ -585,7 +585,7 @@ def test_parse_query_gpu_fixture_rejected_for_other_fields(relative: str) -> Non
 
 def h200_query_line() -> str:
     """The collect() query line of our H200, from the real capture (csv + Device Id and Sub System Id of nvidia-smi -q)."""
-    fields, _rows, _ = QUERY_EXPECTED[H200 + "nvidia-smi_--query-gpu.csv"]
+    fields, _rows, _expected = QUERY_EXPECTED[H200 + "nvidia-smi_--query-gpu.csv"]
     row = parse_query_gpu(read(H200 + "nvidia-smi_--query-gpu.csv"), fields)[0]
     details = read(H200 + "nvidia-smi_-q.txt")
     device = re.search(r"^\s+Device Id\s+: (0x[0-9A-F]{8})$", details, re.MULTILINE)
