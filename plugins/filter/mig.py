@@ -1,13 +1,14 @@
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Filters on the collection's MIG model: mig_plan, mig_resources (documented in mig_plan.yml, mig_resources.yml)."""
+"""Filters on the collection's MIG model (each documented in its own .yml next to this file)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_cluster import compare_nodes, expected_resources, report_table
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan, resources
 
@@ -26,6 +27,29 @@ def mig_resources(plan_: Any, strategy: str = "mixed") -> Dict[str, int]:
         raise AnsibleFilterError(f"mig_resources: {exc}") from None
 
 
+def mig_cluster_expected(nodes: Any, strategy: str = "mixed") -> Dict[str, Dict[str, int]]:
+    try:
+        return expected_resources(nodes, strategy)
+    except (MigConfigError, MigPlanError) as exc:
+        raise AnsibleFilterError(f"mig_cluster_expected: {exc}") from None
+
+
+def mig_cluster_compare(k8s_nodes: Any, expected: Any, strategy: str = "mixed") -> Dict[str, Any]:
+    if not isinstance(k8s_nodes, list) or not isinstance(expected, dict):
+        raise AnsibleFilterError("mig_cluster_compare: input must be a list of Node objects and expected a dict of node -> resources")
+    try:
+        result = compare_nodes(k8s_nodes, expected, strategy)
+    except (MigConfigError, MigPlanError) as exc:
+        raise AnsibleFilterError(f"mig_cluster_compare: {exc}") from None
+    result["table"] = report_table(result)
+    return result
+
+
 class FilterModule:
     def filters(self) -> Dict[str, Callable[..., Any]]:
-        return {"mig_plan": mig_plan, "mig_resources": mig_resources}
+        return {
+            "mig_plan": mig_plan,
+            "mig_resources": mig_resources,
+            "mig_cluster_expected": mig_cluster_expected,
+            "mig_cluster_compare": mig_cluster_compare,
+        }

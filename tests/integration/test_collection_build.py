@@ -20,7 +20,12 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 EXPECTED_MODULES = {"gpu_ops.mig_serving.mig_info", "gpu_ops.mig_serving.mig_verify"}
-EXPECTED_FILTERS = {"gpu_ops.mig_serving.mig_plan", "gpu_ops.mig_serving.mig_resources"}
+EXPECTED_FILTERS = {
+    "gpu_ops.mig_serving.mig_plan",
+    "gpu_ops.mig_serving.mig_resources",
+    "gpu_ops.mig_serving.mig_cluster_expected",
+    "gpu_ops.mig_serving.mig_cluster_compare",
+}
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path) -> str:
