@@ -148,9 +148,27 @@ def gpu_spec(gpu: Mapping[str, Any]) -> GpuSpec:
     return GpuSpec(index, display, device_ids, subsystem, model.mig_capable, cat, "catalog")
 
 
+def expand_gpus(gpus: Any) -> Any:
+    """``{count: 8, pci_device_id: "0x20B010DE"}`` (or ``name``) is shorthand for GPUs 0..7 of one model."""
+    if isinstance(gpus, Mapping) and "count" in gpus:
+        count = gpus["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise MigPlanError(f"'gpus' shorthand {dict(gpus)!r}: 'count' must be a positive integer")
+        unknown = sorted(set(gpus) - {"count", "pci_device_id", "pci_subsystem_id", "name"})
+        if unknown:
+            raise MigPlanError(f"'gpus' shorthand {dict(gpus)!r}: unknown key(s) {', '.join(unknown)}")
+        rest = {k: v for k, v in gpus.items() if k != "count"}
+        return [dict(rest, index=i) for i in range(count)]
+    return gpus
+
+
 def gpu_specs(gpus: Any) -> List[GpuSpec]:
+    gpus = expand_gpus(gpus)
     if not isinstance(gpus, list) or not gpus:
-        raise MigPlanError("'gpus' must be a non-empty list of GPUs (dicts with 'index' and 'pci_device_id' or 'name')")
+        raise MigPlanError(
+            "'gpus' must be a non-empty list of GPUs (dicts with 'index' and 'pci_device_id' or 'name'), "
+            "or {count: N, pci_device_id: ...} for N GPUs of one model"
+        )
     specs = [gpu_spec(g) for g in gpus]
     seen: Dict[int, int] = {}
     for s in specs:

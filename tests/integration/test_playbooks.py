@@ -47,7 +47,7 @@ def test_dgx_inventory_layouts_plan_on_their_models(tmp_path: Path) -> None:
     proc = playbook(["playbooks/verify.yml", "-i", "inventories/dgx", "--list-hosts"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     hosts = yaml.safe_load((ROOT / "inventories/dgx/hosts.yml").read_text())["all"]["children"]["gpu_nodes"]["hosts"]
-    config = (ROOT / "inventories/dgx/files/mig-parted-config.yaml").read_text()
+    config = (ROOT / "inventories/layouts/dgx.yaml").read_text()
     device = {"dgx-a100": "0x20B010DE", "dgx-h200": "0x233510DE"}
     for host, hv in hosts.items():
         gpus = [{"index": i, "pci_device_id": device[host.rsplit("-", 1)[0]]} for i in range(8)]
@@ -86,7 +86,7 @@ else:
                                 "h200-replay": {
                                     "ansible_connection": "local",
                                     "ansible_python_interpreter": sys.executable,
-                                    "mig_layout_config_file": str(ROOT / "inventories/dgx/files/mig-parted-config.yaml"),
+                                    "mig_layout_config_file": str(ROOT / "inventories/layouts/dgx.yaml"),
                                     "mig_backend": "nvidia_smi",
                                     "mig_nvidia_smi_path": str(smi),
                                 }

@@ -260,3 +260,13 @@ def test_mismatch_table_is_aligned() -> None:
         "0    mig-mode  enabled   disabled",
         "0    1g.18gb   7         0",
     ]
+
+
+def test_gpus_shorthand_for_one_model() -> None:
+    short = plan(layout({"1g.5gb": 7}), "x", {"count": 8, "pci_device_id": "0x20B010DE"})
+    assert [g["index"] for g in short] == list(range(8))
+    assert resources(short) == {"nvidia.com/mig-1g.5gb": 56}
+    with pytest.raises(MigPlanError, match="'count' must be a positive integer"):
+        plan(layout({"1g.5gb": 7}), "x", {"count": 0, "pci_device_id": "0x20B010DE"})
+    with pytest.raises(MigPlanError, match=r"unknown key\(s\) model"):
+        plan(layout({"1g.5gb": 7}), "x", {"count": 2, "model": "A100"})

@@ -1,0 +1,170 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""playbooks/render.yml for real: every cluster object it writes is valid for Kubernetes 1.29, 1.31 and 1.33
+(strict, CRDs against their own schemas), the Helm index and values are complete, a re-render changes
+nothing, and bad input fails before anything is written. Run without network where the test can make a
+network namespace (unshare -n), which proves no cluster and no network are contacted."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.k8s_schemas import KUBE_VERSIONS, validate_file
+else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys.path
+    from k8s_schemas import KUBE_VERSIONS, validate_file
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+# Top-level keys of the nvidia-device-plugin chart's values.yaml (0.18 line), from NVIDIA/k8s-device-plugin
+# deployments/helm/nvidia-device-plugin/values.yaml: our values must use only these (a misspelt key is
+# silently ignored by Helm).
+DEVICE_PLUGIN_CHART_KEYS = {
+    "config", "compatWithCPUManager", "migStrategy", "failOnInitError", "deviceListStrategy", "deviceIDStrategy",
+    "nvidiaDriverRoot", "gdrcopyEnabled", "gdsEnabled", "mofedEnabled", "deviceDiscoveryStrategy", "nameOverride",
+    "fullnameOverride", "namespaceOverride", "selectorLabelsOverride", "componentSelectorLabels", "allowDefaultNamespace",
+    "imagePullSecrets", "image", "updateStrategy", "podAnnotations", "podSecurityContext", "securityContext", "resources",
+    "nodeSelector", "affinity", "tolerations", "priorityClassName", "runtimeClassName", "devicePlugin", "gfd", "nfd",
+    "mps", "cdi",
+}
+
+
+def _offline_prefix() -> List[str]:
+    """`unshare -n` (a fresh network namespace: no interface but a down loopback) when we may create one."""
+    unshare = shutil.which("unshare")
+    if unshare and os.geteuid() == 0:
+        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [unshare, "-n"]
+    return []
+
+
+def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", "-e", f"gpu_ops_render_dir={out}", *extra]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("render") / "out"
+    proc = render(out)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return out
+
+
+def objects_files(out: Path) -> List[Path]:
+    return sorted(p for p in out.rglob("*.yaml") if p.parent != out and not p.name.endswith(".values.yaml"))
+
+
+def test_render_writes_one_object_per_file_grouped_by_role(rendered: Path) -> None:
+    files = objects_files(rendered)
+    assert [str(p.relative_to(rendered)) for p in files] == ["gpu_plugins/01-namespace-nvidia-device-plugin.yaml"]
+    for path in files:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert len(docs) == 1, path
+
+
+def test_every_object_is_valid_for_each_kubernetes_version(rendered: Path) -> None:
+    assert KUBE_VERSIONS == ("1.29.0", "1.31.0", "1.33.0")
+    total = sum(validate_file(path) for path in objects_files(rendered))
+    assert total == len(objects_files(rendered))
+
+
+def test_namespace_allows_the_privileged_device_plugin(rendered: Path) -> None:
+    ns = yaml.safe_load((rendered / "gpu_plugins/01-namespace-nvidia-device-plugin.yaml").read_text())
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_helm_index_and_values(rendered: Path) -> None:
+    index = yaml.safe_load((rendered / "helm-releases.yaml").read_text())
+    assert index == {
+        "releases": [
+            {
+                "release": "nvdp",
+                "namespace": "nvidia-device-plugin",
+                "repository": "https://nvidia.github.io/k8s-device-plugin",
+                "chart": "nvidia-device-plugin",
+                "version": "0.18.0",
+                "values_file": "gpu_plugins/nvdp.values.yaml",
+                "component": "gpu_plugins",
+            }
+        ]
+    }
+    values = yaml.safe_load((rendered / "gpu_plugins/nvdp.values.yaml").read_text())
+    assert set(values) <= DEVICE_PLUGIN_CHART_KEYS, set(values) - DEVICE_PLUGIN_CHART_KEYS
+    assert values["migStrategy"] == "mixed"
+    assert values["gfd"] == {"enabled": True}
+    assert values["nfd"] == {"enabled": False}
+    terms = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    keys = [t["matchExpressions"][0]["key"] for t in terms]
+    # with NFD (pci-10de), with the GPU Operator's label, and without either (our node role's mig.config label)
+    assert keys == ["feature.node.kubernetes.io/pci-10de.present", "nvidia.com/gpu.present", "nvidia.com/mig.config"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+    assert values["priorityClassName"] == "system-node-critical"
+
+
+def test_rerender_changes_nothing_and_removes_stale_files(rendered: Path) -> None:
+    stale = rendered / "gpu_plugins" / "09-configmap-left-over.yaml"
+    stale.write_text("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: left-over\n")
+    proc = render(rendered)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert not stale.exists()
+    proc = render(rendered)
+    assert proc.returncode == 0
+    assert "changed=0" in proc.stdout, proc.stdout[-3000:]
+
+
+def _fails_before_writing(tmp_path: Path, extra: List[str], message: str) -> None:
+    out = tmp_path / "out"
+    proc = render(out, *extra)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-4000:]
+    assert not out.exists() or not any(out.rglob("*")), "nothing may be written on bad input"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-e", "gpu_plugins_mig_strategy=none"], "value of gpu_plugins_mig_strategy must be one of: mixed, single, got: none"),
+        (["-e", "gpu_plugins_mig_strategy=single"], "node dgx-a100-02: strategy 'single' needs one MIG profile on every GPU"),
+        (["-e", "gpu_plugins_chart_version=0.18"], "gpu_plugins_chart_version must be an exact chart version such as 0.18.0, not '0.18'"),
+        (["-e", "gpu_plugins_chart_version=latest"], "not 'latest'"),
+        (["-e", "gpu_plugins_chart_version=>=0.17.0"], "not '>=0.17.0'"),
+        (["-e", "gpu_plugins_chart_repository=ftp://mirror/charts"], "must be an https:// or oci:// URL"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[str], message: str) -> None:
+    _fails_before_writing(tmp_path, extra, message)
+
+
+def test_unrealisable_layout_fails_naming_node(tmp_path: Path) -> None:
+    inventory = yaml.safe_load((ROOT / "inventories/dgx/hosts.yml").read_text())
+    hosts: Dict[str, Dict[str, object]] = inventory["all"]["children"]["gpu_nodes"]["hosts"]
+    hosts["dgx-h200-01"]["mig_layout_config"] = "all-1g.5gb"  # an A100 layout on an H200
+    inv_dir = tmp_path / "inv"
+    shutil.copytree(ROOT / "inventories/dgx", inv_dir)
+    shutil.copytree(ROOT / "inventories/layouts", tmp_path / "layouts")
+    (inv_dir / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", str(inv_dir), "-e", f"gpu_ops_render_dir={out}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode != 0
+    assert "node dgx-h200-01: config 'all-1g.5gb': GPU 0 (NVIDIA H200, 0x233510DE) is not covered by any entry" in proc.stdout
+    assert not out.exists()
