@@ -117,6 +117,22 @@ def test_helm_index_and_values(rendered: Path) -> None:
     assert values["priorityClassName"] == "system-node-critical"
 
 
+def test_capacity_report_from_the_inventory_layouts(rendered: Path) -> None:
+    report = yaml.safe_load((rendered / "mig-capacity.yaml").read_text())
+    assert report["strategy"] == "mixed"
+    assert report["nodes"] == {
+        "dgx-a100-01": {"nvidia.com/mig-1g.5gb": 56},
+        "dgx-a100-02": {"nvidia.com/mig-1g.5gb": 16, "nvidia.com/mig-2g.10gb": 8, "nvidia.com/mig-3g.20gb": 8},
+        "dgx-h200-01": {"nvidia.com/mig-1g.18gb": 56},
+    }
+    assert report["cluster"] == {
+        "nvidia.com/mig-1g.18gb": 56,
+        "nvidia.com/mig-1g.5gb": 72,
+        "nvidia.com/mig-2g.10gb": 8,
+        "nvidia.com/mig-3g.20gb": 8,
+    }
+
+
 def test_rerender_changes_nothing_and_removes_stale_files(rendered: Path) -> None:
     stale = rendered / "gpu_plugins" / "09-configmap-left-over.yaml"
     stale.write_text("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: left-over\n")
