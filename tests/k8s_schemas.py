@@ -93,7 +93,7 @@ _GO_INLINE_FLAGS = re.compile(r"\(\?([ims]+)\)")
 
 def _python_pattern(pattern: str) -> str:
     fixed = pattern.replace(r"\z", r"\Z")
-    for _ in range(pattern.count("(?") + 1):
+    for _attempt in range(pattern.count("(?") + 1):
         try:
             re.compile(fixed)
         except re.error:
