@@ -6,8 +6,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the test suite runs for real (none are started by installation).
-TEST_APT_PACKAGES ?= git
+# Debian packages the test suite runs for real (none are started by installation):
+# podman, runc and debootstrap for the simulated GPU nodes (tests/testbed).
+TEST_APT_PACKAGES ?= git podman runc debootstrap
 PYTEST_ARGS ?=
 
 .PHONY: help sandbox test venv apt-deps lint sanity unit changelog-lint build clean sync-shared

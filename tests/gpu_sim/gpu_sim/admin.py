@@ -1,0 +1,105 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``gpu-sim``: set up and inspect the simulated GPUs (init, show, set-busy, clear-busy, set-resettable,
+set-persistence, boot, log). The state file is ``$GPU_SIM_STATE`` (default /var/lib/gpu-sim/state.json)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from . import boot
+from . import state as st
+from .tables import DEFAULT_DRIVER, LAYOUTS, MODELS
+
+
+def _gpus(state: st.State, which: str) -> list[st.Gpu]:
+    if which == "all":
+        return list(state.gpus)
+    try:
+        index = int(which)
+    except ValueError:
+        raise SystemExit(f"gpu-sim: GPU must be an index or 'all', got {which!r}") from None
+    if not 0 <= index < len(state.gpus):
+        raise SystemExit(f"gpu-sim: no GPU {index} (there are {len(state.gpus)})")
+    return [state.gpus[index]]
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() in ("1", "on", "true", "yes"):
+        return True
+    if text.lower() in ("0", "off", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpu-sim", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create the GPUs (replaces any state)")
+    init.add_argument("--model", required=True, choices=sorted(MODELS))
+    init.add_argument("--count", type=int, default=8)
+    init.add_argument("--driver", default=DEFAULT_DRIVER, choices=sorted(LAYOUTS), help="selects the table layouts")
+    sub.add_parser("show", help="print the state as JSON")
+    busy = sub.add_parser("set-busy", help="a process starts holding the GPU")
+    busy.add_argument("gpu")
+    busy.add_argument("--pid", type=int, required=True)
+    busy.add_argument("--name", required=True)
+    clear = sub.add_parser("clear-busy", help="processes holding the GPU exit")
+    clear.add_argument("gpu")
+    clear.add_argument("--pid", type=int, help="only this process (default: all)")
+    resettable = sub.add_parser("set-resettable", help="whether the GPU can be reset without a reboot")
+    resettable.add_argument("gpu")
+    resettable.add_argument("value", type=_on_off)
+    persistence = sub.add_parser("set-persistence", help="persistence mode (off: nvidia-smi -mig warns)")
+    persistence.add_argument("gpu")
+    persistence.add_argument("value", type=_on_off)
+    sub.add_parser("boot", help="what a reboot does to the GPUs")
+    sub.add_parser("log", help="the operations log, one JSON object a line")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    command: str = args.command
+    if command == "boot":
+        return boot.main([])
+    if command == "init":
+        try:
+            state = st.create(args.model, args.count, args.driver)
+        except ValueError as error:
+            raise SystemExit(f"gpu-sim: {error}") from None
+        print(f"gpu-sim: {len(state.gpus)} x {args.model}, driver {args.driver}, state {st.state_path()}")
+        return 0
+    try:
+        with st.session(write=command not in ("show", "log")) as state:
+            if command == "show":
+                sys.stdout.write(state.to_json())
+            elif command == "log":
+                for entry in state.log:
+                    print(json.dumps(dataclasses.asdict(entry), sort_keys=True))
+            elif command == "set-busy":
+                for gpu in _gpus(state, args.gpu):
+                    gpu.busy = [p for p in gpu.busy if p.pid != args.pid] + [st.Process(args.pid, args.name)]
+                    state.record("set-busy", gpu.index, f"pid {args.pid} ({args.name})")
+            elif command == "clear-busy":
+                for gpu in _gpus(state, args.gpu):
+                    gone = [p for p in gpu.busy if args.pid is None or p.pid == args.pid]
+                    if gone:
+                        gpu.busy = [p for p in gpu.busy if p not in gone]
+                        state.record("clear-busy", gpu.index, ", ".join(f"pid {p.pid} ({p.name})" for p in gone))
+            elif command == "set-resettable":
+                for gpu in _gpus(state, args.gpu):
+                    if gpu.resettable != args.value:
+                        gpu.resettable = args.value
+                        state.record("set-resettable", gpu.index, str(args.value).lower())
+            elif command == "set-persistence":
+                for gpu in _gpus(state, args.gpu):
+                    if gpu.persistence != args.value:
+                        gpu.persistence = args.value
+                        state.record("set-persistence", gpu.index, str(args.value).lower())
+    except st.StateMissing as error:
+        raise SystemExit(f"gpu-sim: no state file {error.args[0]} (run gpu-sim init)") from None
+    return 0
