@@ -1,0 +1,1385 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A small in-memory Kubernetes API server for tests (HTTPS, bearer token, real wire formats).
+
+It serves what ``kubernetes.core.k8s`` (server-side apply) and ``kubernetes.core.k8s_info`` call through the
+official ``kubernetes`` Python client: discovery, GET/LIST, POST, PUT, PATCH (apply, merge, strategic, JSON
+patch) and DELETE of a fixed set of built-in resources, with errors as ``Status`` objects and server-side
+apply field ownership (``metadata.managedFields``) and conflicts. See README.md next to this file for the
+rules it reproduces and the ones it does not.
+
+    with FakeKube() as kube:
+        kube.add_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"}, "status": {...}})
+        run_ansible(kubeconfig=kube.kubeconfig_path)
+        assert any(r.content_type == "application/apply-patch+yaml" for r in kube.requests)
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import datetime
+import hmac
+import ipaddress
+import json
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+Obj = Dict[str, Any]
+FieldPath = Tuple[str, ...]
+
+KUBE_VERSION = "v1.31.4"
+MAX_BODY = 3 * 1024 * 1024  # the API server's request body limit (3 MiB)
+CONNECTION_TIMEOUT_S = 30.0  # idle keep-alive connections and TLS handshakes are dropped after this
+STOP_TIMEOUT_S = 5.0
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+VERBS = ["create", "delete", "get", "list", "patch", "update"]  # no watch, no deletecollection: not served
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served resource, as discovery advertises it."""
+
+    group: str
+    version: str
+    name: str
+    singular: str
+    kind: str
+    namespaced: bool
+    short_names: Tuple[str, ...] = ()
+    has_status: bool = False  # status is a subresource: the main resource ignores writes to it
+    has_generation: bool = False  # metadata.generation counts spec changes
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        """The name the API server uses in messages: "configmaps", "deployments.apps"."""
+        return f"{self.name}.{self.group}" if self.group else self.name
+
+    def discovery(self) -> Obj:
+        entry: Obj = {"name": self.name, "singularName": self.singular, "namespaced": self.namespaced, "kind": self.kind, "verbs": list(VERBS)}
+        if self.short_names:
+            entry["shortNames"] = list(self.short_names)
+        return entry
+
+
+RESOURCES: Tuple[ResourceType, ...] = (
+    ResourceType("", "v1", "configmaps", "configmap", "ConfigMap", True, ("cm",)),
+    ResourceType("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",), has_status=True),
+    ResourceType("", "v1", "nodes", "node", "Node", False, ("no",), has_status=True),
+    ResourceType("", "v1", "secrets", "secret", "Secret", True),
+    ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
+    ResourceType("", "v1", "services", "service", "Service", True, ("svc",), has_status=True),
+    ResourceType("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",), has_status=True, has_generation=True),
+    ResourceType("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",), has_status=True, has_generation=True),
+    ResourceType("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", False),
+)
+GROUPS: Tuple[str, ...] = ("apps", "node.k8s.io")
+
+# metadata the API server sets or that identifies the object: never part of a manager's field set
+_UNOWNED_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
+                 "deletionTimestamp", "deletionGracePeriodSeconds")
+_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator's alphabet
+
+
+class ApiError(Exception):
+    """An error answered as a ``Status`` object (k8s.io/apimachinery/pkg/api/errors)."""
+
+    def __init__(self, code: int, reason: str, message: str, details: Optional[Obj] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def status(self) -> Obj:
+        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message, "reason": self.reason}
+        body["details"] = self.details if self.details is not None else {}
+        body["code"] = self.code
+        return body
+
+
+def _details(rt: ResourceType, name: str) -> Obj:
+    details: Obj = {"name": name}
+    if rt.group:
+        details["group"] = rt.group
+    details["kind"] = rt.name
+    return details
+
+
+def not_found(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{rt.qualified} "{name}" not found', _details(rt, name))
+
+
+def already_exists(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{rt.qualified} "{name}" already exists', _details(rt, name))
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def modified_conflict(rt: ResourceType, name: str) -> ApiError:
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again", _details(rt, name))
+
+
+def invalid(kind: str, group: str, name: str, causes: List[Obj]) -> ApiError:
+    """422 Invalid, as errors.NewInvalid words it: `Kind "name" is invalid: field: message`."""
+    parts = [f"{c['field']}: {c['message']}" for c in causes]
+    joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    details: Obj = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
+    details["causes"] = causes
+    return ApiError(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {joined}', details)
+
+
+METHOD_NOT_ALLOWED = ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+PATH_NOT_FOUND = ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server saw it (recorded after it was answered)."""
+
+    method: str
+    path: str
+    query: Dict[str, List[str]]
+    content_type: Optional[str]
+    field_manager: Optional[str]
+    status: int
+    body: Any = None
+    user_agent: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Field paths, managed fields and server-side apply
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _leaves(obj: Obj, prefix: FieldPath = ()) -> Dict[FieldPath, Any]:
+    """Leaf paths of an object: scalars, lists (atomic here) and empty maps."""
+    out: Dict[FieldPath, Any] = {}
+    for key, value in obj.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _ownable(rt: ResourceType, obj: Obj, subresource: str = "") -> Obj:
+    """The part of an object that field managers own: no type/identity metadata; status only through its subresource."""
+    body = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    meta = body.get("metadata")
+    if isinstance(meta, dict):
+        for key in _UNOWNED_META:
+            meta.pop(key, None)
+        if not meta:
+            body.pop("metadata")
+    if subresource == "status":
+        return {"status": body["status"]} if "status" in body else {}
+    if rt.has_status:
+        body.pop("status", None)
+    return body
+
+
+def _get(obj: Any, path: FieldPath) -> Tuple[bool, Any]:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return False, None
+        obj = obj[key]
+    return True, obj
+
+
+def _set(obj: Obj, path: FieldPath, value: Any) -> None:
+    for key in path[:-1]:
+        child = obj.get(key)
+        if not isinstance(child, dict):
+            child = obj[key] = {}
+        obj = child
+    if value == {} and isinstance(obj.get(path[-1]), dict):
+        return  # an empty map in an applied configuration merges into the live map
+    obj[path[-1]] = copy.deepcopy(value)
+
+
+def _delete(obj: Obj, path: FieldPath) -> None:
+    """Remove a field, then the maps that it leaves empty (Go's omitempty drops them from the stored object)."""
+    parents: List[Obj] = [obj]
+    for key in path[:-1]:
+        child = parents[-1].get(key)
+        if not isinstance(child, dict):
+            return
+        parents.append(child)
+    parents[-1].pop(path[-1], None)
+    for depth in range(len(path) - 2, -1, -1):
+        if parents[depth + 1]:
+            break
+        parents[depth].pop(path[depth], None)
+
+
+def _related(a: FieldPath, b: FieldPath) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _path_string(path: FieldPath) -> str:
+    return "".join(f".{key}" for key in path)  # fieldpath.Path.String() for map fields
+
+
+def encode_fields(paths: Set[FieldPath]) -> Obj:
+    """A field set as FieldsV1 (`{"f:metadata": {"f:labels": {"f:app": {}}}}`)."""
+    root: Obj = {}
+    for path in sorted(paths):
+        node = root
+        for key in path:
+            node = node.setdefault(f"f:{key}", {})
+    for path in paths:  # a path that is also a parent of another owned path is marked "."
+        node = root
+        for key in path:
+            node = node[f"f:{key}"]
+        if node and "." not in node:
+            node["."] = {}
+    return root
+
+
+def decode_fields(fields: Obj, prefix: FieldPath = ()) -> Set[FieldPath]:
+    out: Set[FieldPath] = set()
+    for key, value in fields.items():
+        if key == ".":
+            out.add(prefix)
+        elif key.startswith("f:"):
+            path = (*prefix, key[2:])
+            children = decode_fields(value, path) if isinstance(value, dict) and value else set()
+            out.update(children or {path})
+        elif prefix:  # k:/v:/i: list elements: this server keeps lists atomic, so the list is owned
+            out.add(prefix)
+    return out
+
+
+@dataclass
+class ManagedEntry:
+    manager: str
+    operation: str  # "Apply" or "Update"
+    api_version: str
+    time: str
+    fields: Set[FieldPath]
+    subresource: str = ""
+
+    @classmethod
+    def parse(cls, raw: Obj) -> ManagedEntry:
+        return cls(str(raw.get("manager", "")), str(raw.get("operation", "Update")), str(raw.get("apiVersion", "")), str(raw.get("time", "")),
+                   decode_fields(raw.get("fieldsV1") or {}), str(raw.get("subresource", "")))
+
+    def same_key(self, other: ManagedEntry) -> bool:
+        key = (self.manager, self.operation, self.subresource)
+        if self.operation == "Update":  # Update entries are kept per API version, Apply entries are not
+            return (*key, self.api_version) == (other.manager, other.operation, other.subresource, other.api_version)
+        return key == (other.manager, other.operation, other.subresource)
+
+    def printable(self) -> str:
+        """printManager() of k8s.io/apimachinery/pkg/util/managedfields/internal/conflict.go."""
+        text = json.dumps(self.manager)
+        if self.subresource:
+            text += f" with subresource {json.dumps(self.subresource)}"
+        if self.operation == "Update":
+            text += f" using {self.api_version}" + (f" at {self.time}" if self.time else "")
+        return text
+
+    def encode(self) -> Obj:
+        raw: Obj = {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version, "time": self.time,
+                    "fieldsType": "FieldsV1", "fieldsV1": encode_fields(self.fields)}
+        if self.subresource:
+            raw["subresource"] = self.subresource
+        return raw
+
+
+def _entries(obj: Optional[Obj]) -> List[ManagedEntry]:
+    raw = ((obj or {}).get("metadata") or {}).get("managedFields") or []
+    return [ManagedEntry.parse(e) for e in raw if isinstance(e, dict)]
+
+
+def _store_entries(obj: Obj, entries: List[ManagedEntry]) -> None:
+    kept = sorted((e for e in entries if e.fields), key=lambda e: (e.operation, e.time, e.manager))
+    meta = obj.setdefault("metadata", {})
+    if kept:
+        meta["managedFields"] = [e.encode() for e in kept]
+    else:
+        meta.pop("managedFields", None)
+
+
+def conflict_error(conflicts: List[Tuple[ManagedEntry, FieldPath]]) -> ApiError:
+    """errors.NewApplyConflict with the message of getConflictMessage() (managedfields/internal/conflict.go)."""
+    causes = [{"type": "FieldManagerConflict", "message": f"conflict with {e.printable()}", "field": _path_string(p)} for e, p in conflicts]
+    if len(conflicts) == 1:
+        entry, path = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {entry.printable()}: {_path_string(path)}"
+    else:
+        by_manager: Dict[str, List[str]] = {}
+        for entry, path in conflicts:
+            by_manager.setdefault(entry.printable(), []).append(_path_string(path))
+        lines: List[str] = []
+        for manager in sorted(by_manager):
+            lines.append(f"conflicts with {manager}:")
+            lines.extend(f"- {p}" for p in by_manager[manager])
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, "Conflict", message, {"causes": causes})
+
+
+def server_side_apply(rt: ResourceType, live: Optional[Obj], config: Obj, manager: str, force: bool) -> Obj:
+    """Merge an applied configuration into the live object and move field ownership, or raise a 409 conflict.
+
+    Maps merge field by field; scalars and lists are leaves (lists are atomic here). A leaf this apply would
+    change that another manager owns is a conflict unless forced; a forced apply takes the field. Fields this
+    manager applied before and no longer applies are removed unless another manager still owns them."""
+    wanted = _leaves(_ownable(rt, config))
+    entries = _entries(live)
+    mine = next((e for e in entries if e.manager == manager and e.operation == "Apply" and not e.subresource), None)
+    others = [e for e in entries if e is not mine]
+
+    def changes(path: FieldPath, value: Any) -> bool:
+        found, current = _get(live, path)
+        if value == {}:
+            return not (found and isinstance(current, dict))
+        return not found or current != value
+
+    conflicts: List[Tuple[ManagedEntry, FieldPath]] = []
+    for entry in others:
+        if entry.subresource:
+            continue
+        for owned in sorted(entry.fields):
+            for path, value in wanted.items():
+                covers = owned[: len(path)] == path and (len(owned) == len(path) or not isinstance(value, dict))
+                inside = path[: len(owned)] == owned
+                if (covers or inside) and changes(path, value):
+                    conflicts.append((entry, owned))
+                    break
+    if conflicts and not force:
+        raise conflict_error(conflicts)
+    for entry, owned in conflicts:
+        entry.fields.discard(owned)
+
+    new = copy.deepcopy(live) if live is not None else {}
+    still_owned = set().union(*(e.fields for e in others)) if others else set()
+    for path in sorted(mine.fields if mine else set(), key=len, reverse=True):
+        if path in wanted or any(_related(path, w) for w in wanted) or any(_related(path, o) for o in still_owned):
+            continue
+        _delete(new, path)
+    for path, value in wanted.items():
+        if value is None:
+            _delete(new, path)
+        else:
+            _set(new, path, value)
+    owned_now = {p for p, v in wanted.items() if v is not None}
+    stamp = mine.time if mine is not None and mine.fields == owned_now else _now()
+    others.append(ManagedEntry(manager, "Apply", rt.group_version, stamp, owned_now))
+    _store_entries(new, others)
+    return new
+
+
+def track_update(rt: ResourceType, live: Optional[Obj], new: Obj, manager: str, subresource: str = "") -> None:
+    """Record a non-apply write (create, update, patch): the writer takes every field it changed, without conflicts."""
+    before = _leaves(_ownable(rt, live or {}, subresource))
+    after = _leaves(_ownable(rt, new, subresource))
+    changed = {p for p, v in after.items() if p not in before or before[p] != v}
+    removed = {p for p in before if p not in after}
+    entries = _entries(new)  # the writer's copy: the live entries, or what an update body sets
+    for entry in entries:
+        if entry.subresource == subresource:
+            entry.fields = {f for f in entry.fields if not any(_related(f, p) for p in changed | removed)}
+    probe = ManagedEntry(manager, "Update", rt.group_version, "", set(), subresource)
+    mine = next((e for e in entries if e.same_key(probe)), None)
+    if mine is None:
+        mine = probe
+        entries.append(mine)
+    fields = (mine.fields | changed) - removed
+    if fields != mine.fields or not mine.time:
+        mine.time = _now()
+    mine.fields = fields
+    _store_entries(new, entries)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Patches and selectors
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _pointer(path: str) -> List[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise ApiError(422, "Invalid", f"json patch path {path!r} does not start with /")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _json_patch_parent(doc: Any, tokens: List[str]) -> Tuple[Any, str]:
+    node = doc
+    for token in tokens[:-1]:
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            raise ApiError(422, "Invalid", f"doc is missing path: /{'/'.join(tokens)}")
+    return node, tokens[-1]
+
+
+def json_patch(doc: Obj, ops: Any) -> Obj:
+    """RFC 6902 JSON patch: add, remove, replace, move, copy, test."""
+    if not isinstance(ops, list):
+        raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+    doc = copy.deepcopy(doc)
+
+    def read(path: str) -> Any:
+        node: Any = doc
+        for token in _pointer(path):
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                raise ApiError(422, "Invalid", f"doc is missing path: {path}")
+        return node
+
+    def remove(path: str) -> Any:
+        parent, key = _json_patch_parent(doc, _pointer(path))
+        if isinstance(parent, dict) and key in parent:
+            return parent.pop(key)
+        if isinstance(parent, list) and key.isdigit() and int(key) < len(parent):
+            return parent.pop(int(key))
+        raise ApiError(422, "Invalid", f"doc is missing path: {path}")
+
+    def add(path: str, value: Any) -> None:
+        parent, key = _json_patch_parent(doc, _pointer(path))
+        if isinstance(parent, dict):
+            parent[key] = value
+        elif isinstance(parent, list) and (key == "-" or (key.isdigit() and int(key) <= len(parent))):
+            parent.insert(len(parent) if key == "-" else int(key), value)
+        else:
+            raise ApiError(422, "Invalid", f"doc is missing path: {path}")
+
+    for op in ops:
+        if not isinstance(op, dict) or "path" not in op:
+            raise bad_request("invalid JSON patch operation")
+        kind, path = op.get("op"), str(op["path"])
+        if kind == "add":
+            add(path, copy.deepcopy(op.get("value")))
+        elif kind == "remove":
+            remove(path)
+        elif kind == "replace":
+            remove(path)
+            add(path, copy.deepcopy(op.get("value")))
+        elif kind == "move":
+            add(path, remove(str(op.get("from"))))
+        elif kind == "copy":
+            add(path, copy.deepcopy(read(str(op.get("from")))))
+        elif kind == "test":
+            if read(path) != op.get("value"):
+                raise ApiError(422, "Invalid", f"testing value {path} failed: test failed")
+        else:
+            raise ApiError(422, "Invalid", f"Unexpected kind: {kind}")
+    if not isinstance(doc, dict):
+        raise bad_request("json patch did not produce an object")
+    return doc
+
+
+_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+
+
+def _split_requirements(selector: str) -> List[str]:
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def label_selector(selector: str) -> Callable[[Dict[str, str]], bool]:
+    """labels.Parse: =, ==, !=, in, notin, exists, !exists."""
+    # each requirement as (key, operator, values); operators: exists, !, =, !=, in, notin
+    requirements: List[Tuple[str, str, Set[str]]] = []
+    for req in _split_requirements(selector):
+        if m := re.fullmatch(rf"(!?)\s*({_KEY})", req):
+            requirements.append((m.group(2), "!" if m.group(1) else "exists", set()))
+        elif m := re.fullmatch(rf"({_KEY})\s*(==|=|!=)\s*({_VALUE})", req):
+            requirements.append((m.group(1), "!=" if m.group(3) == "!=" else "=", {m.group(4)}))
+        elif m := re.fullmatch(rf"({_KEY})\s+(in|notin)\s*\(([^)]*)\)", req):
+            requirements.append((m.group(1), m.group(3), {v.strip() for v in m.group(4).split(",")}))
+        else:
+            raise bad_request(f"unable to parse requirement: {req!r}")
+
+    def matches(labels: Dict[str, str]) -> bool:
+        for key, op, values in requirements:
+            present = key in labels
+            ok = {"exists": present, "!": not present, "=": present and labels.get(key) in values, "in": present and labels.get(key) in values,
+                  "!=": labels.get(key) not in values, "notin": labels.get(key) not in values}[op]
+            if not ok:
+                return False
+        return True
+
+    return matches
+
+
+def field_selector(selector: str) -> Callable[[Obj], bool]:
+    """fields.Parse for the fields every resource supports: metadata.name and metadata.namespace."""
+    tests: List[Callable[[Obj], bool]] = []
+    for req in _split_requirements(selector):
+        m = re.fullmatch(r"([A-Za-z.]+)\s*(==|=|!=)\s*(.*)", req)
+        if not m:
+            raise bad_request(f"invalid field selector: {req!r}")
+        name, op, value = m.group(1), m.group(2), m.group(3).strip()
+        if name not in ("metadata.name", "metadata.namespace"):
+            raise bad_request(f'"{name}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+        attr = name.split(".")[1]
+
+        def test(obj: Obj, a: str = attr, v: str = value, neg: bool = op == "!=") -> bool:
+            return (str(obj.get("metadata", {}).get(a, "")) == v) != neg
+
+        tests.append(test)
+    return lambda obj: all(t(obj) for t in tests)
+
+
+class _NoTimestampLoader(yaml.SafeLoader):
+    """YAML as sigs.k8s.io/yaml reads it: timestamps stay strings."""
+
+
+_NoTimestampLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _decode(body: bytes, content_type: str, yaml_ok: bool) -> Any:
+    text = body.decode("utf-8", errors="replace")
+    if yaml_ok:
+        try:
+            return yaml.load(text, Loader=_NoTimestampLoader)
+        except yaml.YAMLError as exc:
+            raise bad_request(f"error decoding YAML: {exc}") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The object store and the REST semantics
+
+
+class Cluster:
+    """In-memory objects with the API server's rules for create, read, update, patch, apply and delete."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.objects: Dict[Tuple[str, str, str], Obj] = {}  # (resource key, namespace, name) -> object
+        self.revision = 1
+
+    @staticmethod
+    def key(rt: ResourceType) -> str:
+        return f"{rt.group}/{rt.name}"
+
+    def _bump(self) -> str:
+        self.revision += 1
+        return str(self.revision)
+
+    def get(self, rt: ResourceType, namespace: str, name: str) -> Optional[Obj]:
+        with self.lock:
+            obj = self.objects.get((self.key(rt), namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def _require_namespace(self, rt: ResourceType, namespace: str) -> None:
+        if rt.namespaced and (self.key(NAMESPACES), "", namespace) not in self.objects:
+            raise not_found(NAMESPACES, namespace)
+
+    def _validate_name(self, rt: ResourceType, name: str) -> None:
+        if rt.kind == "Namespace":
+            if len(name) > 63 or not _LABEL_RE.match(name):
+                message = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end "
+                           "with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+                           "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+                raise invalid(rt.kind, rt.group, name, [{"reason": "FieldValueInvalid", "message": f'Invalid value: "{name}": {message}',
+                                                         "field": "metadata.name"}])
+        elif len(name) > 253 or not _SUBDOMAIN_RE.match(name):
+            message = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and "
+                       "end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+                       "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+            raise invalid(rt.kind, rt.group, name, [{"reason": "FieldValueInvalid", "message": f'Invalid value: "{name}": {message}',
+                                                     "field": "metadata.name"}])
+
+    @staticmethod
+    def _check_identity(rt: ResourceType, obj: Any, namespace: str, name: Optional[str]) -> Obj:
+        if not isinstance(obj, dict):
+            raise bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        if name is not None and meta.get("name") not in (None, "", name):
+            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+        obj_ns = meta.get("namespace")
+        if rt.namespaced and obj_ns not in (None, "", namespace):
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        return obj
+
+    def _finish_write(self, rt: ResourceType, live: Optional[Obj], new: Obj, namespace: str, name: str, subresource: str = "") -> Obj:
+        """Apply the resource's strategy to a new state and store it; a no-op write changes nothing, like etcd's.
+
+        subresource: "" writes through the main resource (status kept), "status" only the status, "*" both (seeding)."""
+        new["apiVersion"], new["kind"] = rt.group_version, rt.kind
+        meta = new.setdefault("metadata", {})
+        meta["name"] = name
+        if rt.namespaced:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        for key, value in list(meta.items()):
+            if value is None:
+                meta.pop(key)
+        if rt.kind == "Secret" and isinstance(new.get("stringData"), dict):
+            data = new.setdefault("data", {})
+            for key, value in new.pop("stringData").items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+        if live is None:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = _now()
+            if rt.has_generation:
+                meta["generation"] = 1
+            if rt.kind == "Namespace":  # namespaceStrategy.PrepareForCreate
+                spec = new["spec"] = new.get("spec") or {}
+                finalizers = spec.get("finalizers") or []
+                spec["finalizers"] = finalizers if "kubernetes" in finalizers else [*finalizers, "kubernetes"]
+                new["status"] = {"phase": "Active"}
+            elif rt.kind == "Secret":
+                new.setdefault("type", "Opaque")
+            elif rt.has_status and rt.kind != "Node":  # nodes, like kubelet registrations, may be created with their status
+                new["status"] = {}
+        else:
+            for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
+                if key in live["metadata"]:
+                    meta[key] = live["metadata"][key]
+                else:
+                    meta.pop(key, None)
+            if subresource == "status":
+                new = {**copy.deepcopy(live), "status": new.get("status", {}), "metadata": meta}
+            elif rt.has_status and subresource != "*":
+                if "status" in live:
+                    new["status"] = copy.deepcopy(live["status"])
+                else:
+                    new.pop("status", None)
+            if rt.kind == "Namespace" and subresource != "status":  # namespaceStrategy.PrepareForUpdate
+                new["spec"] = {**(new.get("spec") or {}), "finalizers": copy.deepcopy((live.get("spec") or {}).get("finalizers", []))}
+                if not new["spec"]["finalizers"]:
+                    del new["spec"]["finalizers"]
+            if rt.has_generation and _spec(new) != _spec(live):
+                meta["generation"] = int(live["metadata"].get("generation", 1)) + 1
+        if rt.kind == "Namespace":
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        meta["resourceVersion"] = live["metadata"].get("resourceVersion", "") if live is not None else ""
+        new = _canonical(new)
+        if live is not None and new == live:
+            return copy.deepcopy(live)
+        new["metadata"]["resourceVersion"] = self._bump()
+        self.objects[(self.key(rt), namespace if rt.namespaced else "", name)] = new
+        return copy.deepcopy(new)
+
+    def list(self, rt: ResourceType, namespace: Optional[str], labels: Optional[str], fields: Optional[str]) -> Obj:
+        label_test = label_selector(labels) if labels else None
+        field_test = field_selector(fields) if fields else None
+        with self.lock:
+            items = []
+            for (res, ns, _name), obj in sorted(self.objects.items()):
+                if res != self.key(rt) or (namespace is not None and ns != namespace):
+                    continue
+                if label_test and not label_test(obj.get("metadata", {}).get("labels") or {}):
+                    continue
+                if field_test and not field_test(obj):
+                    continue
+                item = copy.deepcopy(obj)
+                item.pop("apiVersion", None)  # list items carry no type meta on the wire
+                item.pop("kind", None)
+                items.append(item)
+            return {"kind": f"{rt.kind}List", "apiVersion": rt.group_version, "metadata": {"resourceVersion": str(self.revision)}, "items": items}
+
+    def create(self, rt: ResourceType, namespace: str, body: Any, manager: str, dry_run: bool) -> Obj:
+        obj = self._check_identity(rt, copy.deepcopy(body), namespace, None)
+        meta = obj["metadata"]
+        name = meta.get("name") or ""
+        with self.lock:
+            if not name and meta.get("generateName"):
+                name = str(meta["generateName"]) + "".join(secrets.choice(_GENERATE_CHARS) for _ in range(5))
+            if not name:
+                raise invalid(rt.kind, rt.group, "", [{"reason": "FieldValueRequired", "message": "Required value: name or generateName is required",
+                                                       "field": "metadata.name"}])
+            self._validate_name(rt, name)
+            if meta.get("resourceVersion"):
+                raise bad_request("resourceVersion should not be set on objects to be created")
+            self._require_namespace(rt, namespace)
+            if self.get(rt, namespace, name) is not None:
+                raise already_exists(rt, name)
+            meta.pop("managedFields", None)
+            track_update(rt, None, obj, manager)
+            if dry_run:
+                return self._dry(rt, None, obj, namespace, name)
+            return self._finish_write(rt, None, obj, namespace, name)
+
+    def _dry(self, rt: ResourceType, live: Optional[Obj], new: Obj, namespace: str, name: str) -> Obj:
+        saved = (dict(self.objects), self.revision)
+        try:
+            return self._finish_write(rt, live, new, namespace, name)
+        finally:
+            self.objects, self.revision = saved
+
+    def replace(self, rt: ResourceType, namespace: str, name: str, body: Any, manager: str, dry_run: bool) -> Obj:
+        obj = self._check_identity(rt, copy.deepcopy(body), namespace, name)
+        with self.lock:
+            live = self.get(rt, namespace, name)
+            if live is None:
+                raise not_found(rt, name)
+            wanted_rv = obj["metadata"].get("resourceVersion")
+            if wanted_rv and wanted_rv != live["metadata"].get("resourceVersion"):
+                raise modified_conflict(rt, name)
+            if obj["metadata"].get("managedFields") is None:
+                obj["metadata"]["managedFields"] = live["metadata"].get("managedFields")
+            track_update(rt, live, obj, manager)
+            return (self._dry if dry_run else self._finish_write)(rt, live, obj, namespace, name)
+
+    def patch(self, rt: ResourceType, namespace: str, name: str, content_type: str, body: bytes, query: Dict[str, List[str]],
+              user_agent_manager: str, dry_run: bool) -> Tuple[int, Obj]:
+        manager = (query.get("fieldManager") or [""])[0]
+        force_raw = query.get("force")
+        if content_type == APPLY_PATCH:
+            if not manager:
+                raise invalid("PatchOptions", "meta.k8s.io", "", [{"reason": "FieldValueRequired", "message": "Required value: is required for apply patch",
+                                                                    "field": "fieldManager"}])
+            force = _parse_bool(force_raw[0]) if force_raw else False
+            config = self._check_identity(rt, _decode(body, content_type, yaml_ok=True), namespace, name)
+            if config.get("apiVersion") != rt.group_version:
+                raise bad_request(f"Incorrect version specified in apply patch. Specified patch version: {config.get('apiVersion', '')}, "
+                                  f"expected: {rt.group_version}")
+            if config.get("kind") != rt.kind:
+                raise bad_request(f"the kind in the apply patch ({config.get('kind', '')}) does not match the resource's kind ({rt.kind})")
+            if config["metadata"].get("managedFields") is not None:
+                raise bad_request("metadata.managedFields must be nil")
+            with self.lock:
+                live = self.get(rt, namespace, name)
+                wanted_rv = config["metadata"].get("resourceVersion")
+                if wanted_rv and (live is None or wanted_rv != live["metadata"].get("resourceVersion")):
+                    raise modified_conflict(rt, name)
+                if live is None:
+                    self._validate_name(rt, name)
+                    self._require_namespace(rt, namespace)
+                new = server_side_apply(rt, live, config, manager, force)
+                if live is None and rt.kind == "Node" and "status" in config:
+                    new["status"] = copy.deepcopy(config["status"])
+                result = (self._dry if dry_run else self._finish_write)(rt, live, new, namespace, name)
+                return (201 if live is None else 200), result
+        if force_raw is not None:
+            raise invalid("PatchOptions", "meta.k8s.io", "", [{"reason": "FieldValueForbidden",
+                                                                "message": "Forbidden: may not be specified for non-apply patch", "field": "force"}])
+        patch = _decode(body, content_type, yaml_ok=False)
+        with self.lock:
+            live = self.get(rt, namespace, name)
+            if live is None:
+                raise not_found(rt, name)
+            if content_type == JSON_PATCH:
+                new = json_patch(live, patch)
+            else:  # merge and strategic merge: the same for maps, scalars and lists without merge keys
+                if not isinstance(patch, dict):
+                    raise bad_request("the patch is not a JSON object")
+                new = merge_patch(live, {k: v for k, v in patch.items() if not k.startswith("$")})
+            self._check_identity(rt, new, namespace, name)
+            wanted_rv = new["metadata"].get("resourceVersion")
+            if wanted_rv and wanted_rv != live["metadata"].get("resourceVersion"):
+                raise modified_conflict(rt, name)
+            new["metadata"]["managedFields"] = live["metadata"].get("managedFields")
+            track_update(rt, live, new, manager or user_agent_manager)
+            return 200, (self._dry if dry_run else self._finish_write)(rt, live, new, namespace, name)
+
+    def delete(self, rt: ResourceType, namespace: str, name: str, dry_run: bool) -> Obj:
+        with self.lock:
+            live = self.get(rt, namespace, name)
+            if live is None:
+                raise not_found(rt, name)
+            if rt.kind == "Namespace":
+                if name in ("default", "kube-system", "kube-public"):  # the NamespaceLifecycle admission plugin
+                    raise ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted', _details(rt, name))
+                # the namespace controller's work, done at once: the answer shows the namespace Terminating
+                live["metadata"]["deletionTimestamp"] = _now()
+                live["status"] = {"phase": "Terminating"}
+                live = _canonical(live)
+                if not dry_run:
+                    live["metadata"]["resourceVersion"] = self._bump()
+                    for key in [k for k in self.objects if k[1] == name]:
+                        del self.objects[key]
+                    del self.objects[(self.key(rt), "", name)]
+                return live
+            if not dry_run:
+                self._bump()
+                del self.objects[(self.key(rt), namespace if rt.namespaced else "", name)]
+            details = _details(rt, name)
+            details["uid"] = live["metadata"]["uid"]
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
+NAMESPACES = next(r for r in RESOURCES if r.name == "namespaces")
+NODES = next(r for r in RESOURCES if r.name == "nodes")
+
+
+_META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+               "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers", "managedFields")
+
+
+def _canonical(obj: Obj) -> Obj:
+    """Fields in the order the API server's Go structs serialize them: kind, apiVersion, metadata (ObjectMeta order), ..., status."""
+    meta = obj.get("metadata") or {}
+    ordered_meta = {k: meta[k] for k in _META_ORDER if k in meta}
+    ordered_meta.update({k: v for k, v in meta.items() if k not in ordered_meta})
+    out: Obj = {"kind": obj.get("kind"), "apiVersion": obj.get("apiVersion"), "metadata": ordered_meta}
+    out.update({k: v for k, v in obj.items() if k not in ("kind", "apiVersion", "metadata", "status")})
+    if "status" in obj:
+        out["status"] = obj["status"]
+    return out
+
+
+def _spec(obj: Obj) -> Obj:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _parse_bool(text: str) -> bool:
+    """strconv.ParseBool, as the API server reads query parameters."""
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise bad_request(f'strconv.ParseBool: parsing "{text}": invalid syntax')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTTP
+
+
+def _accepts(accept: Optional[str]) -> Optional[str]:
+    """The media type to answer in, from the Accept header; None when nothing acceptable was offered."""
+    if not accept:
+        return "application/json"
+    for item in accept.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        media, params = parts[0].lower(), {p.split("=", 1)[0].strip() for p in parts[1:] if "=" in p}
+        if params & {"as", "g", "v"}:  # Table, PartialObjectMetadata, aggregated discovery: not served
+            continue
+        if media in ("application/json", "application/*", "*/*"):
+            return "application/json"
+        if media == "application/yaml":
+            return "application/yaml"
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-fake"
+    sys_version = ""
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: List[bytes] = []
+            size = 0
+            while True:
+                length = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if length == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                size += length
+                if size > MAX_BODY:
+                    self.close_connection = True
+                    raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+                chunks.append(self.rfile.read(length))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self.close_connection = True
+            raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self, method: str) -> None:
+        kube = self.server.kube
+        split = urlsplit(self.path)
+        path, query = unquote(split.path), parse_qs(split.query, keep_blank_values=True)
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() or None
+        manager = (query.get("fieldManager") or [""])[0] or None
+        body: bytes = b""
+        parsed: Any = None
+        status = 500
+        try:
+            body = self._read_body()
+            if body:
+                try:
+                    parsed = yaml.load(body.decode("utf-8", errors="replace"), Loader=_NoTimestampLoader)
+                except yaml.YAMLError:
+                    parsed = body.decode("utf-8", errors="replace")
+            media = _accepts(self.headers.get("Accept"))
+            if not kube.authorized(self.headers.get("Authorization")):
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            if media is None:
+                raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json, application/yaml")
+            status, answer = kube.route(method, path, query, content_type, body, self.headers.get("User-Agent") or "")
+        except ApiError as exc:
+            status, answer = exc.code, exc.status()
+            media = "application/json"
+        except Exception as exc:  # an internal error is answered as the API server does: 500 Status
+            status, answer = 500, ApiError(500, "InternalError", f"Internal error occurred: {exc!r}").status()
+            media = "application/json"
+        kube.record(RecordedRequest(method, path, query, content_type, manager, status, parsed, self.headers.get("User-Agent")))
+        if isinstance(answer, str):
+            payload, media = answer.encode(), "text/plain; charset=utf-8"
+        elif media == "application/yaml":
+            payload = yaml.safe_dump(answer, sort_keys=False).encode()
+        else:
+            payload = json.dumps(answer, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", media)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, kube: FakeKube, context: ssl.SSLContext) -> None:
+        self.kube = kube
+        self.ssl_context = context
+        self.live_lock = threading.Lock()
+        self.live_sockets: Set[socket.socket] = set()
+        self.live_threads: Set[threading.Thread] = set()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address), daemon=True, name="kube-fake-conn")
+        with self.live_lock:
+            self.live_threads.add(thread)
+            self.live_sockets.add(request)
+        thread.start()
+
+    def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
+        conn: Optional[socket.socket] = None
+        try:
+            request.settimeout(CONNECTION_TIMEOUT_S)
+            conn = self.ssl_context.wrap_socket(request, server_side=True)  # the handshake runs here, off the accept loop
+            with self.live_lock:
+                self.live_sockets.discard(request)
+                self.live_sockets.add(conn)
+            _Handler(conn, client_address, self)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            for sock in (conn, request):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
+            with self.live_lock:
+                self.live_sockets.discard(request)
+                if conn is not None:
+                    self.live_sockets.discard(conn)
+                self.live_threads.discard(threading.current_thread())
+
+    def close_connections(self) -> List[threading.Thread]:
+        with self.live_lock:
+            sockets, threads = list(self.live_sockets), list(self.live_threads)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return threads
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TLS material and the public API
+
+
+def _certificates(directory: Path) -> Tuple[Path, Path, Path]:
+    """A self-signed CA and a server certificate for 127.0.0.1/localhost signed by it; returns (ca, cert, key) paths."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-fake-ca")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(ca_ski, critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_path, cert_path, key_path = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+class FakeKube:
+    """A Kubernetes API server in a thread: HTTPS on 127.0.0.1 (free port), bearer token, in-memory objects.
+
+    ``with FakeKube() as kube:`` starts it and writes ``kube.kubeconfig_path``; leaving the block stops it,
+    closes its connections, joins its threads (bounded) and removes its files."""
+
+    def __init__(self, token: Optional[str] = None, kube_version: str = KUBE_VERSION) -> None:
+        self.token = token or secrets.token_urlsafe(24)
+        self.kube_version = kube_version
+        self.cluster = Cluster()
+        self._requests: List[RecordedRequest] = []
+        self._requests_lock = threading.Lock()
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+        self._dir: Optional[Path] = None
+        self.url = ""
+        self.ca_path = Path()
+        self.kubeconfig_path = Path()
+        self._seed_namespaces()
+
+    def _seed_namespaces(self) -> None:
+        self.cluster.objects.clear()
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            obj: Obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            track_update(NAMESPACES, None, obj, "kube-apiserver")
+            self.cluster._finish_write(NAMESPACES, None, obj, "", name)
+
+    # -- lifecycle
+
+    def start(self) -> FakeKube:
+        if self._server is not None:
+            raise RuntimeError("FakeKube is already running")
+        self._dir = Path(tempfile.mkdtemp(prefix="kube-fake-"))
+        self.ca_path, cert_path, key_path = _certificates(self._dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert_path, key_path)
+        self._server = _Server(self, context)
+        port = self._server.server_address[1]
+        self.url = f"https://127.0.0.1:{port}"
+        self.kubeconfig_path = self._dir / "kubeconfig"
+        self.kubeconfig_path.write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="kube-fake")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            threads = server.close_connections()
+            deadline = threading.Event()
+            timer = threading.Timer(STOP_TIMEOUT_S, deadline.set)
+            timer.start()
+            for t in threads:
+                while t.is_alive() and not deadline.is_set():
+                    t.join(0.05)
+            timer.cancel()
+        if thread is not None:
+            thread.join(STOP_TIMEOUT_S)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> FakeKube:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def kubeconfig(self, token: Optional[str] = None) -> Obj:
+        """The kubeconfig written to kubeconfig_path (another token gives one for a wrong user)."""
+        ca_data = base64.b64encode(self.ca_path.read_bytes()).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kube-fake", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}],
+            "users": [{"name": "kube-fake-admin", "user": {"token": token or self.token}}],
+            "contexts": [{"name": "kube-fake", "context": {"cluster": "kube-fake", "user": "kube-fake-admin"}}],
+            "current-context": "kube-fake",
+            "preferences": {},
+        }
+
+    # -- requests
+
+    def authorized(self, header: Optional[str]) -> bool:
+        if not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[len("Bearer "):].strip().encode(), self.token.encode())
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._requests_lock:
+            self._requests.append(request)
+
+    @property
+    def requests(self) -> List[RecordedRequest]:
+        """Every request answered so far, oldest first (a copy)."""
+        with self._requests_lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        with self._requests_lock:
+            self._requests.clear()
+
+    # -- seeding and inspection (what kubelets and controllers would do)
+
+    def add_object(self, obj: Obj, manager: str = "kube-fake") -> Obj:
+        """Create any served object as a POST by `manager` would (status kept for Nodes); returns the stored object."""
+        rt = _resource_for(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        namespace = str((obj.get("metadata") or {}).get("namespace") or "default") if rt.namespaced else ""
+        return self.cluster.create(rt, namespace, obj, manager, dry_run=False)
+
+    def add_node(self, obj: Obj) -> Obj:
+        """Register a Node, status included, as the kubelet does."""
+        if obj.get("kind") != "Node" or obj.get("apiVersion") != "v1":
+            raise ValueError("add_node needs an object of apiVersion v1, kind Node")
+        stored = self.add_object({k: v for k, v in obj.items() if k != "status"}, manager="kubelet")
+        if "status" not in obj:
+            return stored
+        # the kubelet registers the Node, then reports its status through the status subresource
+        return self.set_node(stored["metadata"]["name"], {**stored, "status": obj["status"]})
+
+    def set_node(self, name: str, obj: Obj) -> Obj:
+        """Replace a Node's labels, annotations, spec and status (a kubelet/device plugin update); bumps resourceVersion."""
+        with self.cluster.lock:
+            live = self.cluster.get(NODES, "", name)
+            if live is None:
+                raise KeyError(name)
+            new = copy.deepcopy(obj)
+            new.setdefault("metadata", {})
+            new["metadata"]["managedFields"] = live["metadata"].get("managedFields")
+            track_update(NODES, live, new, "kubelet")
+            track_update(NODES, live, new, "kubelet", subresource="status")
+            return self.cluster._finish_write(NODES, live, new, "", name, subresource="*")  # main resource and status in one write
+
+    def patch_node(self, name: str, patch: Obj) -> Obj:
+        """set_node with a JSON merge patch of the current Node (e.g. {"status": {"allocatable": {...}}})."""
+        live = self.get_object("v1", "Node", name)
+        if live is None:
+            raise KeyError(name)
+        return self.set_node(name, merge_patch(live, patch))
+
+    def delete_node(self, name: str) -> None:
+        self.cluster.delete(NODES, "", name, dry_run=False)
+
+    def get_object(self, api_version: str, kind: str, name: str, namespace: Optional[str] = None) -> Optional[Obj]:
+        rt = _resource_for(api_version, kind)
+        return self.cluster.get(rt, (namespace or "default") if rt.namespaced else "", name)
+
+    def objects(self, api_version: str, kind: str, namespace: Optional[str] = None) -> List[Obj]:
+        rt = _resource_for(api_version, kind)
+        with self.cluster.lock:
+            return [copy.deepcopy(o) for (res, ns, _n), o in sorted(self.cluster.objects.items())
+                    if res == Cluster.key(rt) and (namespace is None or ns == namespace)]
+
+    # -- routing
+
+    def route(self, method: str, path: str, query: Dict[str, List[str]], content_type: Optional[str], body: bytes,
+              user_agent: str) -> Tuple[int, Any]:
+        parts = [p for p in path.split("/") if p]
+        if method == "GET":
+            document = self._discovery(parts)
+            if document is not None:
+                return 200, document
+        if len(parts) >= 2 and parts[0] == "api":
+            group, version, rest = "", parts[1], parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis" and parts[1] in GROUPS:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise PATH_NOT_FOUND
+        return self._resource_request(method, group, version, rest, query, content_type or "", body, user_agent)
+
+    def _discovery(self, parts: List[str]) -> Any:
+        if parts == ["version"]:
+            major, minor = self.kube_version.lstrip("v").split(".")[:2]
+            return {"major": major, "minor": minor, "gitVersion": self.kube_version, "gitCommit": "0" * 40, "gitTreeState": "clean",
+                    "buildDate": "2024-12-10T11:37:56Z", "goVersion": "go1.22.9", "compiler": "gc", "platform": "linux/amd64"}
+        if parts in (["healthz"], ["livez"], ["readyz"]):
+            return "ok"
+        if parts == ["api"]:
+            return {"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.removeprefix("https://")}]}
+        if parts == ["api", "v1"]:
+            return {"kind": "APIResourceList", "groupVersion": "v1", "resources": [r.discovery() for r in RESOURCES if not r.group]}
+        if parts == ["apis"]:
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in GROUPS]}
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
+            return {"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1])}
+        if len(parts) == 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == "v1":
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{parts[1]}/v1",
+                    "resources": [r.discovery() for r in RESOURCES if r.group == parts[1]]}
+        return None
+
+    def _resource_request(self, method: str, group: str, version: str, rest: List[str], query: Dict[str, List[str]], content_type: str,
+                          body: bytes, user_agent: str) -> Tuple[int, Any]:
+        served = {r.name: r for r in RESOURCES if r.group == group and r.version == version}
+        if not served:
+            raise PATH_NOT_FOUND
+        namespace: Optional[str] = None
+        if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] in served and served[rest[2]].namespaced:
+            namespace, rest = rest[1], rest[2:]
+        if not rest or rest[0] not in served or len(rest) > 2:
+            raise PATH_NOT_FOUND
+        rt = served[rest[0]]
+        name = rest[1] if len(rest) == 2 else None
+        if namespace is not None and not rt.namespaced:
+            raise PATH_NOT_FOUND
+        dry_run = self._dry_run(query)
+        manager_from_agent = user_agent.split("/", maxsplit=1)[0] or "unknown"  # the API server's default field manager
+        manager = (query.get("fieldManager") or [""])[0] or manager_from_agent
+        ns = (namespace or "") if rt.namespaced else ""
+        if name is None:
+            if method == "GET":
+                if _parse_bool((query.get("watch") or ["false"])[0]):
+                    raise METHOD_NOT_ALLOWED  # watch is not served (and not advertised in the verbs)
+                return 200, self.cluster.list(rt, namespace if rt.namespaced else None, (query.get("labelSelector") or [""])[0],
+                                              (query.get("fieldSelector") or [""])[0])
+            if method == "POST" and (namespace is not None or not rt.namespaced):
+                if content_type not in ("application/json", "application/yaml"):
+                    raise _unsupported_media()
+                obj = _decode(body, content_type, yaml_ok=content_type == "application/yaml")
+                return 201, self.cluster.create(rt, ns, obj, manager, dry_run)
+            raise METHOD_NOT_ALLOWED
+        if rt.namespaced and namespace is None:
+            raise PATH_NOT_FOUND
+        if method == "GET":
+            obj = self.cluster.get(rt, ns, name)
+            if obj is None:
+                raise not_found(rt, name)
+            return 200, obj
+        if method == "PUT":
+            if content_type not in ("application/json", "application/yaml"):
+                raise _unsupported_media()
+            return 200, self.cluster.replace(rt, ns, name, _decode(body, content_type, content_type == "application/yaml"), manager, dry_run)
+        if method == "PATCH":
+            if content_type not in (APPLY_PATCH, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH):
+                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: "
+                               f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}, {STRATEGIC_PATCH}")
+            return self.cluster.patch(rt, ns, name, content_type, body, query, manager_from_agent, dry_run)
+        if method == "DELETE":
+            return 200, self.cluster.delete(rt, ns, name, dry_run)
+        raise METHOD_NOT_ALLOWED
+
+    @staticmethod
+    def _dry_run(query: Dict[str, List[str]]) -> bool:
+        values = query.get("dryRun") or []
+        for value in values:
+            if value != "All":
+                raise invalid("PatchOptions", "meta.k8s.io", "", [{"reason": "FieldValueNotSupported",
+                                                                   "message": f'Unsupported value: "{value}": supported values: "All"',
+                                                                   "field": "dryRun"}])
+        return bool(values)
+
+
+def _unsupported_media() -> ApiError:
+    return ApiError(415, "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+
+
+def _group(name: str) -> Obj:
+    version = {"groupVersion": f"{name}/v1", "version": "v1"}
+    return {"name": name, "versions": [version], "preferredVersion": version}
+
+
+def _resource_for(api_version: str, kind: str) -> ResourceType:
+    for rt in RESOURCES:
+        if rt.group_version == api_version and rt.kind == kind:
+            return rt
+    raise ValueError(f"kube_fake does not serve {api_version} {kind}")
+
+
+__all__ = ["RESOURCES", "ApiError", "FakeKube", "RecordedRequest", "ResourceType", "label_selector", "merge_patch", "server_side_apply"]
