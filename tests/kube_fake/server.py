@@ -757,7 +757,7 @@ class Cluster:
         name = meta.get("name") or ""
         with self.lock:
             if not name and meta.get("generateName"):
-                name = str(meta["generateName"]) + "".join(secrets.choice(_GENERATE_CHARS) for _ in range(5))
+                name = str(meta["generateName"]) + "".join(secrets.choice(_GENERATE_CHARS) for _char in range(5))
             if not name:
                 raise invalid(rt.kind, rt.group, "", [{"reason": "FieldValueRequired", "message": "Required value: name or generateName is required",
                                                        "field": "metadata.name"}])
@@ -800,8 +800,8 @@ class Cluster:
         force_raw = query.get("force")
         if content_type == APPLY_PATCH:
             if not manager:
-                raise invalid("PatchOptions", "meta.k8s.io", "", [{"reason": "FieldValueRequired", "message": "Required value: is required for apply patch",
-                                                                    "field": "fieldManager"}])
+                cause = {"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}
+                raise invalid("PatchOptions", "meta.k8s.io", "", [cause])
             force = _parse_bool(force_raw[0]) if force_raw else False
             config = self._check_identity(rt, _decode(body, content_type, yaml_ok=True), namespace, name)
             if config.get("apiVersion") != rt.group_version:
@@ -825,8 +825,8 @@ class Cluster:
                 result = (self._dry if dry_run else self._finish_write)(rt, live, new, namespace, name)
                 return (201 if live is None else 200), result
         if force_raw is not None:
-            raise invalid("PatchOptions", "meta.k8s.io", "", [{"reason": "FieldValueForbidden",
-                                                                "message": "Forbidden: may not be specified for non-apply patch", "field": "force"}])
+            cause = {"reason": "FieldValueForbidden", "message": "Forbidden: may not be specified for non-apply patch", "field": "force"}
+            raise invalid("PatchOptions", "meta.k8s.io", "", [cause])
         patch = _decode(body, content_type, yaml_ok=False)
         with self.lock:
             live = self.get(rt, namespace, name)

@@ -110,8 +110,9 @@ def test_wrong_or_missing_token_is_401(kube: FakeKube, tmp_path: Path) -> None:
     with pytest.raises(ApiException) as wrong:
         client.CoreV1Api(api_client(kube, tmp_path, token="not-the-token")).list_node()
     assert wrong.value.status == 401
-    assert status_of(wrong.value) == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized",
-                                            "reason": "Unauthorized", "details": {}, "code": 401}
+    unauthorized: Dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized"}
+    unauthorized.update({"reason": "Unauthorized", "details": {}, "code": 401})
+    assert status_of(wrong.value) == unauthorized
     context = ssl.create_default_context(cafile=str(kube.ca_path))
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{kube.url}/api/v1/nodes", context=context, timeout=5)
