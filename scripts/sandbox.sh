@@ -6,10 +6,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [ ! -x "$root/scripts/sandbox-up.sh" ]; then
   cat >&2 <<'MSG'
-make sandbox: the sandbox test bed is not built yet.
-  It brings up simulated GPU nodes as local systemd containers and runs site.yml on them for real,
-  with the cluster plays in render mode. What exists today is checked by `make test`; the modules
-  can be run against real nodes with: ansible-playbook site.yml -i inventories/dgx
+make sandbox: not available yet.
+  The sandbox runs site.yml for real on simulated GPU nodes (podman systemd containers with the GPU
+  simulator: tests/testbed, tests/gpu_sim -- these exist and `make test` exercises them) with the
+  cluster plays in render mode. What it still lacks is the node role that applies the layouts
+  (mig_layout). Today: `make test`, `ansible-playbook playbooks/render.yml -i inventories/dgx
+  -e gpu_ops_render_dir=PATH`, and `ansible-playbook site.yml -i inventories/dgx` against real nodes.
 MSG
   exit 1
 fi
