@@ -7,6 +7,7 @@ Not a public API; may change without notice. Shared by the mig_info and mig_veri
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _nvidia_smi, _nvml
@@ -19,6 +20,8 @@ class GpuReadError(RuntimeError):
 
 
 def _nvidia_smi_runner(module: Any, path: Optional[str]) -> Any:
+    if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise GpuReadError(f"nvidia_smi_path {path!r} is not an executable file")
     binary = path or module.get_bin_path("nvidia-smi", required=True)
 
     def run(argv: List[str]) -> Tuple[int, str, str]:
@@ -51,8 +54,9 @@ def read_gpus(module: Any, backend: str, nvidia_smi_path: Optional[str] = None) 
                 if backend == "nvml":
                     raise GpuReadError(f"reading GPUs through NVML: {exc}") from None
                 note = f"NVML failed ({exc}); used nvidia-smi"
+    runner = _nvidia_smi_runner(module, nvidia_smi_path)
     try:
-        gpus = _nvidia_smi.collect(_nvidia_smi_runner(module, nvidia_smi_path))
+        gpus = _nvidia_smi.collect(runner)
     except _nvidia_smi.NvidiaSmiError as exc:
         raise GpuReadError(f"reading GPUs through nvidia-smi: {exc}") from None
     return [dict(g) for g in gpus], "nvidia_smi", note

@@ -112,3 +112,11 @@ def test_argument_spec_rejects_bad_input(run_module: RunModule, args: Any) -> No
     res = run_module(mig_info.main, args, node)
     assert res.failed
     assert node.calls == []
+
+
+def test_nvidia_smi_path_must_be_an_executable(run_module: RunModule, tmp_path: Path) -> None:
+    node = h200_node()
+    res = run_module(mig_info.main, {"backend": "nvidia_smi", "nvidia_smi_path": str(tmp_path / "missing")}, node)
+    assert res.failed
+    assert res.result["msg"] == f"Reading the node's GPUs: nvidia_smi_path '{tmp_path / 'missing'}' is not an executable file"
+    assert node.calls == []
