@@ -1,0 +1,227 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Real Triton Inference Server on loopback for tests (CPU, python backend).
+
+The ``tritonserver`` binary and its python backend come from the nvidia-pytriton wheel, installed into a
+venv of Debian's ``/usr/bin/python3`` (3.11) under ``build/triton-venv`` (see ../../../shared/TESTBED.md):
+
+    venv = ensure_triton_venv()
+    repo = write_model_repository(tmp_path / "models", delay_ms=20)
+    with triton_server(repo) as triton:
+        ...  # http://{triton.host}:{triton.http_port}/v2/..., metrics on triton.metrics_port
+
+Test equipment only: nothing here ships in a role.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / "build" / "triton-venv"
+LOCK = ROOT / "build" / "triton-venv.lock"
+PYTRITON_VERSION = "0.7.0"
+BASE_PYTHON = Path("/usr/bin/python3")  # Debian 12: 3.11.2; the wheel's stubs exist for 3.8-3.13
+PYVER = "3.11"
+# the python backend stub links libpython: it must be the one of the interpreter that made the venv
+LIBPYTHON_DIR = Path("/usr/lib/x86_64-linux-gnu")
+_STAMP = VENV / ".gpu-ops-ready"
+READY_TIMEOUT_S = 60.0
+
+
+def _site_tritonserver(venv: Path = VENV) -> Path:
+    return venv / "lib" / f"python{PYVER}" / "site-packages" / "pytriton" / "tritonserver"
+
+
+def ensure_triton_venv() -> Path:
+    """Build ``build/triton-venv`` once (idempotent, a stamp file; a file lock serialises concurrent callers)."""
+    want = f"nvidia-pytriton=={PYTRITON_VERSION} {BASE_PYTHON}\n"
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _STAMP.is_file() and _STAMP.read_text() == want:
+                return VENV
+            if not BASE_PYTHON.is_file():
+                raise RuntimeError(f"{BASE_PYTHON} is missing: `apt-get install python3-venv` (Debian 12)")
+            subprocess.run([str(BASE_PYTHON), "-m", "venv", "--clear", str(VENV)], check=True, capture_output=True, text=True, timeout=300)
+            pip = subprocess.run(
+                [str(VENV / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", f"nvidia-pytriton=={PYTRITON_VERSION}"],
+                capture_output=True, text=True, timeout=900, check=False,
+            )
+            if pip.returncode != 0:
+                raise RuntimeError(f"pip install nvidia-pytriton=={PYTRITON_VERSION} failed:\n{pip.stdout[-3000:]}{pip.stderr[-3000:]}")
+            site = _site_tritonserver()
+            stub = site / "python_backend_stubs" / PYVER / "triton_python_backend_stub"
+            target = site / "backends" / "python" / "triton_python_backend_stub"
+            target.write_bytes(stub.read_bytes())
+            target.chmod(0o755)
+            _STAMP.write_text(want)
+            return VENV
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_MODEL_PY = '''\
+# A python-backend model for tests: OUTPUT0 = INPUT0, after sleeping DELAY_MS per request.
+import time
+
+import triton_python_backend_utils as pb_utils
+
+DELAY_S = {delay_s!r}
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            if DELAY_S > 0:
+                time.sleep(DELAY_S)
+            data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT0", data.copy())]))
+        return responses
+'''
+
+_CONFIG = '''\
+name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "INPUT0", data_type: TYPE_FP32, dims: [ -1 ] }} ]
+output [ {{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [ -1 ] }} ]
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+'''
+
+
+def write_model_repository(root: Path, *, delay_ms: float = 0.0, name: str = "sleeper") -> Path:
+    """A python-backend model ``name`` (no dynamic batching, one CPU instance: concurrent requests queue)."""
+    version = root / name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    (version / "model.py").write_text(_MODEL_PY.format(delay_s=float(delay_ms) / 1000.0))
+    (root / name / "config.pbtxt").write_text(_CONFIG.format(name=name))
+    return root
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: poll for existence
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            done = 0
+        if done == pid:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+@dataclass
+class TritonProcess:
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    pid: int
+    log: Path
+    argv: List[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        _stop_pid(self.pid)
+
+
+def _ready(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/v2/health/ready", timeout=2) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def triton_server(
+    repo: Path,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int = 0,
+    grpc_port: int = 0,
+    metrics_port: int = 0,
+    extra_args: Sequence[str] = (),
+) -> Iterator[TritonProcess]:
+    """Start tritonserver on ``host`` (0 = a free port), wait for /v2/health/ready, stop it by PID on exit."""
+    venv = ensure_triton_venv()
+    site = _site_tritonserver(venv)
+    ports = [p or free_port(host) for p in (http_port, grpc_port, metrics_port)]
+    argv = [
+        str(site / "bin" / "tritonserver"),
+        f"--model-repository={repo}",
+        f"--backend-directory={site / 'backends'}",
+        f"--http-address={host}", f"--http-port={ports[0]}",
+        f"--grpc-address={host}", f"--grpc-port={ports[1]}",
+        f"--metrics-address={host}", f"--metrics-port={ports[2]}",
+        "--allow-gpu-metrics=false",
+        "--exit-timeout-secs=5",
+        *extra_args,
+    ]
+    env = dict(os.environ)
+    env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["LD_LIBRARY_PATH"] = f"{LIBPYTHON_DIR}:{site / 'external_libs'}" if (site / "external_libs").is_dir() else str(LIBPYTHON_DIR)
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONHOME", None)
+    log = repo.parent / f"tritonserver-{host}-{ports[0]}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    server = TritonProcess(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid, log=log, argv=argv)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(host, ports[0]):
+            if proc.poll() is not None:
+                raise RuntimeError(f"tritonserver exited {proc.returncode} before ready:\n{server.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tritonserver not ready on {host}:{ports[0]} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        server.stop()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=1)
