@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``gpu-sim``: set up and inspect the simulated GPUs (init, show, set-busy, clear-busy, set-resettable,
-set-persistence, boot, log). The state file is ``$GPU_SIM_STATE`` (default /var/lib/gpu-sim/state.json)."""
+set-persistence, set-apply-failure, reset-available, boot, log). The state file is ``$GPU_SIM_STATE`` (default
+/var/lib/gpu-sim/state.json)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,8 @@ import sys
 from . import boot
 from . import state as st
 from .tables import DEFAULT_DRIVER, LAYOUTS, MODELS
+
+DEFAULT_APPLY_FAILURE = "error setting MIGConfig: injected failure (gpu-sim set-apply-failure)"
 
 
 def _gpus(state: st.State, which: str) -> list[st.Gpu]:
@@ -47,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     busy.add_argument("gpu")
     busy.add_argument("--pid", type=int, required=True)
     busy.add_argument("--name", required=True)
+    busy.add_argument("--used-mib", type=int, default=0, help="GPU memory it uses (nvidia-smi --query-compute-apps used_memory)")
     clear = sub.add_parser("clear-busy", help="processes holding the GPU exit")
     clear.add_argument("gpu")
     clear.add_argument("--pid", type=int, help="only this process (default: all)")
@@ -56,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
     persistence = sub.add_parser("set-persistence", help="persistence mode (off: nvidia-smi -mig warns)")
     persistence.add_argument("gpu")
     persistence.add_argument("value", type=_on_off)
+    failure = sub.add_parser("set-apply-failure", help="on: every nvidia-mig-parted apply fails after its apply-start hook, changing nothing")
+    failure.add_argument("value", type=_on_off)
+    failure.add_argument("--message", default=DEFAULT_APPLY_FAILURE, help="the error text (default: %(default)s)")
+    sub.add_parser("reset-available", help="exit 0 when every GPU can be reset without a reboot, 1 otherwise (changes nothing)")
     sub.add_parser("boot", help="what a reboot does to the GPUs")
     sub.add_parser("log", help="the operations log, one JSON object a line")
     return p
@@ -74,7 +82,7 @@ def main(argv: list[str]) -> int:
         print(f"gpu-sim: {len(state.gpus)} x {args.model}, driver {args.driver}, state {st.state_path()}")
         return 0
     try:
-        with st.session(write=command not in ("show", "log")) as state:
+        with st.session(write=command not in ("show", "log", "reset-available")) as state:
             if command == "show":
                 sys.stdout.write(state.to_json())
             elif command == "log":
@@ -82,7 +90,7 @@ def main(argv: list[str]) -> int:
                     print(json.dumps(dataclasses.asdict(entry), sort_keys=True))
             elif command == "set-busy":
                 for gpu in _gpus(state, args.gpu):
-                    gpu.busy = [p for p in gpu.busy if p.pid != args.pid] + [st.Process(args.pid, args.name)]
+                    gpu.busy = [p for p in gpu.busy if p.pid != args.pid] + [st.Process(args.pid, args.name, args.used_mib)]
                     state.record("set-busy", gpu.index, f"pid {args.pid} ({args.name})")
             elif command == "clear-busy":
                 for gpu in _gpus(state, args.gpu):
@@ -95,6 +103,16 @@ def main(argv: list[str]) -> int:
                     if gpu.resettable != args.value:
                         gpu.resettable = args.value
                         state.record("set-resettable", gpu.index, str(args.value).lower())
+            elif command == "set-apply-failure":
+                wanted = str(args.message) if args.value else None
+                if state.apply_failure != wanted:
+                    state.apply_failure = wanted
+                    state.record("set-apply-failure", None, f"on: {wanted}" if wanted else "off")
+            elif command == "reset-available":
+                fixed = [gpu for gpu in state.gpus if not gpu.resettable]
+                for gpu in fixed:
+                    print(f"gpu-sim: GPU {gpu.index} ({gpu.bus_id}) cannot be reset without a reboot")
+                return 1 if fixed else 0
             elif command == "set-persistence":
                 for gpu in _gpus(state, args.gpu):
                     if gpu.persistence != args.value:

@@ -547,6 +547,12 @@ def _apply_with_hooks(config: list[MigConfigSpec], flags: Flags, hooks: dict[str
     run_hooks(hooks, "apply-start", envs, log)
     failed = True
     try:
+        with st.session() as state:
+            injected = state.apply_failure
+        if injected is not None:  # gpu-sim set-apply-failure on: fail before touching any GPU
+            with st.session(write=True) as state:
+                state.record("apply-failure", None, injected)
+            raise ApplyError(injected)
         log.debug("Checking current MIG mode...")
         with st.session() as state:
             mode_error = assert_mode(config, state)
@@ -678,7 +684,57 @@ def cmd_export(flags: Flags, log: Log) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
+def generate_config(state: State) -> str:
+    """A v1 config for the GPUs present: all-disabled, all-enabled and all-<profile> (each profile as many times as
+    the GPU holds it), filtered by PCI device id. Simpler than the real generate-config (no mixed layouts)."""
+    models = []
+    for gpu in state.gpus:
+        if gpu.spec not in models:
+            models.append(gpu.spec)
+    lines = ["version: v1", "mig-configs:", "  all-disabled:", "    - devices: all", "      mig-enabled: false", ""]
+    lines += ["  all-enabled:", "    - devices: all", "      mig-enabled: true", "      mig-devices: {}", ""]
+    names = [p.name for model in models for p in model.profiles]
+    for name in dict.fromkeys(names):
+        lines.append(f"  {_yaml_scalar('all-' + name)}:")
+        for model in models:
+            profile = model.profile_by_name(name)
+            if profile is None:
+                continue
+            lines += [f'    - device-filter: ["{model.device_id}"]', "      devices: all", "      mig-enabled: true", "      mig-devices:"]
+            lines.append(f'        "{name}": {profile.instances}')
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_generate_config(argv: list[str], log: Log) -> int:
+    output = ""
+    i = 0
+    while i < len(argv):
+        arg, eq, inline = argv[i].partition("=")
+        if arg in ("-f", "--output-file"):
+            if not eq and i + 1 >= len(argv):
+                raise Fatal(f"flag needs an argument: {arg}")
+            output = inline if eq else argv[i + 1]
+            i += 0 if eq else 1
+        else:
+            raise Fatal(f"flag provided but not defined: {arg}")
+        i += 1
+    with st.session() as state:
+        text = generate_config(state)
+    if not output:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise Fatal(f"error writing output file: open {output}: {(error.strerror or '').lower()}") from None
+    log.debug(f"Generated config written to {output}")
+    return 0
+
+
+def main(argv: list[str], version: str = VERSION) -> int:
+    """The command line; ``version`` is what --version prints (the .deb's wrapper passes its package version)."""
     debug = os.environ.get("MIG_PARTED_DEBUG", "").lower() in ("1", "true", "t")
     args = list(argv)
     while args and args[0].startswith("-"):
@@ -686,15 +742,25 @@ def main(argv: list[str]) -> int:
         if arg in ("-d", "--debug"):
             debug = True
         elif arg in ("-v", "--version"):
-            print(f"nvidia-mig-parted version {VERSION} (simulated)")
+            print(f"nvidia-mig-parted version {version} (simulated)")
             return 0
         else:
             print(f"Incorrect Usage: flag provided but not defined: {arg}", file=sys.stderr)
             return 1
     log = Log(debug)
     commands = {"apply": cmd_apply, "assert": cmd_assert, "export": cmd_export}
+    if args and args[0] == "generate-config":
+        try:
+            return cmd_generate_config(args[1:], log)
+        except Fatal as error:
+            log.line("fatal", capitalize(str(error)))
+            return 1
+        except st.StateMissing as error:
+            log.line("fatal", "Error initializing NVML: Driver Not Loaded")
+            log.note(f"no state file {error.args[0]} (run gpu-sim init)")
+            return 1
     if not args or args[0] not in commands:
-        simulated = ", ".join(commands)
+        simulated = ", ".join([*commands, "generate-config"])
         print(f"gpu-sim: nvidia-mig-parted: expected one of {simulated} (others are not simulated)", file=sys.stderr)
         return 1
     try:

@@ -59,7 +59,15 @@ class Output:
 
 # -- arguments ----------------------------------------------------------------------------------------------------
 
-_TOP_VALUES = {"-i": "id", "--id": "id", "-mig": "mig", "--multi-instance-gpu": "mig", "--query-gpu": "query", "--format": "format"}
+_TOP_VALUES = {
+    "-i": "id",
+    "--id": "id",
+    "-mig": "mig",
+    "--multi-instance-gpu": "mig",
+    "--query-gpu": "query",
+    "--query-compute-apps": "apps",
+    "--format": "format",
+}
 _TOP_FLAGS = {"-L": "list", "--list-gpus": "list", "-r": "reset", "--gpu-reset": "reset"}
 _MIG_VALUES = {
     "-i": "id",
@@ -251,6 +259,10 @@ def render_list(gpus: list[Gpu]) -> list[str]:
 
 # -- --query-gpu ----------------------------------------------------------------------------------------------
 
+# CUDA compute capability (NVIDIA's "CUDA GPUs" list: A100 8.0, H100/H200 9.0); no capture here shows the field.
+# mig-parted's .deb postinst reads it to pick hooks-minimal.yaml (>= 9.0) or hooks-default.yaml.
+_COMPUTE_CAP = {"A100-SXM4-40GB": "8.0", "H200": "9.0"}
+
 # name -> (unit for the header and the value, value). h200-mig-disabled/nvidia-smi_--query-gpu.csv shows the
 # header with ' [MiB]' and values '143771 MiB'; ',nounits' drops the unit from the values.
 _QUERY: dict[str, tuple[str, Callable[[State, Gpu], str]]] = {
@@ -266,7 +278,16 @@ _QUERY: dict[str, tuple[str, Callable[[State, Gpu], str]]] = {
     "mig.mode.pending": ("", lambda s, g: st.mode_word(g.mig_pending)),
     "memory.total": ("MiB", lambda s, g: str(g.spec.memory_total_mib)),
     "persistence_mode": ("", lambda s, g: st.mode_word(g.persistence)),
+    "compute_cap": ("", lambda s, g: _COMPUTE_CAP[g.model]),
 }
+
+
+
+def _format_options(format_arg: str) -> list[str]:
+    options = [f.strip() for f in format_arg.split(",")]
+    if not options or options[0] != "csv" or any(o not in ("noheader", "nounits") for o in options[1:]):
+        raise Usage(f"--format={format_arg} is not simulated (csv[,noheader][,nounits])")
+    return options
 
 
 def query(state: State, gpus: list[Gpu], fields_arg: str, format_arg: str, out: Output) -> int:
@@ -276,9 +297,7 @@ def query(state: State, gpus: list[Gpu], fields_arg: str, format_arg: str, out: 
             out(f'Field "{name}" is not a valid field to query.')
             out()
             return 2
-    options = [f.strip() for f in format_arg.split(",")]
-    if not options or options[0] != "csv" or any(o not in ("noheader", "nounits") for o in options[1:]):
-        raise Usage(f"--format={format_arg} is not simulated (csv[,noheader][,nounits])")
+    options = _format_options(format_arg)
     if "noheader" not in options:
         out(", ".join(name + (f" [{_QUERY[name][0]}]" if _QUERY[name][0] else "") for name in fields))
     for gpu in gpus:
@@ -288,6 +307,43 @@ def query(state: State, gpus: list[Gpu], fields_arg: str, format_arg: str, out: 
             value = get(state, gpu)
             values.append(f"{value} {unit}" if unit and "nounits" not in options else value)
         out(", ".join(values))
+    return 0
+
+
+# -- --query-compute-apps -------------------------------------------------------------------------------------
+
+# name -> (header, unit, value). Public transcripts of real nvidia-smi (see README): the header is
+# "pid, process_name, used_gpu_memory [MiB]" for --query-compute-apps=pid,process_name,used_memory, values like
+# "6010 MiB" ("6010" with nounits), a header line alone when no process runs. used_gpu_memory is the field's other name.
+_APPS: dict[str, tuple[str, str, Callable[[Gpu, st.Process], str]]] = {
+    "pid": ("pid", "", lambda g, p: str(p.pid)),
+    "process_name": ("process_name", "", lambda g, p: p.name),
+    "gpu_uuid": ("gpu_uuid", "", lambda g, p: g.uuid),
+    "gpu_bus_id": ("gpu_bus_id", "", lambda g, p: g.bus_id),
+    "used_memory": ("used_gpu_memory", "MiB", lambda g, p: str(p.used_mib)),
+    "used_gpu_memory": ("used_gpu_memory", "MiB", lambda g, p: str(p.used_mib)),
+}
+
+
+def query_apps(gpus: list[Gpu], fields_arg: str, format_arg: str, out: Output) -> int:
+    """One row per process holding a GPU (gpu-sim set-busy), GPUs in index order."""
+    fields = [f.strip() for f in fields_arg.split(",")]
+    for name in fields:
+        if name not in _APPS:
+            out(f'Field "{name}" is not a valid field to query.')
+            out()
+            return 2
+    options = _format_options(format_arg)
+    if "noheader" not in options:
+        out(", ".join(_APPS[name][0] + (f" [{_APPS[name][1]}]" if _APPS[name][1] else "") for name in fields))
+    for gpu in gpus:
+        for process in gpu.busy:
+            values = []
+            for name in fields:
+                _header, unit, get = _APPS[name]
+                value = get(gpu, process)
+                values.append(f"{value} {unit}" if unit and "nounits" not in options else value)
+            out(", ".join(values))
     return 0
 
 
@@ -484,9 +540,9 @@ def run(argv: list[str]) -> tuple[int, Output]:
             try:
                 if argv and argv[0] == "mig":
                     return run_mig(state, opts, out), out
-                actions = [a for a in ("list", "query", "mig", "reset") if a in opts]
-                if len(actions) != 1 or set(opts) - {actions[0], "id"} - ({"format"} if actions[0] == "query" else set()):
-                    raise Usage("one of -L, --query-gpu (with --format), -mig, --gpu-reset, with an optional -i, is simulated")
+                actions = [a for a in ("list", "query", "apps", "mig", "reset") if a in opts]
+                if len(actions) != 1 or set(opts) - {actions[0], "id"} - ({"format"} if actions[0] in ("query", "apps") else set()):
+                    raise Usage("one of -L, --query-gpu or --query-compute-apps (with --format), -mig, --gpu-reset, with an optional -i, is simulated")
                 gpus = select(state, opts.get("id"))
                 if actions[0] == "list":
                     for line in render_list(gpus):
@@ -496,6 +552,10 @@ def run(argv: list[str]) -> tuple[int, Output]:
                     if "format" not in opts:
                         raise Usage("--query-gpu needs --format=csv")
                     return query(state, gpus, opts["query"], opts["format"], out), out
+                if actions[0] == "apps":
+                    if "format" not in opts:
+                        raise Usage("--query-compute-apps needs --format=csv")
+                    return query_apps(gpus, opts["apps"], opts["format"], out), out
                 if actions[0] == "mig":
                     return set_mode(state, gpus, opts["mig"], out), out
                 return reset_gpus(state, gpus, out), out

@@ -70,6 +70,7 @@ class GpuInstance:
 class Process:
     pid: int
     name: str
+    used_mib: int = 0  # --query-compute-apps used_memory (set-busy --used-mib)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class State:
     next_uuid: int = 1
     log: list[LogEntry] = field(default_factory=list)
     format: int = FORMAT
+    apply_failure: str | None = None  # gpu-sim set-apply-failure: the message every mig-parted apply fails with
 
     def record(self, op: str, gpu: int | None, detail: str) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
@@ -153,7 +155,10 @@ def _from_json(data: Any) -> State:
             raise ValueError(f"unknown GPU model {gpu.model!r} in the state file")
     if data["driver"] not in LAYOUTS:
         raise ValueError(f"unknown driver version {data['driver']!r} in the state file")
-    return State(data["driver"], gpus, data["next_uuid"], [LogEntry(**e) for e in data["log"]])
+    failure = data.get("apply_failure")
+    if failure is not None and not isinstance(failure, str):
+        raise ValueError("apply_failure must be a string or null in the state file")
+    return State(data["driver"], gpus, data["next_uuid"], [LogEntry(**e) for e in data["log"]], apply_failure=failure)
 
 
 def _write_atomic(path: Path, text: str) -> None:
