@@ -1,0 +1,680 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A small in-memory AWX REST API (/api/v2/) for tests: test equipment, never shipped.
+
+It serves what the awx.awx modules used by playbooks/awx_configure.yml call, in AWX's wire formats and with
+the rules those modules rely on (see README.md next to this file for what it reproduces and what it does not):
+
+- token authentication (``POST /api/v2/tokens/`` with basic auth, then ``Authorization: Bearer``);
+- list views with ``count``/``next``/``previous``/``results``, pagination (``page``, ``page_size``) and
+  filters by field value, ``or__`` filters (lookups by name or id);
+- ``POST`` to create (201, the object), ``PATCH`` to update (200, the object), ``DELETE`` (204), errors as
+  400 with field messages;
+- sub-lists for associations (``POST {"id": N}`` / ``{"id": N, "disassociate": true}`` -> 204);
+- job template ``survey_spec`` (GET, POST, DELETE) with AWX's survey validation;
+- project updates that finish at once (``summary_fields.current_update``), the project's playbook list
+  checked when a job template names a playbook;
+- secret credential inputs stored but returned as ``$encrypted$``;
+- schedules with an RRULE parsed by dateutil (as AWX does) and prompts checked against the template.
+
+    with FakeAWX(playbooks={"site.yml"}) as awx:
+        run(["ansible-playbook", ..., "-e", f"awx_configure_controller_host={awx.url}", "-e", f"awx_configure_controller_token={awx.token}"])
+        assert awx.find("job_templates", "gpu_ops site")["playbook"] == "site.yml"
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from dateutil import rrule as dateutil_rrule
+
+Obj = Dict[str, Any]
+
+AWX_VERSION = "24.6.1"
+ENCRYPTED = "$encrypted$"
+MAX_BODY = 1024 * 1024
+
+# Per resource: its object type, required fields on create, defaults, foreign keys (field -> resource),
+# the fields a name must be unique within, and its sub-lists (associations).
+RESOURCES: Dict[str, Obj] = {
+    "organizations": {"type": "organization", "required": ["name"], "defaults": {"description": "", "max_hosts": 0, "default_environment": None},
+                      "fk": {"default_environment": "execution_environments"}, "unique": [], "sublists": ["instance_groups", "galaxy_credentials"]},
+    "execution_environments": {"type": "execution_environment", "required": ["name", "image"],
+                               "defaults": {"description": "", "organization": None, "credential": None, "pull": "", "managed": False},
+                               "fk": {"organization": "organizations", "credential": "credentials"}, "unique": [], "sublists": []},
+    "projects": {"type": "project", "required": ["name", "organization"],
+                 "defaults": {"description": "", "scm_type": "", "scm_url": "", "scm_branch": "", "scm_refspec": "", "scm_clean": False,
+                              "scm_delete_on_update": False, "scm_track_submodules": False, "scm_update_on_launch": False,
+                              "scm_update_cache_timeout": 0, "allow_override": False, "timeout": 0, "credential": None, "default_environment": None,
+                              "signature_validation_credential": None, "local_path": "", "custom_virtualenv": None, "scm_revision": "", "status": "new"},
+                 "fk": {"organization": "organizations", "credential": "credentials", "default_environment": "execution_environments",
+                        "signature_validation_credential": "credentials"},
+                 "unique": ["organization"], "sublists": ["notification_templates_started", "notification_templates_success", "notification_templates_error"]},
+    "project_updates": {"type": "project_update", "required": [], "defaults": {}, "fk": {}, "unique": None, "sublists": []},
+    "credential_types": {"type": "credential_type", "required": ["name", "kind"],
+                         "defaults": {"description": "", "managed": False, "inputs": {}, "injectors": {}, "namespace": None},
+                         "fk": {}, "unique": [], "sublists": []},
+    "credentials": {"type": "credential", "required": ["name", "credential_type"],
+                    "defaults": {"description": "", "organization": None, "inputs": {}, "managed": False, "cloud": False, "kubernetes": False},
+                    "fk": {"organization": "organizations", "credential_type": "credential_types"},
+                    "unique": ["organization", "credential_type"], "sublists": []},
+    "inventories": {"type": "inventory", "required": ["name", "organization"],
+                    "defaults": {"description": "", "kind": "", "host_filter": None, "variables": "", "prevent_instance_group_fallback": False},
+                    "fk": {"organization": "organizations"}, "unique": ["organization"], "sublists": ["instance_groups", "input_inventories"]},
+    "inventory_sources": {"type": "inventory_source", "required": ["name", "inventory"],
+                          "defaults": {"description": "", "source": "", "source_path": "", "source_vars": "", "source_project": None, "credential": None,
+                                       "execution_environment": None, "enabled_var": "", "enabled_value": "", "host_filter": "", "limit": "",
+                                       "overwrite": False, "overwrite_vars": False, "custom_virtualenv": None, "timeout": 0, "verbosity": 1,
+                                       "update_on_launch": False, "update_cache_timeout": 0, "scm_branch": ""},
+                          "fk": {"inventory": "inventories", "source_project": "projects", "credential": "credentials",
+                                 "execution_environment": "execution_environments"},
+                          "unique": ["inventory"],
+                          "sublists": ["notification_templates_started", "notification_templates_success", "notification_templates_error"]},
+    "job_templates": {"type": "job_template", "required": ["name", "project", "playbook"],
+                      "defaults": {"description": "", "job_type": "run", "inventory": None, "organization": None, "execution_environment": None,
+                                   "scm_branch": "", "forks": 0, "limit": "", "verbosity": 0, "extra_vars": "", "job_tags": "", "force_handlers": False,
+                                   "skip_tags": "", "start_at_task": "", "timeout": 0, "use_fact_cache": False, "host_config_key": "",
+                                   "ask_scm_branch_on_launch": False, "ask_diff_mode_on_launch": False, "ask_variables_on_launch": False,
+                                   "ask_limit_on_launch": False, "ask_tags_on_launch": False, "ask_skip_tags_on_launch": False,
+                                   "ask_job_type_on_launch": False, "ask_verbosity_on_launch": False, "ask_inventory_on_launch": False,
+                                   "ask_credential_on_launch": False, "ask_execution_environment_on_launch": False, "ask_forks_on_launch": False,
+                                   "ask_instance_groups_on_launch": False, "ask_job_slice_count_on_launch": False, "ask_labels_on_launch": False,
+                                   "ask_timeout_on_launch": False, "survey_enabled": False, "become_enabled": False, "diff_mode": False,
+                                   "allow_simultaneous": False, "custom_virtualenv": None, "job_slice_count": 1, "webhook_service": "",
+                                   "webhook_credential": None, "prevent_instance_group_fallback": False},
+                      "fk": {"project": "projects", "inventory": "inventories", "organization": "organizations",
+                             "execution_environment": "execution_environments", "webhook_credential": "credentials"},
+                      "unique": ["organization"],
+                      "sublists": ["credentials", "labels", "instance_groups", "notification_templates_started",
+                                   "notification_templates_success", "notification_templates_error"]},
+    "schedules": {"type": "schedule", "required": ["name", "rrule", "unified_job_template"],
+                  "defaults": {"description": "", "enabled": True, "extra_data": {}, "inventory": None, "scm_branch": None, "job_type": None,
+                               "job_tags": None, "skip_tags": None, "limit": None, "diff_mode": None, "verbosity": None, "execution_environment": None,
+                               "forks": None, "job_slice_count": None, "timeout": None},
+                  "fk": {"unified_job_template": "unified_job_templates", "inventory": "inventories", "execution_environment": "execution_environments"},
+                  "unique": ["unified_job_template"], "sublists": ["credentials", "labels", "instance_groups"]},
+    "labels": {"type": "label", "required": ["name", "organization"], "defaults": {}, "fk": {"organization": "organizations"}, "unique": ["organization"],
+               "sublists": []},
+    "instance_groups": {"type": "instance_group", "required": ["name"], "defaults": {}, "fk": {}, "unique": [], "sublists": []},
+    "notification_templates": {"type": "notification_template", "required": ["name"], "defaults": {}, "fk": {}, "unique": [], "sublists": []},
+    "users": {"type": "user", "required": ["username"], "defaults": {}, "fk": {}, "unique": None, "sublists": []},
+    "teams": {"type": "team", "required": ["name"], "defaults": {}, "fk": {}, "unique": [], "sublists": []},
+}
+UNIFIED = ("projects", "inventory_sources", "job_templates")  # what /unified_job_templates/ lists here
+
+# The managed credential types AWX ships (the input fields used here; AWX has more optional ones).
+MANAGED_CREDENTIAL_TYPES: List[Obj] = [
+    {"name": "Machine", "kind": "ssh", "namespace": "ssh", "inputs": {"fields": [
+        {"id": "username", "label": "Username", "type": "string"},
+        {"id": "password", "label": "Password", "type": "string", "secret": True, "ask_at_runtime": True},
+        {"id": "ssh_key_data", "label": "SSH Private Key", "type": "string", "format": "ssh_private_key", "secret": True, "multiline": True},
+        {"id": "ssh_public_key_data", "label": "Signed SSH Certificate", "type": "string", "multiline": True, "secret": True},
+        {"id": "ssh_key_unlock", "label": "Private Key Passphrase", "type": "string", "secret": True, "ask_at_runtime": True},
+        {"id": "become_method", "label": "Privilege Escalation Method", "type": "string"},
+        {"id": "become_username", "label": "Privilege Escalation Username", "type": "string"},
+        {"id": "become_password", "label": "Privilege Escalation Password", "type": "string", "secret": True, "ask_at_runtime": True}]}},
+    {"name": "Source Control", "kind": "scm", "namespace": "scm", "inputs": {"fields": [
+        {"id": "username", "label": "Username", "type": "string"},
+        {"id": "password", "label": "Password", "type": "string", "secret": True},
+        {"id": "ssh_key_data", "label": "SCM Private Key", "type": "string", "format": "ssh_private_key", "secret": True, "multiline": True},
+        {"id": "ssh_key_unlock", "label": "Private Key Passphrase", "type": "string", "secret": True}]}},
+    {"name": "Vault", "kind": "vault", "namespace": "vault", "inputs": {"fields": [
+        {"id": "vault_password", "label": "Vault Password", "type": "string", "secret": True, "ask_at_runtime": True},
+        {"id": "vault_id", "label": "Vault Identifier", "type": "string", "format": "vault_id"}], "required": ["vault_password"]}},
+]
+SURVEY_TYPES = ("text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect")
+CUSTOM_CREDENTIAL_KINDS = ("cloud", "net")
+_INJECTOR_REF = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*}}")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Obj) -> None:
+        super().__init__(json.dumps(body))
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: Dict[str, str]
+    body: Any
+
+
+class FakeAWX:
+    """In-memory AWX. ``playbooks``: what the fake project's checkout holds (AWX checks job templates against it)."""
+
+    def __init__(self, playbooks: Iterable[str], page_size: int = 2, username: str = "admin", password: Optional[str] = None) -> None:
+        self.playbooks = sorted(playbooks)
+        self.page_size = page_size
+        self.username = username
+        self.password = password or secrets.token_urlsafe(12)
+        self.token = secrets.token_urlsafe(24)
+        self.requests: List[Request] = []
+        self._tokens: Dict[int, str] = {}
+        self._store: Dict[str, Dict[int, Obj]] = {name: {} for name in RESOURCES}
+        self._sublists: Dict[Tuple[str, int, str], List[int]] = {}
+        self._surveys: Dict[int, Obj] = {}
+        self._secrets: Dict[int, Obj] = {}
+        self._next_id = 1
+        self._lock = threading.Lock()
+        self._server: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self._seed()
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> FakeAWX:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _handle(self) -> None:
+                fake._serve(self)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeAWX:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # ----------------------------------------------------------------- inspection (for tests)
+    def objects(self, resource: str) -> List[Obj]:
+        with self._lock:
+            return [self._render(resource, obj) for obj in self._store[resource].values()]
+
+    def find(self, resource: str, name: str) -> Obj:
+        found = [o for o in self.objects(resource) if o.get("name") == name]
+        assert len(found) == 1, f"{resource} named {name!r}: {len(found)} found ({[o.get('name') for o in self.objects(resource)]})"
+        return found[0]
+
+    def survey(self, job_template_id: int) -> Obj:
+        with self._lock:
+            return copy.deepcopy(self._surveys.get(job_template_id, {}))
+
+    def associated(self, resource: str, obj_id: int, sublist: str) -> List[int]:
+        with self._lock:
+            return list(self._sublists.get((resource, obj_id, sublist), []))
+
+    def secret_inputs(self, credential_id: int) -> Obj:
+        with self._lock:
+            return copy.deepcopy(self._secrets.get(credential_id, {}))
+
+    def snapshot(self) -> Obj:
+        """Everything stored, to compare two runs."""
+        with self._lock:
+            return copy.deepcopy({"store": self._store, "sublists": {"/".join(map(str, k)): v for k, v in self._sublists.items()},
+                                  "surveys": self._surveys, "secrets": self._secrets})
+
+    def writes(self) -> List[Request]:
+        return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE") and not r.path.startswith("/api/v2/tokens/")]
+
+    # ----------------------------------------------------------------- state
+    def _seed(self) -> None:
+        self._create("organizations", {"name": "Default", "description": ""}, internal=True)
+        for ctype in MANAGED_CREDENTIAL_TYPES:
+            self._create("credential_types", dict(ctype, managed=True, injectors={}), internal=True)
+        self._create("execution_environments", {"name": "AWX EE (latest)", "image": "quay.io/ansible/awx-ee:latest", "pull": "", "managed": True},
+                     internal=True)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _render(self, resource: str, obj: Obj) -> Obj:
+        out = copy.deepcopy(obj)
+        out["type"] = RESOURCES[resource]["type"]
+        base = f"/api/v2/{resource}/{obj['id']}/"
+        out["url"] = base
+        related = {sub: f"{base}{sub}/" for sub in RESOURCES[resource]["sublists"]}
+        summary: Obj = {}
+        for field, target in RESOURCES[resource]["fk"].items():
+            ref = obj.get(field)
+            if ref is not None:
+                related[field] = f"/api/v2/{target}/{ref}/"
+                other = self._lookup_any(target, ref)
+                if other is not None:
+                    summary[field] = {"id": ref, "name": other.get("name", "")}
+        if resource == "job_templates":
+            related["survey_spec"] = f"{base}survey_spec/"
+            related["launch"] = f"{base}launch/"
+            related["copy"] = f"{base}copy/"
+        if resource == "projects":
+            related["update"] = f"{base}update/"
+            related["playbooks"] = f"{base}playbooks/"
+            if obj.get("_current_update"):
+                summary["current_update"] = {"id": obj["_current_update"], "status": "successful"}
+        if resource == "credentials":
+            ctype = self._store["credential_types"][obj["credential_type"]]
+            summary["credential_type"] = {"id": ctype["id"], "name": ctype["name"]}
+            out["kind"] = ctype["namespace"] or ctype["kind"]
+        out["related"] = related
+        out["summary_fields"] = summary
+        return {k: v for k, v in out.items() if not k.startswith("_")}
+
+    def _lookup_any(self, resource: str, obj_id: Any) -> Optional[Obj]:
+        if resource == "unified_job_templates":
+            for res in UNIFIED:
+                if obj_id in self._store[res]:
+                    return self._store[res][obj_id]
+            return None
+        return self._store[resource].get(obj_id)
+
+    def _create(self, resource: str, data: Obj, internal: bool = False) -> Obj:
+        spec = RESOURCES[resource]
+        obj: Obj = copy.deepcopy(spec["defaults"])
+        obj.update(data)
+        obj["id"] = self._new_id()
+        obj["created"] = obj["modified"] = "2026-01-01T00:00:00.000000Z"
+        if not internal:
+            self._validate(resource, obj, None)
+        if resource == "credentials":
+            obj["inputs"] = self._store_secrets(obj, None)
+        self._store[resource][obj["id"]] = obj
+        if resource == "projects" and obj.get("scm_type"):
+            self._project_update(obj)
+        return obj
+
+    def _project_update(self, project: Obj) -> None:
+        update_id = self._new_id()
+        revision = f"{update_id:040x}"
+        self._store["project_updates"][update_id] = {"id": update_id, "name": project["name"], "project": project["id"], "status": "successful",
+                                                     "failed": False, "finished": "2026-01-01T00:00:01.000000Z", "scm_revision": revision}
+        project["_current_update"] = update_id
+        project["scm_revision"] = revision
+        project["status"] = "successful"
+
+    def _store_secrets(self, obj: Obj, old: Optional[Obj]) -> Obj:
+        """Keep secret inputs aside; the stored object holds $encrypted$ (what AWX returns)."""
+        ctype = self._store["credential_types"][obj["credential_type"]]
+        secret_ids = {f["id"] for f in ctype["inputs"].get("fields", []) if f.get("secret")}
+        kept = dict(self._secrets.get(obj["id"], {})) if old is not None else {}
+        public = {}
+        for key, value in (obj.get("inputs") or {}).items():
+            if key in secret_ids:
+                if value != ENCRYPTED:  # $encrypted$ sent back means "keep the stored secret"
+                    kept[key] = value
+                public[key] = ENCRYPTED
+            else:
+                public[key] = value
+        self._secrets[obj["id"]] = kept
+        return public
+
+    # ----------------------------------------------------------------- validation (AWX's rules the playbook meets)
+    def _validate(self, resource: str, obj: Obj, old: Optional[Obj]) -> None:
+        spec = RESOURCES[resource]
+        errors: Dict[str, List[str]] = {}
+        for field in spec["required"]:
+            if obj.get(field) in (None, ""):
+                errors.setdefault(field, []).append("This field is required.")
+        for field, target in spec["fk"].items():
+            ref = obj.get(field)
+            if ref is not None and (not isinstance(ref, int) or self._lookup_any(target, ref) is None):
+                errors.setdefault(field, []).append(f'Invalid pk "{ref}" - object does not exist.')
+        if errors:
+            raise ApiError(400, errors)
+        unique = spec["unique"]
+        if unique is not None and "name" in obj:
+            for other in self._store[resource].values():
+                if other["id"] != obj["id"] and other.get("name") == obj["name"] and all(other.get(f) == obj.get(f) for f in unique):
+                    label = RESOURCES[resource]["type"].replace("_", " ").capitalize()
+                    raise ApiError(400, {"__all__": [f"{label} with this Name{''.join(' and ' + f.capitalize() for f in unique)} already exists."]})
+        checker = getattr(self, f"_check_{resource}", None)
+        if checker is not None:
+            checker(obj, old)
+
+    def _check_projects(self, obj: Obj, old: Optional[Obj]) -> None:
+        if obj.get("scm_type") not in ("", "git", "svn", "insights", "archive"):
+            raise ApiError(400, {"scm_type": [f'"{obj.get("scm_type")}" is not a valid choice.']})
+        if obj.get("scm_type") and not obj.get("scm_url"):
+            raise ApiError(400, {"scm_url": ["SCM URL is required."]})
+
+    def _check_execution_environments(self, obj: Obj, old: Optional[Obj]) -> None:
+        if obj.get("pull") not in ("", "always", "missing", "never"):
+            raise ApiError(400, {"pull": [f'"{obj.get("pull")}" is not a valid choice.']})
+
+    def _check_credential_types(self, obj: Obj, old: Optional[Obj]) -> None:
+        if obj.get("kind") not in CUSTOM_CREDENTIAL_KINDS:
+            raise ApiError(400, {"kind": [f"Must be 'cloud' or 'net', not {obj.get('kind')}"]})
+        fields = obj.get("inputs", {}).get("fields", [])
+        ids = {f.get("id") for f in fields}
+        if any(not isinstance(f, dict) or "id" not in f or "label" not in f for f in fields):
+            raise ApiError(400, {"inputs": ["Every field needs an id and a label."]})
+        for req in obj.get("inputs", {}).get("required", []):
+            if req not in ids:
+                raise ApiError(400, {"inputs": [f"required field {req!r} is not an input field"]})
+        injectors = obj.get("injectors") or {}
+        unknown = set(injectors) - {"file", "env", "extra_vars"}
+        if unknown:
+            raise ApiError(400, {"injectors": [f"Additional properties are not allowed ({sorted(unknown)} were unexpected)"]})
+        file_ids = set()
+        for key in injectors.get("file", {}):
+            if key != "template" and not key.startswith("template."):
+                raise ApiError(400, {"injectors": [f"file injector key {key!r} must be 'template' or 'template.<name>'"]})
+            file_ids.add(key.partition(".")[2] or "")
+        for section in ("file", "env", "extra_vars"):
+            for key, value in injectors.get(section, {}).items():
+                if not isinstance(value, str):
+                    raise ApiError(400, {"injectors": [f"{section}.{key} must be a string"]})
+                for ref in _INJECTOR_REF.findall(value):
+                    if ref in ids:
+                        continue
+                    if ref.startswith("tower.filename") and (ref == "tower.filename" or ref.split(".", 2)[2] in file_ids):
+                        continue
+                    raise ApiError(400, {"injectors": [f"{section}.{key} refers to {ref!r}, which is no input field and no injected file"]})
+
+    def _check_credentials(self, obj: Obj, old: Optional[Obj]) -> None:
+        ctype = self._store["credential_types"][obj["credential_type"]]
+        fields = {f["id"] for f in ctype["inputs"].get("fields", [])}
+        inputs = obj.get("inputs") or {}
+        extra = sorted(set(inputs) - fields)
+        if extra:
+            raise ApiError(400, {"inputs": [f"Additional properties are not allowed ({extra} were unexpected)"]})
+        have = set(inputs) | (set(self._secrets.get(obj["id"], {})) if old is not None else set())
+        missing = [f for f in ctype["inputs"].get("required", []) if f not in have]
+        if missing:
+            raise ApiError(400, {"inputs": {f: ["required for " + ctype["name"]] for f in missing}})
+
+    def _check_inventory_sources(self, obj: Obj, old: Optional[Obj]) -> None:
+        if obj.get("source") == "scm":
+            if obj.get("source_project") is None:
+                raise ApiError(400, {"source_project": ["Project required for scm type sources."]})
+            if not obj.get("source_path"):
+                raise ApiError(400, {"source_path": ["Source path required for scm type sources."]})
+
+    def _check_job_templates(self, obj: Obj, old: Optional[Obj]) -> None:
+        if obj.get("inventory") is None and not obj.get("ask_inventory_on_launch"):
+            raise ApiError(400, {"inventory": ["Job Templates must have an inventory or allow prompting for it."]})
+        if obj.get("playbook") not in self.playbooks:
+            raise ApiError(400, {"playbook": ["Playbook not found for project."]})
+        if obj.get("job_type") not in ("run", "check"):
+            raise ApiError(400, {"job_type": [f'"{obj.get("job_type")}" is not a valid choice.']})
+        if obj.get("extra_vars"):
+            try:
+                json.loads(obj["extra_vars"])
+            except ValueError:
+                raise ApiError(400, {"extra_vars": ["Must be valid JSON or YAML."]}) from None
+
+    def _check_schedules(self, obj: Obj, old: Optional[Obj]) -> None:
+        text = obj.get("rrule", "")
+        if "DTSTART" not in text or "RRULE:" not in text:
+            raise ApiError(400, {"rrule": ["Valid DTSTART required in rrule. Value should start with: DTSTART:YYYYMMDDTHHMMSSZ"]})
+        if "FREQ=SECONDLY" in text:
+            raise ApiError(400, {"rrule": ["SECONDLY is not supported."]})
+        try:
+            dateutil_rrule.rrulestr(text, forceset=True)
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, {"rrule": [f"rrule parsing failed validation: {exc}"]}) from None
+        ujt_id = obj["unified_job_template"]
+        template = self._store["job_templates"].get(ujt_id)
+        if template is not None:
+            allowed = set(self._surveys.get(ujt_id, {}).get("spec", []) and [q["variable"] for q in self._surveys[ujt_id]["spec"]])
+            extra = obj.get("extra_data") or {}
+            if extra and not template.get("ask_variables_on_launch"):
+                refused = sorted(k for k in extra if not (template.get("survey_enabled") and k in allowed))
+                if refused:
+                    raise ApiError(400, {"extra_data": [f"Variables {', '.join(refused)} provided, but not allowed for prompting."]})
+            if obj.get("limit") is not None and not template.get("ask_limit_on_launch"):
+                raise ApiError(400, {"limit": ["Field is not configured to prompt on launch."]})
+
+    def _check_survey(self, spec: Any) -> None:
+        if not isinstance(spec, dict):
+            raise ApiError(400, {"error": "Survey question spec must be a dict."})
+        for key in ("name", "description"):
+            if not isinstance(spec.get(key), str):
+                raise ApiError(400, {"error": f"'{key}' missing from survey spec."})
+        questions = spec.get("spec")
+        if not isinstance(questions, list) or not questions:
+            raise ApiError(400, {"error": "'spec' must be a non-empty list of questions."})
+        seen = set()
+        for idx, q in enumerate(questions):
+            if not isinstance(q, dict):
+                raise ApiError(400, {"error": f"Survey question {idx} is not a json object."})
+            for key in ("type", "question_name", "variable", "required"):
+                if key not in q:
+                    raise ApiError(400, {"error": f"'{key}' missing from survey question {idx}."})
+            if q["type"] not in SURVEY_TYPES:
+                raise ApiError(400, {"error": f"'{q['type']}' in survey question {idx} is not one of '{', '.join(SURVEY_TYPES)}' allowed question types."})
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(q["variable"])):
+                raise ApiError(400, {"error": f"'{q['variable']}' in survey question {idx} is not a valid variable name."})
+            if q["variable"] in seen:
+                raise ApiError(400, {"error": f"'variable' '{q['variable']}' duplicated in survey question {idx}."})
+            seen.add(q["variable"])
+            if not isinstance(q["required"], bool):
+                raise ApiError(400, {"error": f"'required' in survey question {idx} expected to be boolean."})
+            default = q.get("default", "")
+            if q["type"] in ("multiplechoice", "multiselect"):
+                choices = q.get("choices")
+                if isinstance(choices, str):
+                    choices = [c for c in choices.split("\n") if c]
+                if not isinstance(choices, list) or not choices:
+                    raise ApiError(400, {"error": f"Survey question {idx} of type {q['type']} must have choices."})
+                if len(set(choices)) != len(choices):
+                    raise ApiError(400, {"error": f"Survey question {idx}: choices must be unique."})
+                wanted = default.split("\n") if isinstance(default, str) and q["type"] == "multiselect" else [default]
+                for value in wanted:
+                    if value not in ("", None) and value not in choices:
+                        raise ApiError(400, {"error": f"Default choice must be answered from the choices listed (question {idx})."})
+            if q["type"] in ("text", "textarea", "password") and default not in ("", None):
+                low, high = q.get("min"), q.get("max")
+                if (isinstance(low, int) and len(default) < low) or (isinstance(high, int) and len(default) > high):
+                    raise ApiError(400, {"error": f"Default value of survey question {idx} is outside its min/max length."})
+
+    # ----------------------------------------------------------------- HTTP
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(h.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if 0 < length <= MAX_BODY else b""
+        status: int
+        body: Any
+        try:
+            data: Any = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+            status, body = 400, {"detail": "JSON parse error"}
+        else:
+            with self._lock:
+                self.requests.append(Request(h.command, parts.path, query, data))
+                try:
+                    self._authenticate(h, parts.path)
+                    status, body = self._route(h.command, parts.path, query, data)
+                except ApiError as err:
+                    status, body = err.status, err.body
+        payload = b"" if body is None else json.dumps(body).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("X-API-Product-Name", "AWX")
+        h.send_header("X-API-Product-Version", AWX_VERSION)
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(payload)
+
+    def _authenticate(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        auth = h.headers.get("Authorization", "")
+        if path.startswith("/api/v2/tokens/"):
+            expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            if auth != expected:
+                raise ApiError(401, {"detail": "Authentication credentials were not provided."})
+            return
+        if auth.startswith("Bearer ") and auth[len("Bearer "):] in {self.token, *self._tokens.values()}:
+            return
+        raise ApiError(401, {"detail": "Authentication credentials were not provided."})
+
+    def _route(self, method: str, path: str, query: Dict[str, str], data: Any) -> Tuple[int, Any]:
+        m = re.fullmatch(r"/api/v2/([a-z_]+)/(?:(\d+)/(?:([a-z_]+)/)?)?", path)
+        if not m:
+            raise ApiError(404, {"detail": "Not found."})
+        resource, obj_id_s, sub = m.group(1), m.group(2), m.group(3)
+        obj_id = int(obj_id_s) if obj_id_s else None
+        if resource == "tokens":
+            return self._tokens_view(method, obj_id)
+        if resource == "ping" and method == "GET":
+            return 200, {"version": AWX_VERSION, "active_node": "awx-fake"}
+        if resource == "unified_job_templates" and method == "GET" and obj_id is None:
+            items = [(res, o) for res in UNIFIED for o in self._store[res].values()]
+            return 200, self._page(path, query, [self._render(res, o) for res, o in sorted(items, key=lambda ro: ro[1]["id"])])
+        if resource not in RESOURCES:
+            raise ApiError(404, {"detail": "Not found."})
+        if obj_id is None:
+            if method == "GET":
+                return 200, self._page(path, query, [self._render(resource, o) for o in self._store[resource].values()])
+            if method == "POST":
+                if not isinstance(data, dict):
+                    raise ApiError(400, {"detail": "A JSON object is required."})
+                if resource == "credential_types" and data.get("managed"):
+                    raise ApiError(400, {"managed": ["Managed credential types cannot be created."]})
+                return 201, self._render(resource, self._create(resource, data))
+            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'})
+        obj = self._store[resource].get(obj_id)
+        if obj is None:
+            raise ApiError(404, {"detail": "Not found."})
+        if sub is None:
+            return self._detail(resource, obj, method, data)
+        if resource == "job_templates" and sub == "survey_spec":
+            return self._survey_view(obj_id, method, data)
+        if sub in RESOURCES[resource]["sublists"]:
+            return self._sublist_view(resource, obj_id, sub, method, path, query, data)
+        raise ApiError(404, {"detail": "Not found."})
+
+    def _tokens_view(self, method: str, obj_id: Optional[int]) -> Tuple[int, Any]:
+        if method == "POST" and obj_id is None:
+            token_id = self._new_id()
+            self._tokens[token_id] = secrets.token_urlsafe(24)
+            return 201, {"id": token_id, "type": "o_auth2_access_token", "token": self._tokens[token_id], "scope": "write"}
+        if method == "DELETE" and obj_id in self._tokens:
+            del self._tokens[obj_id]
+            return 204, None
+        raise ApiError(404, {"detail": "Not found."})
+
+    def _detail(self, resource: str, obj: Obj, method: str, data: Any) -> Tuple[int, Any]:
+        if method == "GET":
+            return 200, self._render(resource, obj)
+        if method in ("PATCH", "PUT"):
+            if not isinstance(data, dict):
+                raise ApiError(400, {"detail": "A JSON object is required."})
+            if obj.get("managed"):
+                raise ApiError(403, {"detail": "Managed objects cannot be changed."})
+            new = copy.deepcopy(obj)
+            readonly = {"id", "type", "url", "related", "summary_fields", "created", "modified"}
+            new.update({k: v for k, v in data.items() if k not in readonly})
+            if resource == "inventories" and new.get("kind") is None:
+                new["kind"] = ""  # blank, never null (what AWX stores)
+            self._validate(resource, new, obj)
+            if resource == "credentials":
+                new["inputs"] = self._store_secrets(new, obj)
+            if new != obj:
+                new["modified"] = "2026-01-01T00:00:02.000000Z"
+            self._store[resource][obj["id"]] = new
+            return 200, self._render(resource, new)
+        if method == "DELETE":
+            del self._store[resource][obj["id"]]
+            return 204, None
+        raise ApiError(405, {"detail": f'Method "{method}" not allowed.'})
+
+    def _survey_view(self, jt_id: int, method: str, data: Any) -> Tuple[int, Any]:
+        if method == "GET":
+            return 200, copy.deepcopy(self._surveys.get(jt_id, {}))
+        if method == "POST":
+            self._check_survey(data)
+            self._surveys[jt_id] = copy.deepcopy(data)
+            return 200, None
+        if method == "DELETE":
+            self._surveys.pop(jt_id, None)
+            return 200, None
+        raise ApiError(405, {"detail": f'Method "{method}" not allowed.'})
+
+    def _sublist_view(self, resource: str, obj_id: int, sub: str, method: str, path: str, query: Dict[str, str], data: Any) -> Tuple[int, Any]:
+        key = (resource, obj_id, sub)
+        target = "credentials" if sub.endswith("credentials") else "notification_templates" if sub.startswith("notification_templates") else sub
+        if method == "GET":
+            items = [self._render(target, self._store[target][i]) for i in self._sublists.get(key, []) if i in self._store[target]]
+            return 200, self._page(path, query, items)
+        if method != "POST":
+            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'})
+        if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+            raise ApiError(400, {"msg": "\"id\" field must be an integer."})
+        current = self._sublists.setdefault(key, [])
+        if data.get("disassociate"):
+            if data["id"] in current:
+                current.remove(data["id"])
+            return 204, None
+        other = self._store[target].get(data["id"])
+        if other is None:
+            raise ApiError(400, {"msg": f"Object with id {data['id']} not found."})
+        if target == "credentials" and resource == "job_templates":
+            ctype = self._store["credential_types"][other["credential_type"]]
+            for cid in current:
+                have = self._store["credentials"][cid]
+                if have["credential_type"] == other["credential_type"] and cid != other["id"] and (
+                        ctype["kind"] != "vault" or have["inputs"].get("vault_id") == other["inputs"].get("vault_id")):
+                    raise ApiError(400, {"error": f"Cannot assign multiple {ctype['name']} credentials."})
+        if data["id"] not in current:
+            current.append(data["id"])
+        return 204, None
+
+    # ----------------------------------------------------------------- list views
+    def _page(self, path: str, query: Dict[str, str], items: List[Obj]) -> Obj:
+        filters = {k: v for k, v in query.items() if k not in ("page", "page_size", "order_by", "search")}
+        plain = {k: v for k, v in filters.items() if not k.startswith("or__")}
+        alternatives = {k[len("or__"):]: v for k, v in filters.items() if k.startswith("or__")}
+
+        def value_matches(obj: Obj, field: str, want: str) -> bool:
+            have = obj.get(field)
+            if isinstance(have, bool):
+                return str(have).lower() == want.lower()
+            return ("" if have is None else str(have)) == want
+
+        def keep(obj: Obj) -> bool:
+            if not all(value_matches(obj, f, v) for f, v in plain.items()):
+                return False
+            return not alternatives or any(value_matches(obj, f, v) for f, v in alternatives.items())
+
+        matched = sorted((o for o in items if keep(o)), key=lambda o: o["id"])
+        size = int(query.get("page_size", self.page_size))
+        page = int(query.get("page", 1))
+        if (page < 1 or (page - 1) * size > max(len(matched) - 1, 0)) and not (page == 1 and not matched):
+            raise ApiError(404, {"detail": "Invalid page."})
+        chunk = matched[(page - 1) * size: page * size]
+
+        def link(number: int) -> str:
+            return f"{path}?{urlencode(dict(query, page=str(number)))}"
+
+        return {"count": len(matched), "next": link(page + 1) if page * size < len(matched) else None,
+                "previous": link(page - 1) if page > 1 else None, "results": chunk}
