@@ -23,6 +23,8 @@ import datetime
 import hmac
 import ipaddress
 import json
+import math
+import os
 import re
 import secrets
 import shutil
@@ -30,6 +32,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +74,7 @@ class ResourceType:
     short_names: Tuple[str, ...] = ()
     has_status: bool = False  # status is a subresource: the main resource ignores writes to it
     has_generation: bool = False  # metadata.generation counts spec changes
+    subresources: Tuple[Tuple[str, str, str, Tuple[str, ...]], ...] = ()  # (name, group/version, kind, verbs) served below an object
 
     @property
     def group_version(self) -> str:
@@ -87,19 +91,30 @@ class ResourceType:
             entry["shortNames"] = list(self.short_names)
         return entry
 
+    def discovery_subresources(self) -> List[Obj]:
+        out: List[Obj] = []
+        for sub, group_version, kind, verbs in self.subresources:
+            group, _slash, version = group_version.rpartition("/")
+            out.append({"name": f"{self.name}/{sub}", "singularName": "", "namespaced": self.namespaced, "group": group, "version": version,
+                        "kind": kind, "verbs": list(verbs)})
+        return out
+
 
 RESOURCES: Tuple[ResourceType, ...] = (
     ResourceType("", "v1", "configmaps", "configmap", "ConfigMap", True, ("cm",)),
     ResourceType("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",), has_status=True),
     ResourceType("", "v1", "nodes", "node", "Node", False, ("no",), has_status=True),
+    ResourceType("", "v1", "pods", "pod", "Pod", True, ("po",), has_status=True, subresources=(("eviction", "policy/v1", "Eviction", ("create",)),)),
     ResourceType("", "v1", "secrets", "secret", "Secret", True),
     ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
     ResourceType("", "v1", "services", "service", "Service", True, ("svc",), has_status=True),
     ResourceType("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",), has_status=True, has_generation=True),
     ResourceType("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",), has_status=True, has_generation=True),
     ResourceType("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", False),
+    ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True, ("pdb",), has_status=True,
+                 has_generation=True),
 )
-GROUPS: Tuple[str, ...] = ("apps", "node.k8s.io")
+GROUPS: Tuple[str, ...] = ("apps", "node.k8s.io", "policy")
 
 # metadata the API server sets or that identifies the object: never part of a manager's field set
 _UNOWNED_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
@@ -179,6 +194,12 @@ class RecordedRequest:
     status: int
     body: Any = None
     user_agent: Optional[str] = None
+    time: str = ""  # when it was answered, RFC 3339 UTC with microseconds
+
+    def to_json(self) -> Obj:
+        """The record as one line of --requests-out: method, path, query, content_type, field_manager, user_agent, status, body, time."""
+        return {"time": self.time, "method": self.method, "path": self.path, "query": self.query, "content_type": self.content_type,
+                "field_manager": self.field_manager, "user_agent": self.user_agent, "status": self.status, "body": self.body}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -571,20 +592,39 @@ def label_selector(selector: str) -> Callable[[Dict[str, str]], bool]:
     return matches
 
 
-def field_selector(selector: str) -> Callable[[Obj], bool]:
-    """fields.Parse for the fields every resource supports: metadata.name and metadata.namespace."""
+# the field labels each kind's field-label conversion accepts beyond metadata.name/metadata.namespace, with their default
+_FIELD_LABELS: Dict[str, Dict[str, str]] = {
+    "Pod": {"spec.nodeName": "", "spec.restartPolicy": "", "spec.schedulerName": "", "spec.serviceAccountName": "", "spec.hostNetwork": "false",
+            "status.phase": "", "status.podIP": "", "status.nominatedNodeName": ""},
+    "Node": {"spec.unschedulable": "false"},
+    "Namespace": {"status.phase": ""},
+    "Secret": {"type": ""},
+}
+
+
+def _field_value(obj: Obj, name: str, default: str) -> str:
+    found, value = _get(obj, tuple(name.split(".")))
+    if not found or value is None:
+        return default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def field_selector(selector: str, kind: str = "") -> Callable[[Obj], bool]:
+    """fields.Parse, with the field labels the kind supports (pods: spec.nodeName, status.phase, ...; nodes: spec.unschedulable)."""
+    supported = {"metadata.name": "", "metadata.namespace": "", **_FIELD_LABELS.get(kind, {})}
     tests: List[Callable[[Obj], bool]] = []
     for req in _split_requirements(selector):
         m = re.fullmatch(r"([A-Za-z.]+)\s*(==|=|!=)\s*(.*)", req)
         if not m:
             raise bad_request(f"invalid field selector: {req!r}")
         name, op, value = m.group(1), m.group(2), m.group(3).strip()
-        if name not in ("metadata.name", "metadata.namespace"):
-            raise bad_request(f'"{name}" is not a known field selector: only "metadata.name", "metadata.namespace"')
-        attr = name.split(".")[1]
+        if name not in supported:
+            raise bad_request(f"field label not supported: {name}")
 
-        def test(obj: Obj, a: str = attr, v: str = value, neg: bool = op == "!=") -> bool:
-            return (str(obj.get("metadata", {}).get(a, "")) == v) != neg
+        def test(obj: Obj, n: str = name, v: str = value, neg: bool = op == "!=") -> bool:
+            return (_field_value(obj, n, supported[n]) == v) != neg
 
         tests.append(test)
     return lambda obj: all(t(obj) for t in tests)
@@ -623,6 +663,12 @@ class Cluster:
         self.lock = threading.RLock()
         self.objects: Dict[Tuple[str, str, str], Obj] = {}  # (resource key, namespace, name) -> object
         self.revision = 1
+        self.pod_exit_seconds = 0.0  # how long a pod's containers take to stop after a graceful delete (the kubelet's part)
+        self.terminations: Dict[Tuple[str, str, str], float] = {}  # (namespace, name, uid) of a terminating pod -> monotonic removal time
+        self.controller_scale: Dict[Tuple[str, str], int] = {}  # (namespace, controller uid or kind/name) -> most pods seen at once
+        self.listeners: List[Callable[[], None]] = []  # called (under the lock) after every stored change
+        self._dry_depth = 0
+        self._settling = False
 
     @staticmethod
     def key(rt: ResourceType) -> str:
@@ -702,10 +748,13 @@ class Cluster:
                 new["status"] = {"phase": "Active"}
             elif rt.kind == "Secret":
                 new.setdefault("type", "Opaque")
+            elif rt.kind == "Pod":  # a seeded pod keeps its status; one created through the API is run by a kubelet at once
+                if subresource != "*" or not isinstance(new.get("status"), dict) or not new["status"]:
+                    new["status"] = _kubelet_pod_status(new)
             elif rt.has_status and rt.kind != "Node":  # nodes, like kubelet registrations, may be created with their status
                 new["status"] = {}
         else:
-            for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
+            for key in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"):
                 if key in live["metadata"]:
                     meta[key] = live["metadata"][key]
                 else:
@@ -725,17 +774,142 @@ class Cluster:
                 meta["generation"] = int(live["metadata"].get("generation", 1)) + 1
         if rt.kind == "Namespace":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        if rt.kind in ("Node", "Pod"):  # NodeSpec/PodSpec are structs: always serialized, "spec": {} at least
+            node_spec = new.get("spec")
+            if not isinstance(node_spec, dict):
+                node_spec = new["spec"] = {}
+            if rt.kind == "Node" and node_spec.get("unschedulable") is False:
+                del node_spec["unschedulable"]  # `json:"unschedulable,omitempty"`: false is not serialized
         meta["resourceVersion"] = live["metadata"].get("resourceVersion", "") if live is not None else ""
         new = _canonical(new)
         if live is not None and new == live:
             return copy.deepcopy(live)
         new["metadata"]["resourceVersion"] = self._bump()
         self.objects[(self.key(rt), namespace if rt.namespaced else "", name)] = new
+        self._after_write(rt, namespace, name)
         return copy.deepcopy(new)
+
+    # -- what controllers and kubelets do after a write, done at once
+
+    def _after_write(self, rt: ResourceType, namespace: str, name: str) -> None:
+        if self._dry_depth:
+            return
+        if not self._settling:
+            self._settling = True
+            try:
+                if rt.kind == "Node":
+                    self._sync_node_taint(name)
+                if rt.kind in ("Pod", "PodDisruptionBudget"):
+                    self._sync_disruption_budgets(namespace)
+            finally:
+                self._settling = False
+        for listener in self.listeners:
+            listener()
+
+    def _sync_node_taint(self, name: str) -> None:
+        """The node lifecycle controller: an unschedulable Node carries the node.kubernetes.io/unschedulable:NoSchedule taint."""
+        live = self.get(NODES, "", name)
+        if live is None:
+            return
+        taints = [t for t in (live.get("spec") or {}).get("taints") or [] if isinstance(t, dict)]
+        present = any(t.get("key") == UNSCHEDULABLE_TAINT and t.get("effect") == "NoSchedule" for t in taints)
+        wanted = bool((live.get("spec") or {}).get("unschedulable"))
+        if present == wanted:
+            return
+        new = copy.deepcopy(live)
+        if wanted:
+            taints.append({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"})
+        else:
+            taints = [t for t in taints if not (t.get("key") == UNSCHEDULABLE_TAINT and t.get("effect") == "NoSchedule")]
+        if taints:
+            new["spec"]["taints"] = taints
+        else:
+            new["spec"].pop("taints", None)
+        track_update(NODES, live, new, "kube-controller-manager")
+        self._finish_write(NODES, live, new, "", name)
+
+    def _pods(self, namespace: str) -> List[Obj]:
+        return [o for (res, ns, _n), o in sorted(self.objects.items()) if res == self.key(PODS) and ns == namespace]
+
+    def _sync_disruption_budgets(self, namespace: str) -> None:
+        """The disruption controller: every PodDisruptionBudget's status from the pods it selects."""
+        pods = self._pods(namespace)
+        counts: Dict[Tuple[str, str], int] = {}
+        for pod in pods:
+            ref = _controller_of(pod)
+            if ref is not None:
+                key = (namespace, str(ref.get("uid") or f"{ref.get('kind')}/{ref.get('name')}"))
+                counts[key] = counts.get(key, 0) + 1
+        for key, count in counts.items():  # a controller's scale: the most pods of it seen at once (no ReplicaSets here)
+            self.controller_scale[key] = max(self.controller_scale.get(key, 0), count)
+        for (res, ns, name), pdb in sorted(self.objects.items()):
+            if res != self.key(PDBS) or ns != namespace:
+                continue
+            status = self._budget_status(pdb, pods)
+            if status == pdb.get("status"):
+                continue
+            live = copy.deepcopy(pdb)
+            new = copy.deepcopy(pdb)
+            new["status"] = status
+            track_update(PDBS, live, new, "kube-controller-manager", subresource="status")
+            self._finish_write(PDBS, live, new, namespace, name, subresource="status")
+
+    def _budget_status(self, pdb: Obj, pods: List[Obj]) -> Obj:
+        """updatePdbStatus() of pkg/controller/disruption: expected, desired and current healthy pods, disruptions allowed."""
+        spec = pdb.get("spec") or {}
+        selector = spec.get("selector")
+        # policy/v1: a null selector selects no pods, an empty one every pod of the namespace
+        matching = [p for p in pods if isinstance(selector, dict) and selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
+        namespace = str(pdb["metadata"].get("namespace", ""))
+
+        def scale() -> int:
+            keys = set()
+            for pod in matching:
+                ref = _controller_of(pod)
+                if ref is not None:  # unmanaged pods are left out of the expected count
+                    keys.add((namespace, str(ref.get("uid") or f"{ref.get('kind')}/{ref.get('name')}")))
+            return sum(self.controller_scale.get(k, 0) for k in keys)
+
+        min_available, max_unavailable = spec.get("minAvailable"), spec.get("maxUnavailable")
+        if max_unavailable is not None:
+            expected = scale()
+            desired = max(0, expected - _scaled(max_unavailable, expected))
+        elif isinstance(min_available, str):
+            expected = scale()
+            desired = _scaled(min_available, expected)
+        else:
+            expected = len(matching)
+            desired = int(min_available or 0)
+        healthy = sum(1 for p in matching if _pod_ready(p) and not (p.get("metadata") or {}).get("deletionTimestamp"))
+        allowed = healthy - desired
+        if expected <= 0 or allowed <= 0:
+            allowed = 0
+        generation = int(pdb["metadata"].get("generation", 1))
+        old = pdb.get("status") or {}
+        old_condition: Obj = next((c for c in old.get("conditions") or [] if c.get("type") == "DisruptionAllowed"), {})
+        flag = "True" if allowed > 0 else "False"
+        condition = {"type": "DisruptionAllowed", "status": flag, "observedGeneration": generation,
+                     "lastTransitionTime": old_condition.get("lastTransitionTime") if old_condition.get("status") == flag else _now(),
+                     "reason": "SufficientPods" if allowed > 0 else "InsufficientPods", "message": ""}
+        return {"observedGeneration": generation, "disruptionsAllowed": allowed, "currentHealthy": healthy, "desiredHealthy": desired,
+                "expectedPods": expected, "conditions": [condition]}
+
+    def reap(self) -> None:
+        """The kubelet's part of a graceful delete: remove each pod whose containers stopped (or whose grace period ran out)."""
+        now = time.monotonic()
+        with self.lock:
+            for key, due in sorted(self.terminations.items()):
+                if due > now:
+                    continue
+                namespace, name, uid = key
+                live = self.objects.get((self.key(PODS), namespace, name))
+                if live is not None and live["metadata"].get("uid") == uid:
+                    self._remove(PODS, namespace, name)
+                self.terminations.pop(key, None)
 
     def list(self, rt: ResourceType, namespace: Optional[str], labels: Optional[str], fields: Optional[str]) -> Obj:
         label_test = label_selector(labels) if labels else None
-        field_test = field_selector(fields) if fields else None
+        field_test = field_selector(fields, rt.kind) if fields else None
         with self.lock:
             items = []
             for (res, ns, _name), obj in sorted(self.objects.items()):
@@ -751,7 +925,7 @@ class Cluster:
                 items.append(item)
             return {"kind": f"{rt.kind}List", "apiVersion": rt.group_version, "metadata": {"resourceVersion": str(self.revision)}, "items": items}
 
-    def create(self, rt: ResourceType, namespace: str, body: Any, manager: str, dry_run: bool) -> Obj:
+    def create(self, rt: ResourceType, namespace: str, body: Any, manager: str, dry_run: bool, seed: bool = False) -> Obj:
         obj = self._check_identity(rt, copy.deepcopy(body), namespace, None)
         meta = obj["metadata"]
         name = meta.get("name") or ""
@@ -771,14 +945,16 @@ class Cluster:
             track_update(rt, None, obj, manager)
             if dry_run:
                 return self._dry(rt, None, obj, namespace, name)
-            return self._finish_write(rt, None, obj, namespace, name)
+            return self._finish_write(rt, None, obj, namespace, name, subresource="*" if seed else "")
 
     def _dry(self, rt: ResourceType, live: Optional[Obj], new: Obj, namespace: str, name: str) -> Obj:
         saved = (dict(self.objects), self.revision)
+        self._dry_depth += 1
         try:
             return self._finish_write(rt, live, new, namespace, name)
         finally:
             self.objects, self.revision = saved
+            self._dry_depth -= 1
 
     def replace(self, rt: ResourceType, namespace: str, name: str, body: Any, manager: str, dry_run: bool) -> Obj:
         obj = self._check_identity(rt, copy.deepcopy(body), namespace, name)
@@ -846,11 +1022,19 @@ class Cluster:
             track_update(rt, live, new, manager or user_agent_manager)
             return 200, (self._dry if dry_run else self._finish_write)(rt, live, new, namespace, name)
 
-    def delete(self, rt: ResourceType, namespace: str, name: str, dry_run: bool) -> Obj:
+    def delete(self, rt: ResourceType, namespace: str, name: str, dry_run: bool, options: Optional[Obj] = None) -> Obj:
+        """DELETE with DeleteOptions (gracePeriodSeconds, preconditions); pods are deleted gracefully, the rest at once."""
+        options = options or {}
         with self.lock:
             live = self.get(rt, namespace, name)
             if live is None:
                 raise not_found(rt, name)
+            preconditions = options.get("preconditions") or {}
+            for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+                wanted = preconditions.get(field)
+                if wanted is not None and wanted != live["metadata"].get(field):
+                    raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.qualified} "{name}": Precondition failed: {label} in precondition: '
+                                   f'{wanted}, {label} in object meta: {live["metadata"].get(field)}', _details(rt, name))
             if rt.kind == "Namespace":
                 if name in ("default", "kube-system", "kube-public"):  # the NamespaceLifecycle admission plugin
                     raise ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted', _details(rt, name))
@@ -863,17 +1047,166 @@ class Cluster:
                     for key in [k for k in self.objects if k[1] == name]:
                         del self.objects[key]
                     del self.objects[(self.key(rt), "", name)]
+                    self.terminations = {k: v for k, v in self.terminations.items() if k[0] != name}
+                    self._after_write(rt, "", name)
                 return live
+            if rt.kind == "Pod":
+                return self._delete_pod(live, options, dry_run)
             if not dry_run:
-                self._bump()
-                del self.objects[(self.key(rt), namespace if rt.namespaced else "", name)]
+                self._remove(rt, namespace, name)
             details = _details(rt, name)
             details["uid"] = live["metadata"]["uid"]
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
+    def _remove(self, rt: ResourceType, namespace: str, name: str) -> None:
+        self._bump()
+        del self.objects[(self.key(rt), namespace if rt.namespaced else "", name)]
+        self._after_write(rt, namespace, name)
+
+    def _delete_pod(self, live: Obj, options: Obj, dry_run: bool) -> Obj:
+        """Graceful pod deletion (podStrategy.CheckGracefulDelete, rest.BeforeDelete); answers the pod (ReturnDeletedObject)."""
+        meta, spec = live["metadata"], live.get("spec") or {}
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        grace_raw = options.get("gracePeriodSeconds")
+        if grace_raw is None:
+            grace_raw = spec.get("terminationGracePeriodSeconds", 30)
+        grace = int(grace_raw)
+        if grace < 0:
+            grace = 1
+        if not spec.get("nodeName") or (live.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            grace = 0  # an unscheduled or finished pod is deleted at once
+        if meta.get("deletionTimestamp") and grace != 0 and grace >= int(meta.get("deletionGracePeriodSeconds") or 0):
+            return live  # already terminating, no sooner than asked
+        if grace == 0:
+            if not dry_run:
+                self._remove(PODS, namespace, name)
+            return live
+        new = copy.deepcopy(live)
+        deadline = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=grace)
+        new["metadata"]["deletionTimestamp"] = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+        new["metadata"]["deletionGracePeriodSeconds"] = grace
+        new = _canonical(new)
+        if dry_run:
+            return new
+        new["metadata"]["resourceVersion"] = self._bump()
+        self.objects[(self.key(PODS), namespace, name)] = new
+        self._after_write(PODS, namespace, name)
+        answer = copy.deepcopy(new)
+        exit_raw = (meta.get("annotations") or {}).get(EXIT_SECONDS_ANNOTATION)
+        stops_after = min(float(grace), float(exit_raw) if exit_raw is not None else self.pod_exit_seconds)
+        self.terminations[(namespace, name, str(meta["uid"]))] = time.monotonic() + stops_after
+        if stops_after <= 0:
+            self.reap()
+        return answer
+
+    def evict(self, namespace: str, name: str, body: Any, dry_run: bool) -> Tuple[int, Obj]:
+        """POST pods/{name}/eviction (pkg/registry/core/pod/storage/eviction.go): delete the pod unless its PodDisruptionBudget forbids it."""
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+        if body.get("apiVersion") not in (None, "", "policy/v1", "policy/v1beta1") or body.get("kind") not in (None, "", "Eviction"):
+            raise bad_request(f"not a Eviction object: {body.get('apiVersion')}, Kind={body.get('kind')}")
+        meta = body.get("metadata") or {}
+        if (meta.get("name") or "") != name:
+            raise bad_request("name in URL does not match name in Eviction object")
+        if meta.get("namespace") not in (None, "", namespace):
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        options = dict(body.get("deleteOptions") or {})
+        if options.get("dryRun"):
+            FakeKube._dry_run({"dryRun": list(options["dryRun"])})
+            dry_run = True
+        success: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+        with self.lock:
+            pod = self.get(PODS, namespace, name)
+            if pod is None:
+                raise not_found(PODS, name)
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Pending") or pod["metadata"].get("deletionTimestamp"):
+                self.delete(PODS, namespace, name, dry_run, options)  # canIgnorePDB: no budget is consulted
+                return 201, success
+            labels = pod["metadata"].get("labels") or {}
+            budgets = [o for (res, ns, _n), o in sorted(self.objects.items()) if res == self.key(PDBS) and ns == namespace
+                       and isinstance((o.get("spec") or {}).get("selector"), dict) and _selector_set(o["spec"]["selector"])
+                       and selector_matches(o["spec"]["selector"], labels)]  # a null or empty selector matches nothing here
+            if len(budgets) > 1:
+                return 500, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                             "message": "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.", "code": 500}
+            if budgets:
+                pdb = budgets[0]
+                pdb_name, status = str(pdb["metadata"]["name"]), pdb.get("status") or {}
+                policy = (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy") or "IfHealthyBudget"
+                current, desired = int(status.get("currentHealthy", 0)), int(status.get("desiredHealthy", 0))
+                unready_ok = not _pod_ready(pod) and (policy == "AlwaysAllow" or (current >= desired > 0))
+                if not unready_ok:
+                    if int(status.get("observedGeneration", 0)) < int(pdb["metadata"].get("generation", 1)):
+                        raise ApiError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
+                                       {"causes": [{"reason": "DisruptionBudget",
+                                                    "message": f"The disruption budget {pdb_name} is still being processed by the server."}],
+                                        "retryAfterSeconds": 10})
+                    if int(status.get("disruptionsAllowed", 0)) <= 0:
+                        raise ApiError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.",
+                                       {"causes": [{"reason": "DisruptionBudget",
+                                                    "message": f"The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently"}]})
+            self.delete(PODS, namespace, name, dry_run, options)
+            return 201, success
+
+
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+EXIT_SECONDS_ANNOTATION = "kube-fake.test/exit-seconds"  # kube_fake only: how long this pod's containers take to stop
+
+
+def _kubelet_pod_status(pod: Obj) -> Obj:
+    """What a kubelet reports for a pod it started at once; a pod bound to no node stays Pending (no scheduler here)."""
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return {"phase": "Pending"}
+    now = _now()
+    conditions = [{"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+                  for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
+    return {"phase": "Running", "conditions": conditions, "startTime": now}
+
+
+def _pod_ready(pod: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in (pod.get("status") or {}).get("conditions") or [] if isinstance(c, dict))
+
+
+def _controller_of(pod: Obj) -> Optional[Obj]:
+    """metav1.GetControllerOf: the owner reference with controller: true."""
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return ref
+    return None
+
+
+def _selector_set(selector: Obj) -> bool:
+    return bool(selector.get("matchLabels") or selector.get("matchExpressions"))
+
+
+def selector_matches(selector: Obj, labels: Dict[str, str]) -> bool:
+    """metav1.LabelSelectorAsSelector(selector).Matches(labels): matchLabels and matchExpressions (In, NotIn, Exists, DoesNotExist)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), set(expr.get("values") or [])
+        ok = {"In": key in labels and labels[key] in values, "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(str(op))
+        if not ok:
+            return False
+    return True
+
+
+def _scaled(value: Any, total: int) -> int:
+    """intstr.GetScaledValueFromIntOrPercent(value, total, roundUp=true)."""
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if not text.endswith("%") or not text[:-1].isdigit():
+        raise bad_request(f"invalid value for IntOrString: invalid type: string is not a percentage: {text}")
+    return math.ceil(int(text[:-1]) * total / 100)
+
 
 NAMESPACES = next(r for r in RESOURCES if r.name == "namespaces")
 NODES = next(r for r in RESOURCES if r.name == "nodes")
+PODS = next(r for r in RESOURCES if r.name == "pods")
+PDBS = next(r for r in RESOURCES if r.name == "poddisruptionbudgets")
 
 
 _META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
@@ -894,6 +1227,13 @@ def _canonical(obj: Obj) -> Obj:
 
 def _spec(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _parse_int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise bad_request(f'strconv.ParseInt: parsing "{text}": invalid syntax') from None
 
 
 def _parse_bool(text: str) -> bool:
@@ -999,7 +1339,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # an internal error is answered as the API server does: 500 Status
             status, answer = 500, ApiError(500, "InternalError", f"Internal error occurred: {exc!r}").status()
             media = "application/json"
-        kube.record(RecordedRequest(method, path, query, content_type, manager, status, parsed, self.headers.get("User-Agent")))
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        kube.record(RecordedRequest(method, path, query, content_type, manager, status, parsed, self.headers.get("User-Agent"), stamp))
         if isinstance(answer, str):
             payload, media = answer.encode(), "text/plain; charset=utf-8"
         elif media == "application/yaml":
@@ -1040,10 +1381,12 @@ class _Server(ThreadingHTTPServer):
         conn: Optional[socket.socket] = None
         try:
             request.settimeout(CONNECTION_TIMEOUT_S)
-            conn = self.ssl_context.wrap_socket(request, server_side=True)  # the handshake runs here, off the accept loop
+            # the TLS socket takes the connection over: register it before the handshake, so that stop() can end a stalled one
+            conn = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
             with self.live_lock:
                 self.live_sockets.discard(request)
                 self.live_sockets.add(conn)
+            conn.do_handshake()  # off the accept loop
             _Handler(conn, client_address, self)
         except (OSError, ssl.SSLError):
             pass
@@ -1111,19 +1454,31 @@ class FakeKube:
     ``with FakeKube() as kube:`` starts it and writes ``kube.kubeconfig_path``; leaving the block stops it,
     closes its connections, joins its threads (bounded) and removes its files."""
 
-    def __init__(self, token: Optional[str] = None, kube_version: str = KUBE_VERSION) -> None:
+    def __init__(self, token: Optional[str] = None, kube_version: str = KUBE_VERSION, pod_exit_seconds: float = 0.0,
+                 requests_out: Optional[Path] = None, state_out: Optional[Path] = None) -> None:
+        """pod_exit_seconds: how long pods take to stop after a graceful delete or eviction (0: at once; the annotation
+        kube-fake.test/exit-seconds overrides it per pod; the grace period caps it). requests_out: append every request
+        there as a JSON line when answered. state_out: rewrite every object there (a v1 List) after every change."""
         self.token = token or secrets.token_urlsafe(24)
         self.kube_version = kube_version
         self.cluster = Cluster()
+        self.cluster.pod_exit_seconds = pod_exit_seconds
+        self.requests_out = requests_out
+        self.state_out = state_out
         self._requests: List[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
+        self._reaper: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
         self._dir: Optional[Path] = None
         self.url = ""
         self.ca_path = Path()
         self.kubeconfig_path = Path()
         self._seed_namespaces()
+        if state_out is not None:
+            self.cluster.listeners.append(self.write_state)
+            self.write_state()
 
     def _seed_namespaces(self) -> None:
         self.cluster.objects.clear()
@@ -1149,11 +1504,19 @@ class FakeKube:
         self.kubeconfig_path.write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="kube-fake")
         self._thread.start()
+        self._stopping.clear()
+        self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="kube-fake-kubelet")
+        self._reaper.start()
         return self
 
+    def _reap_loop(self) -> None:
+        while not self._stopping.wait(0.05):  # ends with stop()
+            self.cluster.reap()
+
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        server, thread, reaper = self._server, self._thread, self._reaper
+        self._server = self._thread = self._reaper = None
+        self._stopping.set()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -1167,6 +1530,8 @@ class FakeKube:
             timer.cancel()
         if thread is not None:
             thread.join(STOP_TIMEOUT_S)
+        if reaper is not None:
+            reaper.join(STOP_TIMEOUT_S)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -1204,6 +1569,23 @@ class FakeKube:
     def record(self, request: RecordedRequest) -> None:
         with self._requests_lock:
             self._requests.append(request)
+            if self.requests_out is not None:
+                with self.requests_out.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(request.to_json(), separators=(",", ":"), default=str) + "\n")
+
+    def state(self) -> Obj:
+        """Every stored object (with apiVersion and kind), as a v1 List; metadata.resourceVersion is the store's revision."""
+        with self.cluster.lock:
+            items = [copy.deepcopy(o) for _k, o in sorted(self.cluster.objects.items())]
+            return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": str(self.cluster.revision)}, "items": items}
+
+    def write_state(self) -> None:
+        """Rewrite state_out atomically (a reader never sees half a file)."""
+        if self.state_out is None:
+            return
+        tmp = self.state_out.with_name(f".{self.state_out.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.state(), indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, self.state_out)
 
     @property
     def requests(self) -> List[RecordedRequest]:
@@ -1218,10 +1600,39 @@ class FakeKube:
     # -- seeding and inspection (what kubelets and controllers would do)
 
     def add_object(self, obj: Obj, manager: str = "kube-fake") -> Obj:
-        """Create any served object as a POST by `manager` would (status kept for Nodes); returns the stored object."""
+        """Create any served object as a POST by `manager` would; returns the stored object.
+
+        A Pod keeps the status given (else a kubelet runs it at once: Running and Ready on its node, Pending
+        without spec.nodeName); an owner reference without uid gets the uid of the named owner if it exists."""
         rt = _resource_for(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
         namespace = str((obj.get("metadata") or {}).get("namespace") or "default") if rt.namespaced else ""
-        return self.cluster.create(rt, namespace, obj, manager, dry_run=False)
+        obj = copy.deepcopy(obj)
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            if isinstance(ref, dict) and not ref.get("uid"):
+                with contextlib.suppress(ValueError):
+                    owner = self.get_object(str(ref.get("apiVersion", "")), str(ref.get("kind", "")), str(ref.get("name", "")), namespace)
+                    if owner is not None:
+                        ref["uid"] = owner["metadata"]["uid"]
+        return self.cluster.create(rt, namespace, obj, manager, dry_run=False, seed=rt.kind == "Pod")
+
+    def seed(self, documents: List[Any]) -> List[Obj]:
+        """Create objects from parsed YAML documents (v1 Lists are unpacked): Namespaces first, then Nodes (as add_node),
+        then the rest in the given order. A Namespace that exists already (default, kube-system, ...) is left as it is."""
+        objects: List[Obj] = []
+        for doc in documents:
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                objects.extend(o for o in doc.get("items") or [] if isinstance(o, dict))
+            elif isinstance(doc, dict):
+                objects.append(doc)
+            elif doc is not None:
+                raise ValueError(f"a seed document is not an object: {doc!r}")
+        rank = {"Namespace": 0, "Node": 1}
+        stored: List[Obj] = []
+        for obj in sorted(objects, key=lambda o: rank.get(str(o.get("kind")), 2)):
+            if obj.get("kind") == "Namespace" and self.get_object("v1", "Namespace", str((obj.get("metadata") or {}).get("name"))):
+                continue
+            stored.append(self.add_node(obj) if obj.get("kind") == "Node" else self.add_object(obj))
+        return stored
 
     def add_node(self, obj: Obj) -> Obj:
         """Register a Node, status included, as the kubelet does."""
@@ -1294,14 +1705,15 @@ class FakeKube:
             return {"kind": "APIVersions", "versions": ["v1"],
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.removeprefix("https://")}]}
         if parts == ["api", "v1"]:
-            return {"kind": "APIResourceList", "groupVersion": "v1", "resources": [r.discovery() for r in RESOURCES if not r.group]}
+            return {"kind": "APIResourceList", "groupVersion": "v1",
+                    "resources": [d for r in RESOURCES if not r.group for d in (r.discovery(), *r.discovery_subresources())]}
         if parts == ["apis"]:
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in GROUPS]}
         if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
             return {"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1])}
         if len(parts) == 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == "v1":
             return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{parts[1]}/v1",
-                    "resources": [r.discovery() for r in RESOURCES if r.group == parts[1]]}
+                    "resources": [d for r in RESOURCES if r.group == parts[1] for d in (r.discovery(), *r.discovery_subresources())]}
         return None
 
     def _resource_request(self, method: str, group: str, version: str, rest: List[str], query: Dict[str, List[str]], content_type: str,
@@ -1312,10 +1724,13 @@ class FakeKube:
         namespace: Optional[str] = None
         if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] in served and served[rest[2]].namespaced:
             namespace, rest = rest[1], rest[2:]
-        if not rest or rest[0] not in served or len(rest) > 2:
+        if not rest or rest[0] not in served or len(rest) > 3:
             raise PATH_NOT_FOUND
         rt = served[rest[0]]
-        name = rest[1] if len(rest) == 2 else None
+        name = rest[1] if len(rest) >= 2 else None
+        subresource = rest[2] if len(rest) == 3 else ""
+        if subresource and subresource not in {sub[0] for sub in rt.subresources}:
+            raise PATH_NOT_FOUND
         if namespace is not None and not rt.namespaced:
             raise PATH_NOT_FOUND
         dry_run = self._dry_run(query)
@@ -1336,6 +1751,12 @@ class FakeKube:
             raise METHOD_NOT_ALLOWED
         if rt.namespaced and namespace is None:
             raise PATH_NOT_FOUND
+        if subresource == "eviction":
+            if method != "POST":
+                raise METHOD_NOT_ALLOWED
+            if content_type not in ("application/json", "application/yaml"):
+                raise _unsupported_media()
+            return self.cluster.evict(ns, name, _decode(body, content_type, content_type == "application/yaml"), dry_run)
         if method == "GET":
             obj = self.cluster.get(rt, ns, name)
             if obj is None:
@@ -1351,7 +1772,14 @@ class FakeKube:
                                f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}, {STRATEGIC_PATCH}")
             return self.cluster.patch(rt, ns, name, content_type, body, query, manager_from_agent, dry_run)
         if method == "DELETE":
-            return 200, self.cluster.delete(rt, ns, name, dry_run)
+            options = _decode(body, content_type or "application/json", content_type == "application/yaml") if body.strip() else {}
+            if not isinstance(options, dict):
+                raise bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+            if "gracePeriodSeconds" in query:
+                options["gracePeriodSeconds"] = _parse_int(query["gracePeriodSeconds"][0], "gracePeriodSeconds")
+            if options.get("dryRun"):
+                dry_run = dry_run or self._dry_run({"dryRun": list(options["dryRun"])})
+            return 200, self.cluster.delete(rt, ns, name, dry_run, options)
         raise METHOD_NOT_ALLOWED
 
     @staticmethod
@@ -1382,4 +1810,5 @@ def _resource_for(api_version: str, kind: str) -> ResourceType:
     raise ValueError(f"kube_fake does not serve {api_version} {kind}")
 
 
-__all__ = ["RESOURCES", "ApiError", "FakeKube", "RecordedRequest", "ResourceType", "label_selector", "merge_patch", "server_side_apply"]
+__all__ = ["RESOURCES", "ApiError", "FakeKube", "RecordedRequest", "ResourceType", "label_selector", "merge_patch", "selector_matches",
+           "server_side_apply"]
