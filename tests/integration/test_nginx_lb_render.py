@@ -1,0 +1,412 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""playbooks/load_balancer.yml (role nginx_lb) rendered for real, without network (``unshare -n`` where possible):
+
+- every object of every variant is valid for each Kubernetes version of tests/k8s_schemas.py (strict; the
+  PodMonitor/ServiceMonitor against the prometheus-operator CRDs);
+- every nginx.conf Debian's nginx 1.22 can load (the open-source ``variable`` form) passes ``nginx -t`` in an
+  unprivileged prefix directory;
+- the forms 1.22 cannot load (open source >= 1.27.3 with ``server ... resolve``, and NGINX Plus) are parsed with
+  crossplane and checked directive by directive;
+- the Deployment, Services and monitor carry what issue 7 asks (checksum annotation, probes, securityContext,
+  client ports only on the clients' Service, Plus secrets and pull secret), and Plus secrets never reach the log;
+- bad input fails in preflight, naming the variable, before anything is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+
+import crossplane
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.k8s_schemas import KUBE_VERSIONS, validate_file
+else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys.path
+    from k8s_schemas import KUBE_VERSIONS, validate_file
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+pytestmark = pytest.mark.slow
+
+LICENCE = "eyJhbGciOiJFUzI1NiJ9.TEST-LICENCE-NEVER-LOGGED.sig"
+REGISTRY_PASSWORD = "TEST-REGISTRY-PASSWORD-NEVER-LOGGED"
+PLUS = [
+    "-e", "nginx_lb_edition=plus",
+    "-e", f"vault_nginx_plus_license_jwt={LICENCE}",
+    "-e", "vault_nginx_plus_registry_username=TEST-REGISTRY-USER",
+    "-e", f"vault_nginx_plus_registry_password={REGISTRY_PASSWORD}",
+]
+
+# name -> extra arguments. 'oss' is the inventory as shipped (open source 1.28.0: the resolve form).
+VARIANTS: Dict[str, List[str]] = {
+    "oss": [],
+    "oss-1.22": ["-e", "nginx_lb_oss_version=1.22.1"],
+    "oss-1.24-servicemonitor": [
+        "-e", "nginx_lb_oss_version=1.24.0", "-e", "nginx_lb_monitor_kind=ServiceMonitor", "-e", "nginx_lb_replicas=1",
+        "-e", "nginx_lb_create_namespace=true", "-e", '{"nginx_lb_resolvers": ["127.0.0.53:5353", "10.96.0.10"]}',
+    ],
+    "plus": PLUS,
+    "plus-api-write": [*PLUS, "-e", "nginx_lb_plus_api_write=true", "-e", "vault_nginx_plus_api_htpasswd=admin:$apr1$salt$hash",
+                       "-e", "nginx_lb_plus_unprivileged=true", "-e", "nginx_lb_plus_usage_report_endpoint=nim.example.internal"],
+}
+# the variants Debian's nginx 1.22 can load (no `server ... resolve`, no Plus directives)
+NGINX_122_LOADABLE = ("oss-1.22", "oss-1.24-servicemonitor")
+
+
+def _offline_prefix() -> List[str]:
+    unshare = shutil.which("unshare")
+    if unshare and os.geteuid() == 0:
+        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [unshare, "-n"]
+    return []
+
+
+def render(out: Path, *extra: str, verbose: bool = False) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    argv = [
+        *_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/load_balancer.yml", "-i", "inventories/dgx",
+        "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
+        # the k8s_control host of the example inventory is a placeholder address: render on this machine
+        "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",
+        *(["-v"] if verbose else []), *extra,
+    ]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+class Rendered:
+    def __init__(self, out: Path, log: str) -> None:
+        self.out = out
+        self.log = log
+
+    def files(self) -> List[Path]:
+        return sorted(p for p in self.out.rglob("*.yaml") if p.parent != self.out)
+
+    def obj(self, kind: str, name: str = "nginx-lb", component: str = "nginx_lb") -> Dict[str, Any]:
+        found = [p for p in (self.out / component).glob(f"*-{kind.lower()}-{name}.yaml")]
+        assert len(found) == 1, (kind, name, [p.name for p in (self.out / component).iterdir()])
+        doc = yaml.safe_load(found[0].read_text())
+        assert isinstance(doc, dict)
+        return doc
+
+    def nginx_conf(self) -> str:
+        conf = self.obj("ConfigMap", "nginx-lb-config")["data"]["nginx.conf"]
+        assert isinstance(conf, str)
+        return conf
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Rendered]:
+    results: Dict[str, Rendered] = {}
+    for name, extra in VARIANTS.items():
+        out = tmp_path_factory.mktemp(f"render-{name}") / "out"
+        proc = render(out, *extra, verbose=name.startswith("plus"))
+        assert proc.returncode == 0, f"{name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        results[name] = Rendered(out, proc.stdout + proc.stderr)
+    return results
+
+
+# --- crossplane helpers -------------------------------------------------------------------------------
+
+
+Directive = Dict[str, Any]
+
+
+def parse(conf: str, tmp: Path) -> List[Directive]:
+    path = tmp / "nginx.conf"
+    path.write_text(conf)
+    payload = crossplane.parse(str(path), combine=True, check_ctx=True, check_args=True)
+    assert payload["status"] == "ok", payload["errors"]
+    parsed: List[Directive] = payload["config"][0]["parsed"]
+    return parsed
+
+
+def walk(block: List[Directive], path: Tuple[str, ...] = ()) -> Iterator[Tuple[Tuple[str, ...], Directive]]:
+    for d in block:
+        yield path, d
+        if "block" in d:
+            yield from walk(d["block"], (*path, " ".join([d["directive"], *d["args"]])))
+
+
+def find(block: List[Directive], directive: str) -> List[Tuple[Tuple[str, ...], List[str]]]:
+    return [(path, d["args"]) for path, d in walk(block) if d["directive"] == directive]
+
+
+def server_by_listen(block: List[Directive], port: str) -> List[Directive]:
+    for _path, d in walk(block):
+        if d["directive"] == "server" and "block" in d:
+            listens = [x["args"][0] for x in d["block"] if x["directive"] == "listen"]
+            if port in listens:
+                inner: List[Directive] = d["block"]
+                return inner
+    raise AssertionError(f"no server listens on {port}")
+
+
+def in_server(server: List[Directive], directive: str) -> List[List[str]]:
+    return [d["args"] for _p, d in walk(server) if d["directive"] == directive]
+
+
+# --- Kubernetes objects -----------------------------------------------------------------------------------
+
+
+def test_every_object_of_every_variant_is_valid_for_each_kubernetes_version(rendered: Dict[str, Rendered]) -> None:
+    assert KUBE_VERSIONS == ("1.29.0", "1.31.0", "1.33.0")
+    for name, r in rendered.items():
+        files = r.files()
+        assert files, name
+        assert sum(validate_file(p) for p in files) == len(files), name
+
+
+def test_objects_rendered_in_apply_order(rendered: Dict[str, Rendered]) -> None:
+    names = [p.name for p in sorted((rendered["oss"].out / "nginx_lb").iterdir())]
+    assert names == [
+        "01-configmap-nginx-lb-config.yaml", "02-deployment-nginx-lb.yaml", "03-service-nginx-lb.yaml",
+        "04-service-nginx-lb-status.yaml", "05-poddisruptionbudget-nginx-lb.yaml", "06-podmonitor-nginx-lb.yaml",
+    ]
+    assert not (rendered["oss"].out / "nginx_lb_secrets").exists()
+    plus_secrets = sorted(p.name for p in (rendered["plus"].out / "nginx_lb_secrets").iterdir())
+    assert plus_secrets == ["01-secret-nginx-lb-license.yaml", "02-secret-nginx-lb-registry.yaml"]
+    write_secrets = sorted(p.name for p in (rendered["plus-api-write"].out / "nginx_lb_secrets").iterdir())
+    assert write_secrets == [*plus_secrets, "03-secret-nginx-lb-api-auth.yaml"]
+    sm = sorted(p.name for p in (rendered["oss-1.24-servicemonitor"].out / "nginx_lb").iterdir())
+    assert sm[0] == "01-namespace-triton.yaml"
+    assert sm[-1] == "06-servicemonitor-nginx-lb.yaml"
+    assert not any("poddisruptionbudget" in n for n in sm), "one replica: no PDB that would block every drain"
+
+
+def test_deployment_runs_nginx_as_pid1_with_probes_and_a_config_checksum(rendered: Dict[str, Rendered]) -> None:
+    r = rendered["oss"]
+    dep = r.obj("Deployment")
+    assert dep["apiVersion"] == "apps/v1"
+    spec = dep["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]
+    assert pod["metadata"]["annotations"]["checksum/config"] == hashlib.sha256(r.nginx_conf().encode()).hexdigest()
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    nginx, exporter = pod["spec"]["containers"]
+    assert nginx["image"] == "docker.io/nginxinc/nginx-unprivileged:1.28.0"
+    assert nginx["command"] == ["nginx", "-g", "daemon off;"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert nginx[probe]["httpGet"] == {"path": "/healthz", "port": "status"}, probe
+    assert nginx["resources"]["requests"]["cpu"] == "500m"
+    sc = nginx["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert {p["name"]: p["containerPort"] for p in nginx["ports"]} == {"http": 8000, "grpc": 8001, "status": 8080}
+    assert exporter["args"][0] == "--nginx.scrape-uri=http://127.0.0.1:8080/stub_status"
+    assert "imagePullSecrets" not in pod["spec"]
+
+
+def test_a_config_change_changes_the_checksum(rendered: Dict[str, Rendered]) -> None:
+    sums = {name: r.obj("Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for name, r in rendered.items()}
+    assert len(set(sums.values())) == len(sums), sums
+
+
+def test_clients_service_has_only_inference_ports(rendered: Dict[str, Rendered]) -> None:
+    r = rendered["oss"]
+    svc = r.obj("Service")
+    assert svc["spec"]["type"] == "LoadBalancer"  # as the dgx inventory sets it
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 8000), ("grpc", 8001)]
+    assert svc["spec"]["ports"][1]["appProtocol"] == "kubernetes.io/h2c"
+    status = r.obj("Service", "nginx-lb-status")
+    assert status["spec"]["type"] == "ClusterIP"
+    assert [p["name"] for p in status["spec"]["ports"]] == ["status", "metrics"]
+    mon = r.obj("PodMonitor")
+    assert mon["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert mon["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert mon["spec"]["selector"]["matchLabels"] == r.obj("Deployment")["spec"]["selector"]["matchLabels"]
+    sm = rendered["oss-1.24-servicemonitor"].obj("ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= status["metadata"]["labels"].items()
+
+
+def test_plus_pulls_with_its_secret_and_mounts_the_licence(rendered: Dict[str, Rendered]) -> None:
+    r = rendered["plus"]
+    pod = r.obj("Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "nginx-lb-registry"}]
+    assert pod["containers"][0]["image"] == "registry.example.internal/nginx-plus/base:r34"
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["license"] == "/etc/nginx/license"
+    assert {"name": "license", "secret": {"secretName": "nginx-lb-license", "defaultMode": 0o440}} in pod["volumes"]
+    assert "runAsNonRoot" not in pod["securityContext"]  # the root-master Plus image...
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "SETGID", "SETUID"]}
+    assert "--nginx.plus" in pod["containers"][1]["args"]
+    unpriv = rendered["plus-api-write"].obj("Deployment")["spec"]["template"]["spec"]
+    assert unpriv["securityContext"]["runAsNonRoot"] is True  # ...or the unprivileged one
+    lic = r.obj("Secret", "nginx-lb-license", component="nginx_lb_secrets")
+    import base64
+    import json
+
+    assert base64.b64decode(lic["data"]["license.jwt"]).decode() == LICENCE
+    reg = r.obj("Secret", "nginx-lb-registry", component="nginx_lb_secrets")
+    assert reg["type"] == "kubernetes.io/dockerconfigjson"
+    auths = json.loads(base64.b64decode(reg["data"][".dockerconfigjson"]))["auths"]
+    assert auths["registry.example.internal"]["password"] == REGISTRY_PASSWORD
+
+
+def test_plus_secrets_never_reach_the_log(rendered: Dict[str, Rendered]) -> None:
+    for name in ("plus", "plus-api-write"):
+        log = rendered[name].log
+        assert "nginx_lb_secrets" in log, "the secrets' tasks ran"
+        assert LICENCE not in log, name
+        assert REGISTRY_PASSWORD not in log, name
+        assert "$apr1$salt$hash" not in log, name
+
+
+# --- nginx.conf: nginx -t for what Debian's 1.22 loads ------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", NGINX_122_LOADABLE)
+def test_nginx_122_loads_the_variable_form(rendered: Dict[str, Rendered], variant: str, tmp_path: Path) -> None:
+    conf = rendered[variant].nginx_conf()
+    assert "form 'variable'" in conf
+    parsed = parse(conf, tmp_path)
+    assert not find(parsed, "upstream") and not find(parsed, "keepalive")
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    # unprivileged paths: everything the config writes under /tmp goes to the prefix directory
+    (prefix / "nginx.conf").write_text(conf.replace("/tmp/", f"{prefix}/"))
+    proc = subprocess.run([NGINX, "-t", "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "test is successful" in proc.stderr
+    version = subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=True).stderr
+    assert "nginx/1.22" in version, version
+
+
+def test_nginx_122_rejects_the_resolve_form(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
+    # the reason the variable form exists: 1.22 has no `resolve` in upstream blocks
+    conf = rendered["oss"].nginx_conf()
+    (tmp_path / "nginx.conf").write_text(conf.replace("/tmp/", f"{tmp_path}/"))
+    proc = subprocess.run([NGINX, "-t", "-e", "stderr", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode != 0
+    assert 'invalid parameter "resolve"' in proc.stderr, proc.stderr
+
+
+def test_variable_form_directives(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
+    parsed = parse(rendered["oss-1.22"].nginx_conf(), tmp_path)
+    assert find(parsed, "resolver")[0][1] == ["10.96.0.10", "valid=5s", "ipv6=off"]
+    http = server_by_listen(parsed, "8000")
+    assert in_server(http, "set") == [["$triton_http", "triton-headless.triton.svc.cluster.local:8000"]]
+    assert in_server(http, "proxy_pass") == [["http://$triton_http"]]
+    assert in_server(http, "proxy_next_upstream") == [["error", "timeout"]]
+    assert in_server(http, "proxy_read_timeout") == [["300s"]]
+    grpc = server_by_listen(parsed, "8001")
+    assert [d["args"] for d in grpc if d["directive"] == "listen"] == [["8001", "http2"]]
+    assert in_server(grpc, "grpc_pass") == [["grpc://$triton_grpc"]]
+    assert in_server(grpc, "grpc_next_upstream") == [["error", "timeout"]]
+    status = server_by_listen(parsed, "8080")
+    assert in_server(status, "stub_status") == [[]]
+    assert in_server(status, "deny") == [["all"]]
+    two = parse(rendered["oss-1.24-servicemonitor"].nginx_conf(), tmp_path)
+    assert find(two, "resolver")[0][1] == ["127.0.0.53:5353", "10.96.0.10", "valid=5s", "ipv6=off"]
+    assert [d["args"] for d in server_by_listen(two, "8001") if d["directive"] == "listen"] == [["8001", "http2"]]
+
+
+# --- nginx.conf: crossplane for >= 1.27.3 and Plus ---------------------------------------------------------
+
+
+def _check_resolve_upstreams(parsed: List[Directive]) -> None:
+    upstreams = {d["args"][0]: d["block"] for _p, d in walk(parsed) if d["directive"] == "upstream"}
+    assert set(upstreams) == {"triton_http", "triton_grpc"}
+    for name, port in (("triton_http", "8000"), ("triton_grpc", "8001")):
+        block = {d["directive"]: d["args"] for d in upstreams[name]}
+        assert block["zone"] == [name, "256k"]
+        assert block["server"] == [f"triton-headless.triton.svc.cluster.local:{port}", "resolve", "max_fails=2", "fail_timeout=10s"]
+        assert block["keepalive"] == ["32"]
+    http = server_by_listen(parsed, "8000")
+    assert in_server(http, "proxy_pass") == [["http://triton_http"]]
+    assert in_server(http, "proxy_http_version") == [["1.1"]]
+    assert ["Connection", ""] in in_server(http, "proxy_set_header"), "upstream keepalive needs the Connection header cleared"
+    grpc = server_by_listen(parsed, "8001")
+    assert in_server(grpc, "http2") == [["on"]]
+    assert in_server(grpc, "grpc_pass") == [["grpc://triton_grpc"]]
+    assert find(parsed, "resolver")[0][1] == ["10.96.0.10", "valid=5s", "ipv6=off"]
+    assert not find(parsed, "set")
+
+
+def test_oss_1_27_3_and_later_resolve_form(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
+    parsed = parse(rendered["oss"].nginx_conf(), tmp_path)
+    _check_resolve_upstreams(parsed)
+    for plus_only in ("health_check", "status_zone", "api", "mgmt"):
+        assert not find(parsed, plus_only), plus_only
+    assert find(parsed, "stub_status")
+
+
+def test_plus_form(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
+    parsed = parse(rendered["plus"].nginx_conf(), tmp_path)
+    _check_resolve_upstreams(parsed)
+    http, grpc, status = (server_by_listen(parsed, p) for p in ("8000", "8001", "8080"))
+    assert in_server(http, "health_check") == [["uri=/v2/health/ready", "interval=5s", "fails=2", "passes=1"]]
+    assert in_server(grpc, "health_check") == [["type=grpc", "interval=5s", "fails=2", "passes=1"]]
+    assert in_server(http, "status_zone") == [["triton_http"]]
+    assert in_server(grpc, "status_zone") == [["triton_grpc"]]
+    assert in_server(status, "api") == [["write=off"]]
+    assert not in_server(status, "stub_status")
+    assert ["all"] in in_server(status, "deny")
+    assert ["0.0.0.0/0"] not in in_server(status, "allow")
+    mgmt = [d for d in parsed if d["directive"] == "mgmt"]
+    assert [(d["directive"], d["args"]) for d in mgmt[0]["block"]] == [
+        ("license_token", ["/etc/nginx/license/license.jwt"]), ("state_path", ["/var/lib/nginx/state"]),
+    ]
+
+
+def test_plus_writable_api_needs_basic_auth(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
+    parsed = parse(rendered["plus-api-write"].nginx_conf(), tmp_path)
+    status = server_by_listen(parsed, "8080")
+    assert in_server(status, "api") == [["write=on"]]
+    limit = [d for _p, d in walk(status) if d["directive"] == "limit_except"]
+    assert limit[0]["args"] == ["GET", "HEAD"]
+    assert {d["directive"]: d["args"] for d in limit[0]["block"]} == {
+        "auth_basic": ["NGINX Plus API"], "auth_basic_user_file": ["/etc/nginx/api-auth/htpasswd"],
+    }
+    assert ["usage_report", ["endpoint=nim.example.internal"]] in [[d["directive"], d["args"]] for _p, d in walk(parsed)]
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-e", "nginx_lb_edition=enterprise"], "value of nginx_lb_edition must be one of: oss, plus, got: enterprise"),
+        (["-e", "nginx_lb_edition=plus"],
+         "missing: nginx_lb_plus_license_jwt, nginx_lb_plus_registry_username, nginx_lb_plus_registry_password"),
+        (["-e", "nginx_lb_edition=plus", "-e", "vault_nginx_plus_license_jwt=x.y.z"],
+         "missing: nginx_lb_plus_registry_username, nginx_lb_plus_registry_password"),
+        ([*PLUS, "-e", "vault_nginx_plus_license_jwt= "], "missing: nginx_lb_plus_license_jwt"),
+        ([*PLUS, "-e", "nginx_lb_plus_image="], "missing: nginx_lb_plus_image"),
+        ([*PLUS, "-e", "nginx_lb_plus_api_write=true"], "nginx_lb_plus_api_write is true: set nginx_lb_plus_api_htpasswd"),
+        (["-e", '{"nginx_lb_resolvers": []}'], "nginx_lb_resolvers must list the cluster DNS"),
+        (["-e", '{"nginx_lb_resolvers": [""]}'], "nginx_lb_resolvers must list the cluster DNS"),
+        (["-e", "nginx_lb_resolver_valid=soon"], "nginx_lb_resolver_valid ('soon') and nginx_lb_resolver_timeout ('2s') must be nginx times"),
+        (["-e", "nginx_lb_oss_version=latest"], "nginx_lb_oss_version must be the nginx version of nginx_lb_oss_image, such as 1.28.0, not 'latest'"),
+        (["-e", "nginx_lb_grpc_port=8000"], "must be distinct ports"),
+        (["-e", '{"nginx_lb_status_allow": ["all"]}'], "nginx_lb_status_allow must list the cluster's own addresses"),
+        (["-e", "nginx_lb_monitor_kind=Probe"], "value of nginx_lb_monitor_kind must be one of: PodMonitor, ServiceMonitor, none, got: Probe"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[str], message: str) -> None:
+    out = tmp_path / "out"
+    proc = render(out, *extra)
+    assert proc.returncode != 0
+    text = (proc.stdout + proc.stderr).replace("\n", " ")
+    assert " ".join(message.split()) in " ".join(text.split()), (proc.stdout + proc.stderr)[-4000:]
+    assert not out.exists() or not any(out.rglob("*")), "nothing may be written on bad input"
