@@ -5,9 +5,10 @@
 #
 # Install the GPU simulator into a root filesystem (a container image being built), never into the host:
 #   install.sh DEST_ROOT
-# DEST_ROOT/usr/bin/{nvidia-smi,nvidia-mig-parted,gpu-sim}, the package in DEST_ROOT/usr/lib/gpu-sim/gpu_sim,
-# and gpu-sim-boot.service (enabled) in DEST_ROOT/usr/lib/systemd/system. The GPUs are created later, inside
-# the container, with `gpu-sim init --model ... --count ...`.
+# DEST_ROOT/usr/bin/{nvidia-smi,gpu-sim}, the package in DEST_ROOT/usr/lib/gpu-sim/gpu_sim, and
+# gpu-sim-boot.service (enabled) in DEST_ROOT/usr/lib/systemd/system: "the driver". nvidia-mig-parted is not
+# part of it: it comes from the nvidia-mig-manager .deb (packaging/build-deb.sh), as on a real node. The GPUs
+# are created later, inside the container, with `gpu-sim init --model ... --count ...`.
 set -eu
 
 if [ "$#" -ne 1 ] || [ -z "$1" ]; then
@@ -30,19 +31,20 @@ install -d -m 0755 "$dest/usr/bin" "$dest/usr/lib/gpu-sim/gpu_sim" "$dest/usr/li
 install -m 0644 "$src"/gpu_sim/*.py "$dest/usr/lib/gpu-sim/gpu_sim/"
 # In the source tree the wrappers start '#!/usr/bin/env python' (what ansible-test's shebang check allows);
 # Debian 12 has no 'python', so the installed copies name its python3.
-for tool in nvidia-smi nvidia-mig-parted gpu-sim; do
+for tool in nvidia-smi gpu-sim; do
     sed '1s|^#!.*|#!/usr/bin/python3|' "$src/bin/$tool" > "$dest/usr/bin/$tool"
     chmod 0755 "$dest/usr/bin/$tool"
 done
 
 cat > "$dest/usr/lib/systemd/system/gpu-sim-boot.service" <<'UNIT'
 # GPU simulator (test equipment): what a reboot does to the GPUs. Pending MIG modes become current,
-# GPU and compute instances are gone. Ordered early, before anything that could configure MIG.
+# GPU and compute instances are gone. Ordered early, before anything that could configure MIG (also before
+# nvidia-mig-manager.service, which has DefaultDependencies=no and so is not ordered after sysinit.target).
 [Unit]
 Description=GPU simulator: GPU state at boot
 DefaultDependencies=no
 After=local-fs.target
-Before=sysinit.target shutdown.target
+Before=sysinit.target nvidia-mig-manager.service shutdown.target
 Conflicts=shutdown.target
 ConditionPathExists=/var/lib/gpu-sim/state.json
 

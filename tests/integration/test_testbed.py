@@ -4,12 +4,16 @@
 """The simulated GPU nodes: Debian systemd containers (podman) carrying the GPU simulator.
 
 Two nodes with different GPUs (8 x A100-SXM4-40GB and 8 x H200) boot systemd, the simulator answers
-nvidia-smi and nvidia-mig-parted inside them, a reboot loses the MIG instances as real GPUs do, and our
-playbooks/verify.yml runs against them for real over the podman connection. This is the test bed the
-node role's Molecule scenarios and the sandbox build on.
+nvidia-smi inside them, nvidia-mig-parted comes from the simulated nvidia-mig-manager .deb (dpkg -i, as the
+node role installs it on air-gapped sites), a reboot loses the MIG instances as real GPUs do, and our
+playbooks/verify.yml runs against them for real over the podman connection. A third node goes through the
+package's life: install 0.12.1, upgrade to 0.13.0 keeping an edited override.conf, the packaged service
+applying the selected layout at boot, purge. This is the test bed the node role's Molecule scenarios and the
+sandbox build on.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +31,9 @@ BIN = Path(sys.executable).parent
 IMAGE = "localhost/gpu-ops-node:test"
 CONF = ROOT / "tests" / "testbed" / "containers.conf"
 LAYOUTS = ROOT / "inventories" / "layouts" / "dgx.yaml"
+DEBS = ROOT / "build" / "testbed" / "debs"
+OLD, NEW = "0.12.1", "0.13.0"
+DROPIN_DIR = "/etc/systemd/system/nvidia-mig-manager.service.d"
 
 pytestmark = pytest.mark.slow
 
@@ -55,24 +62,67 @@ def wait_booted(name: str, timeout: float = 60.0) -> str:
     raise AssertionError(f"{name}: systemd did not finish booting in {timeout} s (state {state!r})")
 
 
+def deb(version: str) -> Path:
+    return DEBS / f"nvidia-mig-manager_{version}-1_amd64.deb"
+
+
+def dpkg_install(name: str, version: str) -> subprocess.CompletedProcess[str]:
+    podman("cp", str(deb(version)), f"{name}:/tmp/{deb(version).name}")
+    return in_node(name, "dpkg", "-i", f"/tmp/{deb(version).name}")
+
+
+def restart(name: str) -> None:
+    podman("restart", "-t", "5", name)
+    wait_booted(name)
+
+
+def ops(name: str) -> List[Dict[str, object]]:
+    return [json.loads(line) for line in in_node(name, "gpu-sim", "log").stdout.splitlines()]
+
+
 @pytest.fixture(scope="module")
-def nodes() -> Iterator[Dict[str, str]]:
+def image() -> str:
     if shutil.which("podman") is None or os.geteuid() != 0:
         pytest.fail("the test bed needs root and podman; `make test` installs podman, runc and debootstrap")
     build = subprocess.run([str(ROOT / "tests" / "testbed" / "build-node-image.sh"), IMAGE], capture_output=True, text=True, timeout=900, check=False)
     assert build.returncode == 0, build.stdout + build.stderr
+    for version in (OLD, NEW):
+        assert deb(version).is_file(), f"build-node-image.sh did not build {deb(version)}"
+    return IMAGE
+
+
+def start_node(name: str, model: str) -> None:
+    podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--network=none", IMAGE)
+    wait_booted(name)
+    in_node(name, "gpu-sim", "init", "--model", model, "--count", "8")
+
+
+@pytest.fixture(scope="module")
+def nodes(image: str) -> Iterator[Dict[str, str]]:
     tag = uuid.uuid4().hex[:8]
     names = {"a100": f"gpu-ops-test-{tag}-a100", "h200": f"gpu-ops-test-{tag}-h200"}
     models = {"a100": "A100-SXM4-40GB", "h200": "H200"}
     try:
         for key, name in names.items():
-            podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--network=none", IMAGE)
-            wait_booted(name)
-            in_node(name, "gpu-sim", "init", "--model", models[key], "--count", "8")
+            start_node(name, models[key])
+            dpkg_install(name, NEW)
+            # These two nodes show the driver's own behaviour across reboots; the packaged unit (enabled by the
+            # package, all-disabled by default) would re-apply MIG at boot. Its boot apply is tested on pkg_node.
+            in_node(name, "systemctl", "disable", "nvidia-mig-manager.service")
         yield names
     finally:
         for name in names.values():
             podman("rm", "-f", "-t", "0", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def pkg_node(image: str) -> Iterator[str]:
+    name = f"gpu-ops-test-{uuid.uuid4().hex[:8]}-pkg"
+    try:
+        start_node(name, "A100-SXM4-40GB")
+        yield name
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
 
 
 def test_systemd_boots_and_the_simulator_answers(nodes: Dict[str, str]) -> None:
@@ -124,3 +174,73 @@ def test_verify_playbook_runs_on_the_simulated_nodes(nodes: Dict[str, str], tmp_
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode != 0
     assert "MIG layout 'all-disabled' does not match this node (8 difference(s))" in proc.stdout
+
+
+def test_the_image_has_no_mig_parted_until_the_package_is_installed(pkg_node: str) -> None:
+    name = pkg_node
+    assert in_node(name, "sh", "-c", "command -v nvidia-mig-parted", check=False).returncode != 0
+    assert in_node(name, "nvidia-smi", "-L").stdout.count("GPU ") == 8  # the driver is there
+    installed = dpkg_install(name, OLD)
+    assert "Setting up nvidia-mig-manager (0.12.1-1)" in installed.stdout
+    assert in_node(name, "nvidia-mig-parted", "--version").stdout == f"nvidia-mig-parted version {OLD} (simulated)\n"
+    assert in_node(name, "systemctl", "is-enabled", "nvidia-mig-manager.service").stdout.strip() == "enabled"
+    # enabled but not started by the package (only at the next boot)
+    assert in_node(name, "systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", "--value", "nvidia-mig-manager.service").stdout.strip() == "0"
+    links = in_node(name, "sh", "-c", "readlink /etc/nvidia-mig-manager/hooks.yaml /etc/nvidia-mig-manager/config.yaml").stdout.split()
+    assert links == ["hooks-default.yaml", "config-default.yaml"]  # A100: compute capability 8.0
+    assert [e["op"] for e in ops(name)] == ["init"]  # installing touched no GPU
+
+
+def test_upgrade_keeps_an_edited_override_conf(pkg_node: str) -> None:
+    name = pkg_node
+    edited = '[Service]\nEnvironment="MIG_PARTED_SELECTED_CONFIG=all-1g.5gb"\n# edited on this node\n'
+    in_node(name, "sh", "-c", f"printf '{edited}' > {DROPIN_DIR}/override.conf")
+    upgraded = dpkg_install(name, NEW)
+    assert "Unpacking nvidia-mig-manager (0.13.0-1) over (0.12.1-1)" in upgraded.stdout
+    assert in_node(name, "nvidia-mig-parted", "--version").stdout == f"nvidia-mig-parted version {NEW} (simulated)\n"
+    assert in_node(name, "dpkg-query", "-W", "-f", "${Version}", "nvidia-mig-manager").stdout == "0.13.0-1"
+    assert in_node(name, "cat", f"{DROPIN_DIR}/override.conf").stdout == edited
+    assert in_node(name, "systemctl", "is-enabled", "nvidia-mig-manager.service").stdout.strip() == "enabled"
+    env = in_node(name, "systemctl", "show", "-p", "Environment", "--value", "nvidia-mig-manager.service").stdout
+    assert "MIG_PARTED_SELECTED_CONFIG=all-1g.5gb" in env  # daemon-reload ran
+
+
+def test_the_packaged_service_applies_the_selected_layout_at_boot(pkg_node: str) -> None:
+    name = pkg_node
+    podman("cp", str(LAYOUTS), f"{name}:/etc/gpu-ops-layouts.yaml")
+    dropin = '[Service]\nEnvironment="MIG_PARTED_CONFIG_FILE=/etc/gpu-ops-layouts.yaml" "MIG_PARTED_SELECTED_CONFIG=all-balanced"\n'
+    in_node(name, "sh", "-c", f"printf '{dropin}' > {DROPIN_DIR}/50-layout.conf")
+    before = len(ops(name))
+    restart(name)
+    result = in_node(name, "systemctl", "show", "-p", "Result", "-p", "ExecMainStatus", "nvidia-mig-manager.service").stdout.split()
+    assert result == ["Result=success", "ExecMainStatus=0"], in_node(name, "journalctl", "-u", "nvidia-mig-manager", "--no-pager", check=False).stdout
+    applied = in_node(name, "nvidia-mig-parted", "assert", "-f", "/etc/gpu-ops-layouts.yaml", "-c", "all-balanced", check=False)
+    assert applied.returncode == 0, applied.stderr
+    devices = [line for line in in_node(name, "nvidia-smi", "-L").stdout.splitlines() if line.strip().startswith("MIG ")]
+    assert len(devices) == 8 * 4
+    done = [e["op"] for e in ops(name)[before:]]
+    assert done[0] == "boot"
+    assert "mig-mode" in done
+    assert done.count("create-gi") == 32
+    # config.yaml was regenerated from the GPUs at boot (the package's link replaced by a generated file)
+    config = in_node(name, "sh", "-c", "test ! -L /etc/nvidia-mig-manager/config.yaml && head -1 /etc/nvidia-mig-manager/config.yaml").stdout
+    assert config.startswith("# Generated from the GPUs at every boot")
+    # An injected apply failure makes the unit fail at the next boot, with the message in the journal.
+    in_node(name, "gpu-sim", "set-apply-failure", "on", "--message", "boom from the test")
+    restart(name)
+    result = in_node(name, "systemctl", "show", "-p", "Result", "nvidia-mig-manager.service").stdout.split()
+    assert result == ["Result=exit-code"]
+    journal = in_node(name, "journalctl", "-b", "-u", "nvidia-mig-manager", "--no-pager").stdout
+    assert "boom from the test" in journal
+    assert "Error applying MIG config" in journal
+    in_node(name, "gpu-sim", "set-apply-failure", "off")
+
+
+def test_purge_removes_the_package_and_its_generated_files(pkg_node: str) -> None:
+    name = pkg_node
+    in_node(name, "dpkg", "--purge", "nvidia-mig-manager")
+    assert in_node(name, "sh", "-c", "command -v nvidia-mig-parted", check=False).returncode != 0
+    assert in_node(name, "test", "-e", "/etc/nvidia-mig-manager", check=False).returncode != 0
+    # our own drop-in stays; override.conf (the conffile) is purged
+    assert in_node(name, "ls", "-A", DROPIN_DIR).stdout.split() == ["50-layout.conf"]
+    assert in_node(name, "systemctl", "is-enabled", "nvidia-mig-manager.service", check=False).returncode != 0

@@ -577,6 +577,116 @@ def test_version(sim: Sim) -> None:
     assert sim.parted("--version").stdout == "nvidia-mig-parted version 0.13.0 (simulated)\n"
 
 
+# Every op a MIG apply or a GPU reset can write to the ops log (README "State"): none of them after a point in
+# the log proves that no apply and no reset happened since.
+GPU_CHANGING_OPS = {"mig-mode", "reset", "create-gi", "create-ci", "destroy-gi", "destroy-ci"}
+
+
+def test_apply_and_reset_write_only_the_documented_ops(sim: Sim) -> None:
+    config = str(CONFORMANCE / "config-default.yaml")
+    sim.init("A100-SXM4-40GB", 2)
+    sim.parted("apply", "-f", config, "-c", "all-1g.5gb")
+    sim.parted("apply", "-f", config, "-c", "all-balanced")
+    sim.admin("set-busy", "1", "--pid", "7", "--name", "x")
+    sim.parted("apply", "-f", config, "-c", "all-disabled", ok=False)  # GPU 1 busy: mode pending, reset refused
+    sim.admin("clear-busy", "1")
+    sim.smi("-r")
+    sim.parted("apply", "-f", config, "-c", "all-disabled")
+    harness = {"init", "set-busy", "clear-busy"}
+    ops = [e["op"] for e in sim.log()]
+    assert set(ops) - harness <= GPU_CHANGING_OPS
+    assert {"mig-mode", "reset", "create-gi", "create-ci", "destroy-gi", "destroy-ci"} <= set(ops)
+    readme = read(SIM / "README.md")
+    for op in GPU_CHANGING_OPS:
+        assert f"`{op}`" in readme
+
+
+def test_query_compute_apps(sim: Sim) -> None:
+    sim.init("A100-SXM4-40GB", 4)
+    fields = "--query-compute-apps=pid,process_name,gpu_uuid,gpu_bus_id,used_memory"
+    assert sim.smi(fields, "--format=csv").stdout == "pid, process_name, gpu_uuid, gpu_bus_id, used_gpu_memory [MiB]\n"
+    assert sim.smi(fields, "--format=csv,noheader").stdout == ""
+    sim.admin("set-busy", "2", "--pid", "4242", "--name", "tritonserver", "--used-mib", "1836")
+    sim.admin("set-busy", "0", "--pid", "77", "--name", "/usr/bin/python3")
+    sim.admin("set-busy", "2", "--pid", "78", "--name", "dcgm")
+    assert sim.smi(fields, "--format=csv").stdout.splitlines() == [
+        "pid, process_name, gpu_uuid, gpu_bus_id, used_gpu_memory [MiB]",
+        f"77, /usr/bin/python3, GPU-00000000-1111-2222-3333-444444444444, {A100_BUS[0]}, 0 MiB",
+        f"4242, tritonserver, GPU-00000002-1111-2222-3333-444444444444, {A100_BUS[2]}, 1836 MiB",
+        f"78, dcgm, GPU-00000002-1111-2222-3333-444444444444, {A100_BUS[2]}, 0 MiB",
+    ]
+    assert sim.smi("--query-compute-apps=used_gpu_memory,pid", "--format=csv,noheader,nounits", "-i", "2").stdout == "1836, 4242\n0, 78\n"
+    bad = sim.smi("--query-compute-apps=pid,nope", "--format=csv", ok=False)
+    assert (bad.returncode, bad.stdout) == (2, 'Field "nope" is not a valid field to query.\n\n')
+    assert sim.smi("--query-compute-apps=pid", ok=False).returncode == 2  # --format is required
+    sim.admin("clear-busy", "all")
+    assert sim.smi("--query-compute-apps=pid", "--format=csv,noheader").stdout == ""
+
+
+def test_injected_apply_failure_changes_nothing(sim: Sim) -> None:
+    trace = sim.tmp / "trace"
+    hooks = sim.tmp / "hooks.yaml"
+    entries = "".join(
+        f'  {name}:\n  - workdir: "{sim.tmp}"\n    command: "/bin/sh"\n    args: ["-c", "echo {name} >> trace"]\n'
+        for name in ("apply-start", "pre-apply-mode", "apply-exit")
+    )
+    hooks.write_text("version: v1\nhooks:\n" + entries, encoding="utf-8")
+    config = str(CONFORMANCE / "config-default.yaml")
+    sim.init("A100-SXM4-40GB", 2)
+    sim.admin("set-apply-failure", "on", "--message", "error setting MIGConfig: boom")
+    assert sim.log()[-1]["op"] == "set-apply-failure"
+    before = sim.admin("show").stdout
+    failed = sim.parted("apply", "-f", config, "-c", "all-1g.5gb", "-k", str(hooks), ok=False)
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert re.fullmatch(r'time="[^"]+" level=fatal msg="Error applying MIG configuration with hooks: error setting MIGConfig: boom"\n', failed.stderr)
+    assert read(trace).split() == ["apply-start", "apply-exit"]  # after apply-start, before any GPU change
+    entries_after = sim.log()
+    assert entries_after[-1]["op"] == "apply-failure"
+    assert not {e["op"] for e in entries_after} & GPU_CHANGING_OPS
+    shown = json.loads(sim.admin("show").stdout)
+    assert json.loads(before)["gpus"] == shown["gpus"]
+    assert sim.parted("apply", "-f", config, "-c", "all-disabled", "-m", ok=False).returncode == 1  # every apply fails
+    assert sim.parted("assert", "-f", config, "-c", "all-disabled").returncode == 0  # assert and export are unaffected
+    assert sim.parted("export").returncode == 0
+    sim.admin("set-apply-failure", "off")
+    assert sim.log()[-1]["op"] == "set-apply-failure"
+    sim.parted("apply", "-f", config, "-c", "all-1g.5gb")
+    assert sim.parted("assert", "-f", config, "-c", "all-1g.5gb").returncode == 0
+
+
+def test_generate_config_covers_the_gpus_present(sim: Sim) -> None:
+    sim.init("H200", 2)
+    generated = sim.parted("generate-config").stdout
+    assert yaml.safe_load(generated) == miniyaml().loads(generated)
+    configs = yaml.safe_load(generated)["mig-configs"]
+    assert {"all-disabled", "all-enabled", "all-1g.18gb", "all-7g.141gb"} <= set(configs)
+    assert configs["all-1g.18gb"] == [{"device-filter": ["0x233510DE"], "devices": "all", "mig-enabled": True, "mig-devices": {"1g.18gb": 7}}]
+    target = sim.tmp / "generated.yaml"
+    assert sim.parted("generate-config", "-f", str(target)).stdout == ""
+    assert read(target) == generated
+    sim.parted("apply", "-f", str(target), "-c", "all-3g.71gb")
+    assert sim.parted("assert", "-f", str(target), "-c", "all-3g.71gb").returncode == 0
+
+
+def test_reset_available(sim: Sim) -> None:
+    sim.init("A100-SXM4-40GB", 2)
+    before = sim.log()
+    assert sim.run("gpu-sim", "reset-available").returncode == 0
+    sim.admin("set-resettable", "1", "off")
+    refused = sim.run("gpu-sim", "reset-available", ok=False)
+    assert refused.returncode == 1
+    assert "GPU 1 (00000000:0F:00.0) cannot be reset" in refused.stdout
+    assert len(sim.log()) == len(before) + 1  # only set-resettable was logged
+
+
+def test_compute_capability(sim: Sim) -> None:
+    sim.init("H200", 1)
+    assert sim.smi("--query-gpu=compute_cap", "--format=csv").stdout == "compute_cap\n9.0\n"
+    sim.init("A100-SXM4-40GB", 1)
+    assert sim.smi("--query-gpu=compute_cap", "--format=csv,noheader").stdout == "8.0\n"
+
+
 # -- the YAML subset ----------------------------------------------------------------------------------------------
 
 
@@ -630,13 +740,15 @@ def test_install_into_a_root_filesystem(sim: Sim, tmp_path: Path) -> None:
     done = subprocess.run(["sh", str(SIM / "install.sh"), str(root)], capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert done.returncode == 0, done.stderr
     unit = read(root / "usr" / "lib" / "systemd" / "system" / "gpu-sim-boot.service")
-    for line in ("Type=oneshot", "DefaultDependencies=no", "After=local-fs.target", "Before=sysinit.target shutdown.target", "ExecStart=/usr/bin/gpu-sim boot"):
+    expected = ("Type=oneshot", "DefaultDependencies=no", "After=local-fs.target", "Before=sysinit.target nvidia-mig-manager.service shutdown.target")
+    for line in (*expected, "ExecStart=/usr/bin/gpu-sim boot"):
         assert line in unit.splitlines()
     link = root / "etc" / "systemd" / "system" / "sysinit.target.wants" / "gpu-sim-boot.service"
     assert os.readlink(link) == "/usr/lib/systemd/system/gpu-sim-boot.service"
-    for tool in ("nvidia-smi", "nvidia-mig-parted", "gpu-sim"):
+    for tool in ("nvidia-smi", "gpu-sim"):
         assert os.access(root / "usr" / "bin" / tool, os.X_OK)
         assert read(root / "usr" / "bin" / tool).startswith("#!/usr/bin/python3\n")
+    assert not (root / "usr" / "bin" / "nvidia-mig-parted").exists()  # it comes from the nvidia-mig-manager .deb
     # The installed copy runs from its own tree (../lib/gpu-sim), not from the source.
     moved = tmp_path / "moved"
     shutil.copytree(root, moved, symlinks=True)
