@@ -208,8 +208,9 @@ def test_upgrade_keeps_an_edited_override_conf(pkg_node: str) -> None:
 def test_the_packaged_service_applies_the_selected_layout_at_boot(pkg_node: str) -> None:
     name = pkg_node
     podman("cp", str(LAYOUTS), f"{name}:/etc/gpu-ops-layouts.yaml")
+    # Drop-ins apply in name order: to win over override.conf's MIG_PARTED_SELECTED_CONFIG, ours sorts after it.
     dropin = '[Service]\nEnvironment="MIG_PARTED_CONFIG_FILE=/etc/gpu-ops-layouts.yaml" "MIG_PARTED_SELECTED_CONFIG=all-balanced"\n'
-    in_node(name, "sh", "-c", f"printf '{dropin}' > {DROPIN_DIR}/50-layout.conf")
+    in_node(name, "sh", "-c", f"printf '{dropin}' > {DROPIN_DIR}/zz-layout.conf")
     before = len(ops(name))
     restart(name)
     result = in_node(name, "systemctl", "show", "-p", "Result", "-p", "ExecMainStatus", "nvidia-mig-manager.service").stdout.split()
@@ -242,5 +243,5 @@ def test_purge_removes_the_package_and_its_generated_files(pkg_node: str) -> Non
     assert in_node(name, "sh", "-c", "command -v nvidia-mig-parted", check=False).returncode != 0
     assert in_node(name, "test", "-e", "/etc/nvidia-mig-manager", check=False).returncode != 0
     # our own drop-in stays; override.conf (the conffile) is purged
-    assert in_node(name, "ls", "-A", DROPIN_DIR).stdout.split() == ["50-layout.conf"]
+    assert in_node(name, "ls", "-A", DROPIN_DIR).stdout.split() == ["zz-layout.conf"]
     assert in_node(name, "systemctl", "is-enabled", "nvidia-mig-manager.service", check=False).returncode != 0
