@@ -1734,6 +1734,8 @@ class FakeKube:
         if namespace is not None and not rt.namespaced:
             raise PATH_NOT_FOUND
         dry_run = self._dry_run(query)
+        if not content_type and method != "PATCH":
+            content_type = "application/json"  # NegotiateInputSerializer: no Content-Type means the first supported type
         manager_from_agent = user_agent.split("/", maxsplit=1)[0] or "unknown"  # the API server's default field manager
         manager = (query.get("fieldManager") or [""])[0] or manager_from_agent
         ns = (namespace or "") if rt.namespaced else ""
@@ -1772,7 +1774,7 @@ class FakeKube:
                                f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}, {STRATEGIC_PATCH}")
             return self.cluster.patch(rt, ns, name, content_type, body, query, manager_from_agent, dry_run)
         if method == "DELETE":
-            options = _decode(body, content_type or "application/json", content_type == "application/yaml") if body.strip() else {}
+            options = _decode(body, content_type, content_type == "application/yaml") if body.strip() else {}
             if not isinstance(options, dict):
                 raise bad_request("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
             if "gracePeriodSeconds" in query:
