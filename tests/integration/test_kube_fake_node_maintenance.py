@@ -115,6 +115,11 @@ def status_of(error: ApiException) -> Obj:
     return body
 
 
+def item_names(listing: Any) -> List[str]:
+    """The names of a client list answer's items."""
+    return [str(item.metadata.name) for item in listing.items]
+
+
 def names(kube: FakeKube, kind: str = "Pod", api_version: str = "v1") -> List[str]:
     return [f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}".lstrip("/") for o in kube.objects(api_version, kind)]
 
@@ -204,7 +209,8 @@ def test_budget_edge_cases(kube: FakeKube, tmp_path: Path) -> None:
     # two budgets select the pod: the eviction subresource refuses with 500
     with pytest.raises(ApiException) as two:
         evict(api, "triton", "two")
-    assert (two.value.status, status_of(two.value)["message"]) == (500, "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.")
+    assert two.value.status == 500
+    assert status_of(two.value)["message"] == "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
     assert names(kube) == ["triton/a", "triton/b", "triton/two"]
 
 
@@ -213,14 +219,16 @@ def test_graceful_deletion_and_field_selectors(tmp_path: Path) -> None:
         kube.seed(cluster_objects())
         api = core(kube, tmp_path)
         started = time.monotonic()
-        answer = api.delete_namespaced_pod("triton-7d9f8-a", "triton", grace_period_seconds=30)
+        answer: Any = api.delete_namespaced_pod("triton-7d9f8-a", "triton", grace_period_seconds=30)
         # the pod is answered terminating: deletionTimestamp = now + grace, deletionGracePeriodSeconds
         assert answer.metadata.deletion_grace_period_seconds == 30
         assert answer.metadata.deletion_timestamp is not None
         terminating = kube.get_object("v1", "Pod", "triton-7d9f8-a", "triton")
-        assert terminating is not None and terminating["metadata"]["deletionGracePeriodSeconds"] == 30
+        assert terminating is not None
+        assert terminating["metadata"]["deletionGracePeriodSeconds"] == 30
         # a second, longer grace period changes nothing; the kubelet removes it once its containers stopped (1 s)
-        assert api.delete_namespaced_pod("triton-7d9f8-a", "triton", grace_period_seconds=60).metadata.deletion_grace_period_seconds == 30
+        again: Any = api.delete_namespaced_pod("triton-7d9f8-a", "triton", grace_period_seconds=60)
+        assert again.metadata.deletion_grace_period_seconds == 30
         for _attempt in range(100):
             if kube.get_object("v1", "Pod", "triton-7d9f8-a", "triton") is None:
                 break
@@ -234,10 +242,10 @@ def test_graceful_deletion_and_field_selectors(tmp_path: Path) -> None:
         assert kube.get_object("v1", "Pod", "unbound", "triton") is None
 
         on_node = api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={NODE}")
-        assert sorted(p.metadata.name for p in on_node.items) == sorted(
+        assert sorted(item_names(on_node)) == sorted(
             [f"nvidia-device-plugin-{NODE}", f"gpu-feature-discovery-{NODE}", f"kube-proxy-{NODE}", "model-cache-0", "warmup-job-x1"])
         running = api.list_namespaced_pod("triton", field_selector=f"spec.nodeName={NODE},status.phase!=Succeeded", label_selector="app")
-        assert [p.metadata.name for p in running.items] == ["model-cache-0"]
+        assert item_names(running) == ["model-cache-0"]
         with pytest.raises(ApiException) as unknown:
             api.list_pod_for_all_namespaces(field_selector="spec.nodeNam=x")
         assert (unknown.value.status, status_of(unknown.value)["message"]) == (400, "field label not supported: spec.nodeNam")
@@ -246,10 +254,11 @@ def test_graceful_deletion_and_field_selectors(tmp_path: Path) -> None:
         cordoned = kube.get_object("v1", "Node", NODE)
         assert cordoned is not None
         assert cordoned["spec"] == {"unschedulable": True, "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}
-        assert [n.metadata.name for n in api.list_node(field_selector="spec.unschedulable=true").items] == [NODE]
+        assert item_names(api.list_node(field_selector="spec.unschedulable=true")) == [NODE]
         api.patch_node(NODE, {"spec": {"unschedulable": False}})
         uncordoned = kube.get_object("v1", "Node", NODE)
-        assert uncordoned is not None and uncordoned["spec"] == {}  # false is omitted (omitempty), the taint removed
+        assert uncordoned is not None
+        assert uncordoned["spec"] == {}  # false is omitted (omitempty), the taint removed
         patches = [r for r in kube.requests if r.method == "PATCH"]
         assert {r.content_type for r in patches} == {"application/strategic-merge-patch+json"}
 
@@ -278,7 +287,8 @@ def playbook(tmp_path: Path, tasks: List[Obj], kubeconfig: Path, timeout: int = 
                ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_DEPRECATION_WARNINGS="0")
     proc = subprocess.run([str(BIN / "ansible-playbook"), str(path), "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0 and results.exists(), proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert results.exists(), proc.stdout[-5000:]
     loaded: Dict[str, Obj] = json.loads(results.read_text())
     return loaded
 
@@ -317,7 +327,7 @@ MAINTENANCE = [
 ]
 
 
-def check_maintenance(results: Dict[str, Obj], requests: List[RecordedRequest], state: Dict[str, Obj]) -> None:
+def check_maintenance(results: Dict[str, Obj], requests: List[RecordedRequest], state: Dict[str, List[Obj]]) -> None:
     """What the maintenance playbook must have done, from the module results, the recorded requests and the objects."""
     refused = results["refused"]
     assert refused["failed"], refused
@@ -325,7 +335,8 @@ def check_maintenance(results: Dict[str, Obj], requests: List[RecordedRequest], 
                               f"(use option ignore_daemonset set to yes): gpu-operator/gpu-feature-discovery-{NODE},gpu-operator/nvidia-device-plugin-{NODE}.")
     assert (results["cordon"]["changed"], results["cordon"]["result"]) == (True, f"node {NODE} marked unschedulable.")
     assert (results["cordon_again"]["changed"], results["cordon_again"]["result"]) == (False, f"node {NODE} already marked unschedulable.")
-    assert results["pending"]["changed"] is True and results["pending_again"]["changed"] is False
+    assert results["pending"]["changed"] is True
+    assert results["pending_again"]["changed"] is False
 
     drained = results["drained"]
     assert not drained.get("failed"), drained
@@ -334,7 +345,8 @@ def check_maintenance(results: Dict[str, Obj], requests: List[RecordedRequest], 
     assert drained["warnings"] == [f"cannot delete mirror Pods using API server: kube-system/kube-proxy-{NODE}."]
     assert sorted(p["metadata"]["name"] for p in results["plugin"]["resources"]) == [f"gpu-feature-discovery-{NODE}", f"nvidia-device-plugin-{NODE}"]
     assert results["restart"]["changed"] is True
-    assert results["failed"]["changed"] is True and results["success"]["changed"] is True
+    assert results["failed"]["changed"] is True
+    assert results["success"]["changed"] is True
     assert (results["uncordon"]["changed"], results["uncordon"]["result"]) == (True, f"node {NODE} marked schedulable.")
     assert (results["uncordon_again"]["changed"], results["uncordon_again"]["result"]) == (False, f"node {NODE} already marked schedulable.")
 
@@ -350,7 +362,8 @@ def check_maintenance(results: Dict[str, Obj], requests: List[RecordedRequest], 
     cordons = [p for p in node_patches if p[1] in ({"spec": {"unschedulable": True}}, {"spec": {"unschedulable": False}})]
     assert cordons == [("application/strategic-merge-patch+json", {"spec": {"unschedulable": v}}, 200) for v in (True, False, True, False)]
     lists = [r for r in requests if r.method == "GET" and r.path == "/api/v1/pods"]
-    assert lists and all(r.query["fieldSelector"] == [f"spec.nodeName={NODE}"] for r in lists)
+    assert lists
+    assert all(r.query["fieldSelector"] == [f"spec.nodeName={NODE}"] for r in lists)
     evictions = [(r.path.split("/")[-2], r.body, r.status) for r in requests if r.path.endswith("/eviction")]
     assert sorted(e[0] for e in evictions) == ["model-cache-0", "triton-7d9f8-a", "warmup-job-x1"]
     assert all(e[2] == 201 and e[1]["deleteOptions"] == {"gracePeriodSeconds": 20} for e in evictions), evictions
@@ -380,7 +393,7 @@ def test_drain_stops_where_the_budget_forbids_an_eviction(kube: FakeKube, tmp_pa
     # the cache pod takes 2 s to stop after its delete
     next(o for o in objects if o["metadata"]["name"] == "model-cache-0")["metadata"]["annotations"] = {"kube-fake.test/exit-seconds": "2"}
     kube.seed(objects)
-    options = {"ignore_daemonsets": True, "delete_emptydir_data": True, "wait_timeout": 30, "wait_sleep": 1}
+    options: Obj = {"ignore_daemonsets": True, "delete_emptydir_data": True, "wait_timeout": 30, "wait_sleep": 1}
     results = playbook(tmp_path, [
         drain("blocked", **options),
         drain("forced", **options, disable_eviction=True, terminate_grace_period=5),
@@ -399,9 +412,11 @@ def test_drain_stops_where_the_budget_forbids_an_eviction(kube: FakeKube, tmp_pa
     deletes = [(r.path.rsplit("/", 1)[1], r.body, r.status) for r in kube.requests if r.method == "DELETE"]
     assert deletes == [(name, {"gracePeriodSeconds": 5}, 200) for name in ("triton-7d9f8-b", "warmup-job-x1", "model-cache-0")]
     polls = [r.status for r in kube.requests if r.method == "GET" and r.path == "/api/v1/namespaces/triton/pods/model-cache-0"]
-    assert polls[0] == 200 and polls[-1] == 404, polls  # terminating, then gone
+    assert polls[0] == 200, polls  # terminating,
+    assert polls[-1] == 404, polls  # then gone
     gpu_node = kube.get_object("v1", "Node", NODE)
-    assert gpu_node is not None and gpu_node["spec"]["unschedulable"] is True  # a failed drain leaves the node cordoned
+    assert gpu_node is not None
+    assert gpu_node["spec"]["unschedulable"] is True
     assert names(kube) == [f"gpu-operator/gpu-feature-discovery-{NODE}", f"gpu-operator/nvidia-device-plugin-{NODE}", f"kube-system/kube-proxy-{NODE}"]
 
 
@@ -430,7 +445,8 @@ def test_server_side_apply_of_node_labels(kube: FakeKube, tmp_path: Path) -> Non
     assert (refusal["code"], refusal["reason"]) == (409, "Conflict")
     assert refusal["message"].startswith('Apply failed with 1 conflict: conflict with "kubelet" using v1 at ')
     assert refusal["message"].endswith(": .metadata.labels.nvidia.com/mig.config")
-    assert results["forced"]["changed"] is True and results["again"]["changed"] is False
+    assert results["forced"]["changed"] is True
+    assert results["again"]["changed"] is False
     stored = kube.get_object("v1", "Node", NODE)
     assert stored is not None
     owners = {(e["manager"], e["operation"]): e["fieldsV1"] for e in stored["metadata"]["managedFields"] if "f:metadata" in e["fieldsV1"]}
@@ -467,8 +483,8 @@ def test_standalone_server_serves_the_maintenance_cycle(tmp_path: Path) -> None:
         results = playbook(tmp_path, MAINTENANCE, kubeconfig)
         records = [json.loads(line) for line in requests.read_text().splitlines()]
         assert all(set(r) == {"time", "method", "path", "query", "content_type", "field_manager", "user_agent", "status", "body"} for r in records)
-        recorded = [RecordedRequest(r["method"], r["path"], r["query"], r["content_type"], r["field_manager"], r["status"], r["body"], r["user_agent"], r["time"])
-                    for r in records]
+        recorded = [RecordedRequest(r["method"], r["path"], r["query"], r["content_type"], r["field_manager"], r["status"], r["body"], r["user_agent"],
+                                    r["time"]) for r in records]
         check_maintenance(results, recorded, by_kind(json.loads(state.read_text())["items"]))
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=20)
@@ -495,4 +511,5 @@ def test_standalone_script_form_stops_by_itself(tmp_path: Path) -> None:
     assert [o["metadata"]["name"] for o in json.loads((out / "state.json").read_text())["items"]] == [
         "default", "kube-node-lease", "kube-public", "kube-system"]
     bad = subprocess.run([*argv[:2], "serve", "--kubeconfig-out", "x"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
-    assert bad.returncode == 2 and "required" in bad.stderr
+    assert bad.returncode == 2
+    assert "required" in bad.stderr
