@@ -15,7 +15,9 @@
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -250,9 +252,6 @@ def test_plus_pulls_with_its_secret_and_mounts_the_licence(rendered: Dict[str, R
     unpriv = rendered["plus-api-write"].obj("Deployment")["spec"]["template"]["spec"]
     assert unpriv["securityContext"]["runAsNonRoot"] is True  # ...or the unprivileged one
     lic = r.obj("Secret", "nginx-lb-license", component="nginx_lb_secrets")
-    import base64
-    import json
-
     assert base64.b64decode(lic["data"]["license.jwt"]).decode() == LICENCE
     reg = r.obj("Secret", "nginx-lb-registry", component="nginx_lb_secrets")
     assert reg["type"] == "kubernetes.io/dockerconfigjson"
@@ -277,7 +276,8 @@ def test_nginx_122_loads_the_variable_form(rendered: Dict[str, Rendered], varian
     conf = rendered[variant].nginx_conf()
     assert "form 'variable'" in conf
     parsed = parse(conf, tmp_path)
-    assert not find(parsed, "upstream") and not find(parsed, "keepalive")
+    assert not find(parsed, "upstream")
+    assert not find(parsed, "keepalive")
     prefix = tmp_path / "prefix"
     prefix.mkdir()
     # unprivileged paths: everything the config writes under /tmp goes to the prefix directory

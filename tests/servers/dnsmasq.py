@@ -1,0 +1,186 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Debian's dnsmasq on loopback for tests: a real DNS server standing in for the cluster DNS.
+
+It answers A queries from a hosts file only (no upstream servers, no /etc/hosts, no config file), and re-reads
+that file on SIGHUP, so a test can add and remove the addresses of a headless Service's "pods":
+
+    with dnsmasq_server(tmp_path / "dns", {"triton-headless.triton.svc.cluster.local": ["127.0.0.11"]}) as dns:
+        dns.set_records({"triton-headless.triton.svc.cluster.local": ["127.0.0.11", "127.0.0.12"]})
+        query_a("triton-headless.triton.svc.cluster.local", dns.host, dns.port)   # -> ['127.0.0.11', '127.0.0.12']
+
+Test equipment only: nothing here ships in a role.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping, Sequence
+
+DNSMASQ = Path(shutil.which("dnsmasq") or "/usr/sbin/dnsmasq")
+DEFAULT_HOST = "127.0.0.153"  # not 127.0.0.53 (systemd-resolved) nor 127.0.0.1
+READY_TIMEOUT_S = 10.0
+
+
+def free_udp_port(host: str) -> int:
+    for _attempt in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = int(udp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:  # dnsmasq listens on TCP too
+            try:
+                tcp.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
+
+
+def query_a(name: str, host: str, port: int, timeout: float = 1.0) -> List[str]:
+    """The A records of ``name`` from the server at host:port (a minimal DNS client: one UDP query)."""
+    ident = random.randrange(1 << 16)
+    qname = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
+    query = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(query, (host, port))
+        data, _peer = sock.recvfrom(4096)
+    rid, flags, qd, an, _ns, _ar = struct.unpack("!HHHHHH", data[:12])
+    if rid != ident:
+        raise RuntimeError("DNS answer with a foreign id")
+    rcode = flags & 0xF
+    if rcode == 3:  # NXDOMAIN
+        return []
+    if rcode != 0:
+        raise RuntimeError(f"DNS rcode {rcode} for {name}")
+    offset = 12
+    for _ in range(qd):
+        offset = _skip_name(data, offset) + 4
+    addresses = []
+    for _ in range(an):
+        offset = _skip_name(data, offset)
+        rtype, _rclass, _ttl, rdlength = struct.unpack("!HHIH", data[offset : offset + 10])
+        offset += 10
+        if rtype == 1 and rdlength == 4:
+            addresses.append(socket.inet_ntoa(data[offset : offset + 4]))
+        offset += rdlength
+    return sorted(addresses)
+
+
+def _skip_name(data: bytes, offset: int) -> int:
+    for _ in range(128):
+        length = data[offset]
+        if length == 0:
+            return offset + 1
+        if length & 0xC0 == 0xC0:  # compression pointer
+            return offset + 2
+        offset += 1 + length
+    raise RuntimeError("malformed DNS name")
+
+
+@dataclass
+class DnsmasqProcess:
+    host: str
+    port: int
+    pid: int
+    hosts_file: Path
+    log: Path
+
+    @property
+    def resolver(self) -> str:
+        """``host:port``, as nginx's ``resolver`` directive takes it."""
+        return f"{self.host}:{self.port}"
+
+    def set_records(self, records: Mapping[str, Sequence[str]], *, wait: bool = True) -> None:
+        """Replace the hosts file and make dnsmasq re-read it (SIGHUP); with ``wait``, until it answers so."""
+        _write_hosts(self.hosts_file, records)
+        os.kill(self.pid, signal.SIGHUP)
+        if not wait:
+            return
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for name, addresses in records.items():
+            while query_a(name, self.host, self.port) != sorted(addresses):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"dnsmasq still does not answer {name} -> {sorted(addresses)}")
+                time.sleep(0.02)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                done, _status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if done == self.pid:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _write_hosts(path: Path, records: Mapping[str, Sequence[str]]) -> None:
+    lines = [f"{address} {name}" for name, addresses in records.items() for address in addresses]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in lines))
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def dnsmasq_server(workdir: Path, records: Mapping[str, Sequence[str]], *, host: str = DEFAULT_HOST, port: int = 0,
+                   ttl: int = 1) -> Iterator[DnsmasqProcess]:
+    """dnsmasq on host:port (0 = a free port) answering ``records`` (name -> addresses) with TTL ``ttl``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_udp_port(host)
+    hosts = workdir / "hosts"
+    _write_hosts(hosts, records)
+    log = workdir / "dnsmasq.log"
+    argv = [
+        str(DNSMASQ), "--keep-in-foreground", "--conf-file=/dev/null", f"--pid-file={workdir / 'dnsmasq.pid'}",
+        "--no-resolv", "--no-poll", "--no-hosts", f"--addn-hosts={hosts}", f"--local-ttl={ttl}",
+        f"--listen-address={host}", "--bind-interfaces", f"--port={port}", "--cache-size=0",
+        f"--log-facility={log}", "--log-queries",
+    ]
+    if os.geteuid() == 0:
+        argv.append("--user=root")  # it would drop to 'dnsmasq'/'nobody', and then not read the hosts file on SIGHUP
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
+    server = DnsmasqProcess(host=host, port=port, pid=proc.pid, hosts_file=hosts, log=log)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        want: Dict[str, List[str]] = {name: sorted(addresses) for name, addresses in records.items()}
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise RuntimeError(f"dnsmasq exited {proc.returncode}: {err}{server.log_tail()}")
+            try:
+                if all(query_a(name, host, port, timeout=0.2) == addresses for name, addresses in want.items()):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dnsmasq not answering on {host}:{port} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
+        if proc.stderr:
+            proc.stderr.close()

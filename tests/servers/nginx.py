@@ -1,0 +1,176 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Debian's nginx (1.22) on loopback for tests, running a config the role nginx_lb rendered.
+
+The role renders a config for a pod (``listen 8000``, ``/tmp`` paths, logs to stdout/stderr). ``localize``
+turns it into one for an unprivileged prefix directory on this machine, replacing exact strings of the
+rendered text and failing when one is absent (so a template change cannot silently escape the test):
+
+    conf = localize(rendered, prefix, {"listen 8000;": "listen 127.0.0.1:41000;", ...})
+    with nginx_server(conf, prefix, ready_url="http://127.0.0.1:41002/healthz") as nginx:
+        nginx.stub_status()
+
+Test equipment only: nothing here ships in a role.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NGINX = Path(shutil.which("nginx") or "/usr/sbin/nginx")
+READY_TIMEOUT_S = 15.0
+
+
+def version() -> str:
+    """``1.22.1`` for Debian 12's nginx."""
+    out = subprocess.run([str(NGINX), "-v"], capture_output=True, text=True, check=True, timeout=10).stderr
+    match = re.search(r"nginx/(\d+\.\d+\.\d+)", out)
+    if not match:
+        raise RuntimeError(f"cannot read the nginx version from {out!r}")
+    return match.group(1)
+
+
+def localize(conf: str, prefix: Path, replacements: Mapping[str, str]) -> str:
+    """The rendered ``conf`` with each key of ``replacements`` replaced (each must occur), ``/tmp/`` paths moved
+    under ``prefix`` and the logs written to ``prefix/access.log`` and ``prefix/error.log``."""
+    text = conf
+    for old, new in {**replacements, "/tmp/": f"{prefix}/", "/dev/stdout": f"{prefix}/access.log", "/dev/stderr": f"{prefix}/error.log"}.items():
+        if old not in text:
+            raise AssertionError(f"{old!r} does not occur in the rendered nginx.conf")
+        text = text.replace(old, new)
+    return text
+
+
+def check_config(conf: str, prefix: Path) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` on ``conf`` written to ``prefix/nginx.conf``."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    path = prefix / "nginx.conf"
+    path.write_text(conf)
+    return subprocess.run([str(NGINX), "-t", "-e", "stderr", "-p", str(prefix), "-c", str(path)],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+@dataclass
+class NginxProcess:
+    prefix: Path
+    pid: int
+    ready_url: str
+
+    @property
+    def access_log(self) -> Path:
+        return self.prefix / "access.log"
+
+    @property
+    def error_log(self) -> Path:
+        return self.prefix / "error.log"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.error_log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def access_lines(self) -> List[str]:
+        try:
+            return self.access_log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def stub_status(self, url: str) -> Dict[str, int]:
+        """The counters of ``stub_status`` (active, accepts, handled, requests, reading, writing, waiting)."""
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        numbers = [int(n) for n in re.findall(r"\d+", text)]
+        if len(numbers) != 7:
+            raise AssertionError(f"unexpected stub_status: {text!r}")
+        return dict(zip(("active", "accepts", "handled", "requests", "reading", "writing", "waiting"), numbers))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGQUIT: in-flight requests finish), SIGKILL after ``timeout``."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGQUIT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                done, _status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if done == self.pid:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def nginx_server(conf: str, prefix: Path, *, ready_url: str) -> Iterator[NginxProcess]:
+    """Run nginx in the foreground on ``conf`` (written to ``prefix/nginx.conf``) until ``ready_url`` answers 200;
+    stop it gracefully on exit. As root, the workers stay root so they can use the prefix directory."""
+    check = check_config(conf, prefix)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
+    directives = "daemon off;" + (" user root root;" if os.geteuid() == 0 else "")
+    argv = [str(NGINX), "-e", str(prefix / "error.log"), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", directives]
+    with (prefix / "nginx.out").open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    server = NginxProcess(prefix=prefix, pid=proc.pid, ready_url=ready_url)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _answers(ready_url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"nginx exited {proc.returncode} before ready:\n{server.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx not ready at {ready_url} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=1)
+
+
+def render_role_config(workdir: Path, *extra: str, root: Path = REPO_ROOT) -> str:
+    """nginx.conf as the role nginx_lb renders it: playbooks/load_balancer.yml in render mode on the example
+    inventory, with ``extra`` arguments (e.g. ``-e nginx_lb_oss_version=1.22.1``); returns the ConfigMap's text."""
+    binpath = Path(sys.executable).parent
+    out = workdir / "render"
+    env = dict(os.environ, PATH=f"{binpath}:{os.environ.get('PATH', '')}", ANSIBLE_NOCOLOR="1", HOME=str(workdir), ANSIBLE_LOCALHOST_WARNING="0")
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    argv = [
+        str(binpath / "ansible-playbook"), "playbooks/load_balancer.yml", "-i", "inventories/dgx",
+        "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
+        "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", *extra,
+    ]
+    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"rendering nginx_lb failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+    configmap = yaml.safe_load((out / "nginx_lb" / "01-configmap-nginx-lb-config.yaml").read_text())
+    conf = configmap["data"]["nginx.conf"]
+    if not isinstance(conf, str):
+        raise RuntimeError("the ConfigMap has no nginx.conf")
+    return conf
