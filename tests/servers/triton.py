@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import os
 import signal
 import socket
+import statistics
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Any, Iterator, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / "build" / "triton-venv"
@@ -225,3 +228,129 @@ def triton_server(
         server.stop()
         with contextlib.suppress(Exception):
             proc.wait(timeout=1)
+
+
+# --- load generation (tritonclient, HTTP) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completed:
+    """One request as its client saw it: wall-clock start and end (time.time(), as Prometheus timestamps)."""
+
+    start: float
+    end: float
+    ok: bool
+
+    @property
+    def latency(self) -> float:
+        return self.end - self.start
+
+
+def _client(url: str) -> Any:
+    httpclient = importlib.import_module("tritonclient.http")  # no type information: Any
+    return httpclient.InferenceServerClient(url=url, connection_timeout=10.0, network_timeout=60.0)
+
+
+def _request(url: str) -> Any:
+    httpclient = importlib.import_module("tritonclient.http")
+    numpy = importlib.import_module("numpy")
+    data = numpy.arange(4, dtype=numpy.float32)
+    inp = httpclient.InferInput("INPUT0", [4], "FP32")
+    inp.set_data_from_numpy(data)
+    return [inp]
+
+
+class Load:
+    """Bounded load on one Triton model: ``concurrency`` closed-loop clients, or, with ``period_s``, a burst of
+    ``concurrency`` simultaneous requests every ``period_s`` seconds (a low, open-loop rate).
+
+    Stops at ``stop()``, after ``max_s`` seconds, or after ``max_requests`` requests, whichever comes first.
+    """
+
+    def __init__(self, url: str, model: str = "sleeper", *, concurrency: int = 1, period_s: Optional[float] = None,
+                 max_s: float = 120.0, max_requests: int = 200_000) -> None:
+        self.url, self.model, self.concurrency, self.period_s = url, model, concurrency, period_s
+        self.max_s, self.max_requests = max_s, max_requests
+        self.completed: List[Completed] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self.started_at = 0.0
+        self.stopped_at = 0.0
+
+    def _record(self, item: Completed) -> bool:
+        with self._lock:
+            self.completed.append(item)
+            return len(self.completed) < self.max_requests
+
+    def _closed_loop(self, deadline: float, offset: float = 0.0) -> None:
+        client = _client(self.url)
+        inputs = _request(self.url)
+        try:
+            if offset:
+                self._stop.wait(offset)
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                start = time.time()
+                try:
+                    client.infer(self.model, inputs)
+                    ok = True
+                except Exception:  # a restarting server refuses connections: counted, not fatal
+                    ok = False
+                    self._stop.wait(0.05)
+                if not self._record(Completed(start, time.time(), ok)):
+                    break
+                if self.period_s is not None:
+                    # open loop: the next burst starts period_s after this one started
+                    self._stop.wait(max(0.0, self.period_s - (time.time() - start)))
+        finally:
+            client.close()
+
+    def start(self) -> Load:
+        deadline = time.monotonic() + self.max_s
+        self.started_at = time.time()
+        for _ in range(self.concurrency):
+            thread = threading.Thread(target=self._closed_loop, args=(deadline,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=70)
+        self.stopped_at = time.time()
+
+    def __enter__(self) -> Load:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def snapshot(self) -> List[Completed]:
+        with self._lock:
+            return list(self.completed)
+
+
+def service_time(url: str, model: str = "sleeper", samples: int = 20) -> float:
+    """Median latency (s) of requests sent one at a time: what a request costs without queueing."""
+    client = _client(url)
+    inputs = _request(url)
+    try:
+        client.infer(model, inputs)  # warm-up
+        latencies = []
+        for _ in range(samples):
+            start = time.perf_counter()
+            client.infer(model, inputs)
+            latencies.append(time.perf_counter() - start)
+        return float(statistics.median(latencies))
+    finally:
+        client.close()
+
+
+def observed_queue_us(completed: Sequence[Completed], service_s: float, since: float, until: float) -> Optional[float]:
+    """Queue time per request as the clients see it (latency minus the unqueued service time), in microseconds,
+    averaged over the successful requests that completed in [since, until]; None when there are none."""
+    waits = [max(0.0, c.latency - service_s) for c in completed if c.ok and since <= c.end <= until]
+    if not waits:
+        return None
+    return 1e6 * sum(waits) / len(waits)

@@ -1,0 +1,201 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Real Prometheus (Debian's 2.42) on loopback for tests, and helpers to feed it what the roles render.
+
+    job = pod_monitor_job(pod_monitor, targets={"triton-0": "127.0.0.1:41234"})
+    with prometheus_server(tmp_path, [job], rule_groups=prometheus_rule_groups(rule)) as prom:
+        prom.query('namespace_pod:...{namespace="triton"}')
+
+``pod_monitor_job`` turns a rendered PodMonitor into the scrape job the Prometheus Operator would generate for
+it (interval, timeout, path, scheme, honor_labels, and the target labels namespace/pod/container/endpoint/job),
+with loopback addresses standing in for the pod IPs. Test equipment only: nothing here ships in a role.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from .triton import _stop_pid, free_port
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+READY_TIMEOUT_S = 30.0
+
+
+def prometheus_rule_groups(rule: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The rule groups of a PrometheusRule object, as a Prometheus rule file holds them."""
+    if (rule.get("apiVersion"), rule.get("kind")) != ("monitoring.coreos.com/v1", "PrometheusRule"):
+        raise ValueError(f"not a PrometheusRule: {rule.get('apiVersion')} {rule.get('kind')}")
+    return [dict(group) for group in rule["spec"]["groups"]]
+
+
+def pod_monitor_job(
+    pod_monitor: Mapping[str, Any],
+    targets: Mapping[str, str],
+    *,
+    container: str = "triton",
+    job_name: Optional[str] = None,
+    endpoint_index: int = 0,
+) -> Dict[str, Any]:
+    """The scrape config the Prometheus Operator derives from a PodMonitor endpoint; ``targets``: pod name -> host:port."""
+    meta, spec = pod_monitor["metadata"], pod_monitor["spec"]
+    endpoint = spec["podMetricsEndpoints"][endpoint_index]
+    namespace = meta["namespace"]
+    job = job_name or f"{namespace}/{meta['name']}"
+    static = [
+        {
+            "targets": [address],
+            "labels": {"namespace": namespace, "pod": pod, "container": container, "endpoint": str(endpoint["port"]), "job": job},
+        }
+        for pod, address in targets.items()
+    ]
+    return {
+        "job_name": f"podMonitor/{namespace}/{meta['name']}/{endpoint_index}" if job_name is None else job_name,
+        "honor_labels": bool(endpoint.get("honorLabels", False)),
+        "scrape_interval": endpoint["interval"],
+        "scrape_timeout": endpoint.get("scrapeTimeout", endpoint["interval"]),
+        "metrics_path": endpoint.get("path", "/metrics"),
+        "scheme": endpoint.get("scheme", "http"),
+        "static_configs": static,
+    }
+
+
+@dataclass
+class PrometheusProcess:
+    host: str
+    port: int
+    pid: int
+    log: Path
+    config: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = json.loads(resp.read().decode())
+        if body.get("status") != "success":
+            raise RuntimeError(f"Prometheus {path} {params}: {body}")
+        return body["data"]
+
+    def query(self, expr: str, at: Optional[float] = None) -> Dict[str, float]:
+        """Instant query; returns {pod label (or the label set as JSON): value}. NaN values are kept as NaN."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self._get("/api/v1/query", params)
+        out: Dict[str, float] = {}
+        if data["resultType"] == "scalar":
+            return {"": float(data["result"][1])}
+        for item in data["result"]:
+            labels = item["metric"]
+            key = labels.get("pod", json.dumps(labels, sort_keys=True))
+            out[key] = float(item["value"][1])
+        return out
+
+    def window_samples(self, selector: str, window: str, at: float) -> Dict[str, List[Tuple[float, float]]]:
+        """The raw samples of ``selector[window]`` at ``at``: {pod: [(timestamp, value), ...]} (what rate() sees)."""
+        data = self._get("/api/v1/query", {"query": f"{selector}[{window}]", "time": f"{at:.3f}"})
+        out: Dict[str, List[Tuple[float, float]]] = {}
+        for item in data["result"]:
+            out.setdefault(item["metric"].get("pod", ""), []).extend((float(t), float(v)) for t, v in item["values"])
+        return out
+
+    def targets_up(self) -> Dict[str, str]:
+        data = self._get("/api/v1/targets", {"state": "active"})
+        return {t["labels"].get("pod", t["scrapeUrl"]): t["health"] for t in data["activeTargets"]}
+
+    def rule_health(self) -> List[Dict[str, Any]]:
+        data = self._get("/api/v1/rules", {})
+        return [rule for group in data["groups"] for rule in group["rules"]]
+
+    def stop(self) -> None:
+        _stop_pid(self.pid)
+
+
+def _ready(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/-/ready", timeout=2) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def prometheus_server(
+    workdir: Path,
+    scrape_configs: Sequence[Mapping[str, Any]],
+    *,
+    rule_groups: Sequence[Mapping[str, Any]] = (),
+    host: str = "127.0.0.1",
+    port: int = 0,
+    evaluation_interval: str = "1s",
+) -> Iterator[PrometheusProcess]:
+    """Start Prometheus with these scrape jobs and rule groups (promtool-checked first); stop it by PID on exit."""
+    if not Path(PROMETHEUS).is_file():
+        raise RuntimeError(f"{PROMETHEUS} is missing: `apt-get install prometheus` (Debian 12, 2.42)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    rules = workdir / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [dict(g) for g in rule_groups]}, sort_keys=False))
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "10s", "evaluation_interval": evaluation_interval},
+                "rule_files": [str(rules)],
+                "scrape_configs": [dict(c) for c in scrape_configs],
+            },
+            sort_keys=False,
+        )
+    )
+    check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, timeout=60, check=False)
+    if check.returncode != 0:
+        raise RuntimeError(f"promtool check config failed:\n{check.stdout}{check.stderr}")
+    port = port or free_port(host)
+    data = workdir / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    log = workdir / "prometheus.log"
+    argv = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address={host}:{port}",
+        "--storage.tsdb.retention.time=1h",
+        "--web.enable-lifecycle",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
+    server = PrometheusProcess(host=host, port=port, pid=proc.pid, log=log, config=config)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(host, port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prometheus not ready in {READY_TIMEOUT_S:.0f} s:\n{log.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=1)
+
+
+def is_number(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
