@@ -320,6 +320,9 @@ MAINTENANCE = [
         "field_selectors": [f"spec.nodeName={NODE}"]}},
     {"name": "Restart the device plugin pod", "register": "restart", "kubernetes.core.k8s": {
         "state": "absent", "api_version": "v1", "kind": "Pod", "namespace": "gpu-operator", "name": f"nvidia-device-plugin-{NODE}"}},
+    {"name": "Wait for the DaemonSet's new pod on the node", "register": "plugin_back", "kubernetes.core.k8s_info": {
+        "kind": "Pod", "namespace": "gpu-operator", "label_selectors": ["app=nvidia-device-plugin"], "field_selectors": [f"spec.nodeName={NODE}"],
+        "wait": True, "wait_condition": {"type": "Ready", "status": "True"}, "wait_timeout": 30, "wait_sleep": 1}},
     label("failed", {"nvidia.com/mig.config.state": "failed"}, {"gpu-ops.io/mig-layout-error": "nvidia-smi mig -cgi failed: Insufficient Resources"}),
     label("success", {"nvidia.com/mig.config.state": "success"}, {"gpu-ops.io/mig-layout-error": None}),
     drain("uncordon", "uncordon"),
@@ -350,8 +353,15 @@ def check_maintenance(results: Dict[str, Obj], requests: List[RecordedRequest], 
     assert (results["uncordon"]["changed"], results["uncordon"]["result"]) == (True, f"node {NODE} marked schedulable.")
     assert (results["uncordon_again"]["changed"], results["uncordon_again"]["result"]) == (False, f"node {NODE} already marked schedulable.")
 
+    # the DaemonSet controller put a new device plugin pod on the node (generateName "nvidia-device-plugin-")
+    back = results["plugin_back"]["resources"]
+    assert len(back) == 1
+    assert back[0]["metadata"]["generateName"] == "nvidia-device-plugin-"
+    assert back[0]["metadata"]["name"] != f"nvidia-device-plugin-{NODE}"
+    assert back[0]["status"]["phase"] == "Running"
     pods = sorted(f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in state["Pod"])
-    assert pods == [f"gpu-operator/gpu-feature-discovery-{NODE}", f"kube-system/kube-proxy-{NODE}", "triton/triton-7d9f8-b"]
+    assert pods == sorted([f"gpu-operator/gpu-feature-discovery-{NODE}", f"gpu-operator/{back[0]['metadata']['name']}", f"kube-system/kube-proxy-{NODE}",
+                           "triton/triton-7d9f8-b"])
     gpu_node = next(o for o in state["Node"] if o["metadata"]["name"] == NODE)
     assert gpu_node["spec"] == {}  # uncordoned: unschedulable false is omitted, the taint is gone
     assert gpu_node["metadata"]["labels"]["nvidia.com/mig.config"] == "all-1g.18gb"
@@ -418,6 +428,7 @@ def test_drain_stops_where_the_budget_forbids_an_eviction(kube: FakeKube, tmp_pa
     assert gpu_node is not None
     assert gpu_node["spec"]["unschedulable"] is True
     assert names(kube) == [f"gpu-operator/gpu-feature-discovery-{NODE}", f"gpu-operator/nvidia-device-plugin-{NODE}", f"kube-system/kube-proxy-{NODE}"]
+
 
 
 def test_server_side_apply_of_node_labels(kube: FakeKube, tmp_path: Path) -> None:

@@ -1060,8 +1060,30 @@ class Cluster:
 
     def _remove(self, rt: ResourceType, namespace: str, name: str) -> None:
         self._bump()
-        del self.objects[(self.key(rt), namespace if rt.namespaced else "", name)]
+        gone = self.objects.pop((self.key(rt), namespace if rt.namespaced else "", name))
         self._after_write(rt, namespace, name)
+        if rt.kind == "Pod":
+            self._replace_daemon_pod(gone)
+
+    def _replace_daemon_pod(self, old: Obj) -> None:
+        """The DaemonSet controller: a deleted pod of an existing DaemonSet comes back on its node, under a new name."""
+        ref = _controller_of(old)
+        if ref is None or ref.get("kind") != "DaemonSet":
+            return
+        namespace, node_name = str(old["metadata"]["namespace"]), str((old.get("spec") or {}).get("nodeName") or "")
+        daemonset = self.get(DAEMONSETS, namespace, str(ref.get("name")))
+        if daemonset is None or (ref.get("uid") and ref["uid"] != daemonset["metadata"]["uid"]) or self.get(NODES, "", node_name) is None:
+            return
+        template = (daemonset.get("spec") or {}).get("template") or {}
+        template_meta = template.get("metadata") or {}
+        labels = {**(template_meta.get("labels") or {}), "pod-template-generation": str(daemonset["metadata"].get("generation", 1))}
+        meta: Obj = {"generateName": f"{daemonset['metadata']['name']}-", "namespace": namespace, "labels": labels,
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": daemonset["metadata"]["name"],
+                                          "uid": daemonset["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]}
+        if template_meta.get("annotations"):
+            meta["annotations"] = copy.deepcopy(template_meta["annotations"])
+        spec = {**copy.deepcopy(template.get("spec") or {}), "nodeName": node_name}
+        self.create(PODS, namespace, {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}, "kube-controller-manager", dry_run=False)
 
     def _delete_pod(self, live: Obj, options: Obj, dry_run: bool) -> Obj:
         """Graceful pod deletion (podStrategy.CheckGracefulDelete, rest.BeforeDelete); answers the pod (ReturnDeletedObject)."""
@@ -1206,6 +1228,7 @@ def _scaled(value: Any, total: int) -> int:
 NAMESPACES = next(r for r in RESOURCES if r.name == "namespaces")
 NODES = next(r for r in RESOURCES if r.name == "nodes")
 PODS = next(r for r in RESOURCES if r.name == "pods")
+DAEMONSETS = next(r for r in RESOURCES if r.name == "daemonsets")
 PDBS = next(r for r in RESOURCES if r.name == "poddisruptionbudgets")
 
 
