@@ -282,7 +282,6 @@ _QUERY: dict[str, tuple[str, Callable[[State, Gpu], str]]] = {
 }
 
 
-
 def _format_options(format_arg: str) -> list[str]:
     options = [f.strip() for f in format_arg.split(",")]
     if not options or options[0] != "csv" or any(o not in ("noheader", "nounits") for o in options[1:]):
