@@ -1,0 +1,302 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""playbooks/serving.yml in render mode on the example inventory (inside `unshare -n` where possible: no
+cluster, no network): every object is valid for each Kubernetes version in KUBE_VERSIONS (strict), the
+PodMonitor, PrometheusRule and KEDA ScaledObject against their CRDs' schemas; none of the seed article's
+defects is there; names and intervals agree across roles by construction; bad input fails before anything is
+written."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.k8s_schemas import CRD_DIR, KUBE_VERSIONS, crd_schemas, validate_file
+else:
+    from k8s_schemas import CRD_DIR, KUBE_VERSIONS, crd_schemas, validate_file
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+# Top-level keys of the charts' values.yaml we set (kube-prometheus-stack 67.8.0, prometheus-adapter 5.3.0 and
+# keda 2.17.0 in their repositories): a misspelt key would be silently ignored by Helm.
+KPS_KEYS = {"fullnameOverride", "grafana", "alertmanager", "prometheus"}
+KPS_PROMETHEUS_SPEC_KEYS = {
+    "replicas", "retention", "resources", "podMonitorSelectorNilUsesHelmValues", "ruleSelectorNilUsesHelmValues",
+    "podMonitorSelector", "podMonitorNamespaceSelector", "ruleSelector", "ruleNamespaceSelector", "storageSpec",
+}
+ADAPTER_KEYS = {
+    "affinity", "image", "logLevel", "metricsRelistInterval", "listenPort", "nodeSelector", "priorityClassName", "prometheus",
+    "replicas", "podSecurityContext", "securityContext", "rbac", "psp", "serviceAccount", "resources", "rules", "service", "tls",
+    "env", "extraArguments", "extraVolumes", "extraVolumeMounts", "tolerations", "podLabels", "podAnnotations",
+    "podDisruptionBudget", "certManager", "strategy", "dnsConfig", "hostNetwork", "topologySpreadConstraints",
+}
+KEDA_KEYS = {"crds", "rbac"}
+DEPRECATED_TRITON_FLAGS = ("--strict-model-config", "--model-store", "--tensorflow-version", "--allow-soft-placement", "--strict-readiness=false")
+
+
+def _offline_prefix() -> List[str]:
+    unshare = shutil.which("unshare")
+    if unshare and os.geteuid() == 0:
+        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [unshare, "-n"]
+    return []
+
+
+def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    argv = [
+        *_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx",
+        "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
+        # the k8s_control host of the example inventory is reached locally: render mode only writes files
+        "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", *extra,
+    ]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def objects(out: Path) -> Dict[str, Dict[str, Any]]:
+    """'component/kind/name' -> object, for every rendered object file."""
+    found: Dict[str, Dict[str, Any]] = {}
+    for path in sorted(out.rglob("*.yaml")):
+        if path.parent == out or path.name.endswith(".values.yaml"):
+            continue
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert len(docs) == 1, path
+        found[f"{path.parent.name}/{docs[0]['kind']}/{docs[0]['metadata']['name']}"] = docs[0]
+    return found
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("serving-adapter") / "out"
+    proc = render(out)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def keda(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("serving-keda") / "out"
+    proc = render(out, "-e", "custom_metrics_backend=keda", "-e", "triton_model_source=nfs", "-e", "triton_model_nfs_server=nfs.example.internal",
+                  "-e", "triton_model_nfs_path=/export/models")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_objects_per_role(adapter: Path, keda: Path) -> None:
+    assert sorted(objects(adapter)) == [
+        "autoscaling/HorizontalPodAutoscaler/triton",
+        "custom_metrics/PrometheusRule/triton-queue-time",
+        "monitoring/Namespace/monitoring",
+        "triton/Deployment/triton",
+        "triton/Namespace/triton",
+        "triton/PodDisruptionBudget/triton",
+        "triton/PodMonitor/triton",
+        "triton/Service/triton",
+        "triton/Service/triton-headless",
+    ]
+    assert sorted(objects(keda)) == [
+        "autoscaling/ScaledObject/triton",  # KEDA owns the HPA: none of ours
+        "custom_metrics/Namespace/keda",
+        "custom_metrics/PrometheusRule/triton-queue-time",
+        "monitoring/Namespace/monitoring",
+        "triton/Deployment/triton",
+        "triton/Namespace/triton",
+        "triton/PersistentVolume/triton-triton-models",
+        "triton/PersistentVolumeClaim/triton-models",
+        "triton/PodDisruptionBudget/triton",
+        "triton/PodMonitor/triton",
+        "triton/Service/triton",
+        "triton/Service/triton-headless",
+    ]
+
+
+def test_every_object_is_valid_for_each_kubernetes_version(adapter: Path, keda: Path) -> None:
+    assert KUBE_VERSIONS == ("1.29.0", "1.31.0", "1.33.0")
+    crds = crd_schemas(CRD_DIR)
+    for key in (("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"), ("keda.sh/v1alpha1", "ScaledObject")):
+        assert key in crds, f"{key} has no CRD schema in {CRD_DIR}"
+    for out in (adapter, keda):
+        files = [p for p in sorted(out.rglob("*.yaml")) if p.parent != out and not p.name.endswith(".values.yaml")]
+        assert sum(validate_file(p) for p in files) == len(files)
+
+
+def test_none_of_the_seed_defects(adapter: Path) -> None:
+    objs = objects(adapter)
+    text = "\n".join(p.read_text() for p in adapter.rglob("*.yaml"))
+    for removed in ("apps/v1beta1", "apps/v1beta2", "extensions/v1beta1", "autoscaling/v2beta1", "autoscaling/v2beta2", "apiregistration.k8s.io/v1beta1"):
+        assert removed not in text, removed
+    assert "cluster-admin" not in text
+    assert not any(o["kind"] in ("ClusterRoleBinding", "RoleBinding", "ReplicationController") for o in objs.values())
+
+    deploy = objs["triton/Deployment/triton"]
+    assert deploy["apiVersion"] == "apps/v1"
+    assert "replicas" not in deploy["spec"], "spec.replicas under an HPA: every re-run would reset the HPA's count"
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["tritonserver"]
+    args = container["args"]
+    assert args[0] == "--model-repository=/models"
+    assert "--allow-gpu-metrics=false" in args
+    assert not any(a.startswith(DEPRECATED_TRITON_FLAGS) for a in args), args
+    assert not any("cd " in part for part in [*container["command"], *args])
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert container["resources"]["limits"]["nvidia.com/mig-1g.5gb"] == 1
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > int(container["lifecycle"]["preStop"]["exec"]["command"][1]) + 30
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    models = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert models["persistentVolumeClaim"]["readOnly"] is True
+    assert next(m for m in container["volumeMounts"] if m["name"] == "models")["readOnly"] is True
+
+    for name, headless in (("triton", False), ("triton-headless", True)):
+        svc = objs[f"triton/Service/{name}"]["spec"]
+        assert svc.get("type", "ClusterIP") == "ClusterIP"
+        assert (svc.get("clusterIP") == "None") is headless
+        assert [p["name"] for p in svc["ports"]] == ["http", "grpc"], "the metrics port is on no Service"
+    pdb = objs["triton/PodDisruptionBudget/triton"]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"] == deploy["spec"]["selector"]
+
+    rule = objs["custom_metrics/PrometheusRule/triton-queue-time"]["spec"]["groups"][0]
+    expr = rule["rules"][0]["expr"]
+    assert "delta(" not in expr
+    assert "rate(" in expr
+    assert not re.search(r"\b1\s*\+", expr), expr
+    assert "namespace=" not in expr, "no hard-coded namespace"
+
+
+def test_names_and_intervals_agree_across_roles(adapter: Path) -> None:
+    objs = objects(adapter)
+    monitor = objs["triton/PodMonitor/triton"]
+    rule = objs["custom_metrics/PrometheusRule/triton-queue-time"]
+    hpa = objs["autoscaling/HorizontalPodAutoscaler/triton"]
+    kps = yaml.safe_load((adapter / "monitoring/kube-prometheus-stack.values.yaml").read_text())
+    values = yaml.safe_load((adapter / "custom_metrics/prometheus-adapter.values.yaml").read_text())
+    spec = kps["prometheus"]["prometheusSpec"]
+    # Prometheus selects our PodMonitor and PrometheusRule whatever the chart's release-label defaults
+    assert spec["podMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["ruleSelectorNilUsesHelmValues"] is False
+    assert spec["podMonitorSelector"]["matchLabels"].items() <= monitor["metadata"]["labels"].items()
+    assert spec["ruleSelector"]["matchLabels"].items() <= rule["metadata"]["labels"].items()
+    # scrape interval = rule evaluation interval; window = 4 scrapes (at least 4 s)
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "metrics"
+    assert endpoint["interval"] == rule["spec"]["groups"][0]["interval"] == "1s"
+    assert set(re.findall(r"\[(\w+)\]", rule["spec"]["groups"][0]["rules"][0]["expr"])) == {"4s"}
+    # the adapter publishes the recorded series under the name the HPA consumes
+    (custom,) = values["rules"]["custom"]
+    recorded = rule["spec"]["groups"][0]["rules"][0]["record"]
+    assert f'__name__="{recorded}"' in custom["seriesQuery"]
+    assert custom["name"]["as"] == hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "avg_time_queue_us"
+    for field in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+        assert field in custom["metricsQuery"]
+    assert "namespace=" not in custom["metricsQuery"]
+    assert custom["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert values["rules"]["default"] is False
+    assert values["rbac"]["create"] is True
+    assert values["prometheus"] == {"url": "http://kube-prometheus-stack-prometheus.monitoring.svc", "port": 9090, "path": ""}
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    assert hpa["spec"]["metrics"][0]["pods"]["target"]["type"] == "AverageValue"
+    # maxReplicas: the MIG capacity of 1g.5gb across the example GPU nodes (56 on dgx-a100-01, 16 on dgx-a100-02)
+    assert hpa["spec"]["minReplicas"] == 1
+    assert hpa["spec"]["maxReplicas"] == 72
+    assert hpa["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+
+
+def test_helm_values_use_chart_keys_only(adapter: Path, keda: Path) -> None:
+    kps = yaml.safe_load((adapter / "monitoring/kube-prometheus-stack.values.yaml").read_text())
+    assert set(kps) <= KPS_KEYS, set(kps) - KPS_KEYS
+    assert set(kps["prometheus"]["prometheusSpec"]) <= KPS_PROMETHEUS_SPEC_KEYS
+    values = yaml.safe_load((adapter / "custom_metrics/prometheus-adapter.values.yaml").read_text())
+    assert set(values) <= ADAPTER_KEYS, set(values) - ADAPTER_KEYS
+    assert set(yaml.safe_load((keda / "custom_metrics/keda.values.yaml").read_text())) <= KEDA_KEYS
+    index = yaml.safe_load((adapter / "helm-releases.yaml").read_text())["releases"]
+    assert {(r["chart"], r["version"]) for r in index} == {("kube-prometheus-stack", "67.8.0"), ("prometheus-adapter", "5.3.0")}
+    index = yaml.safe_load((keda / "helm-releases.yaml").read_text())["releases"]
+    assert {(r["chart"], r["version"]) for r in index} == {("kube-prometheus-stack", "67.8.0"), ("keda", "2.17.0")}
+
+
+def test_keda_backend_uses_the_same_series(keda: Path) -> None:
+    objs = objects(keda)
+    scaled = objs["autoscaling/ScaledObject/triton"]["spec"]
+    rule = objs["custom_metrics/PrometheusRule/triton-queue-time"]["spec"]["groups"][0]["rules"][0]
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["query"].startswith(f"sum({rule['record']}{{namespace=\"triton\"")
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    assert scaled["maxReplicaCount"] == 72
+    assert "replicas" not in objs["triton/Deployment/triton"]["spec"]
+    assert not (keda / "custom_metrics/prometheus-adapter.values.yaml").exists()
+    pv = objs["triton/PersistentVolume/triton-triton-models"]["spec"]
+    assert pv["nfs"] == {"server": "nfs.example.internal", "path": "/export/models", "readOnly": True}
+    assert pv["accessModes"] == ["ReadOnlyMany"]
+
+
+def test_object_store_repository_with_credentials_from_a_secret(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = render(out, "--tags", "triton", "-e", "triton_model_source=object_store", "-e", "triton_model_url=s3://models-bucket/triton",
+                  "-e", "triton_model_credentials_secret=triton-s3")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    (container,) = objects(out)["triton/Deployment/triton"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "--model-repository=s3://models-bucket/triton"
+    assert container["envFrom"] == [{"secretRef": {"name": "triton-s3"}}]
+    assert not any(m["name"] == "models" for m in container["volumeMounts"])
+
+
+def test_rerender_changes_nothing(adapter: Path) -> None:
+    proc = render(adapter)
+    assert proc.returncode == 0
+    assert "changed=0" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["triton_mig_profile=7g.80gb"], "triton_mig_profile '7g.80gb' (nvidia.com/mig-7g.80gb) is in no GPU node's layout; the layouts of group "
+                                         "gpu_nodes provide: 1g.18gb, 1g.5gb, 2g.10gb, 3g.20gb"),
+        (["autoscaling_max_replicas=73"], "autoscaling_max_replicas 73 is above the MIG capacity of 1g.5gb across the GPU nodes (72)"),
+        (["autoscaling_min_replicas=9", "triton_mig_profile=3g.20gb"], "autoscaling_min_replicas 9 is above maxReplicas 8"),
+        (["custom_metrics_backend=keda", "autoscaling_backend=adapter"], "autoscaling_backend must be adapter or keda and equal custom_metrics_backend"),
+        (["custom_metrics_backend=hpa"], "custom_metrics_backend must be adapter (prometheus-adapter + HPA) or keda"),
+        (["custom_metrics_scrape_interval=5s"], "custom_metrics_scrape_interval (5s) must equal triton_metrics_interval (1s)"),
+        (["custom_metrics_rate_window=2s"], "custom_metrics_rate_window 2s is shorter than 3 x custom_metrics_scrape_interval"),
+        (["autoscaling_metric_name=queue_time"], "autoscaling_metric_name 'queue_time' must be the name prometheus-adapter publishes"),
+        (["triton_replicas_managed_by_autoscaler=false"], "triton_replicas_managed_by_autoscaler is false"),
+        (["triton_image_tag=latest"], "triton_image_tag must be an explicit NGC release"),
+        (["triton_model_source=nfs"], "triton_model_source must be nfs (with triton_model_nfs_server"),
+        (["monitoring_chart_version=67.8"], "monitoring_chart_version must be an exact chart version such as 67.8.0, not '67.8'"),
+        (["custom_metrics_adapter_chart_version=latest"], "custom_metrics_adapter_chart_version must be an exact chart version"),
+        (["triton_pdb_max_unavailable=0"], "triton_pdb_max_unavailable must be >= 1"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[str], message: str) -> None:
+    out = tmp_path / "out"
+    argv: List[str] = []
+    for item in extra:
+        argv += ["-e", item]
+    proc = render(out, *argv)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-4000:]
+    assert not out.exists() or not any(out.rglob("*")), "nothing may be written on bad input"
