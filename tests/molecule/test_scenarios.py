@@ -19,8 +19,21 @@ SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.y
 pytestmark = pytest.mark.slow
 
 
+IMAGE = "localhost/gpu-ops-node:test"
+
+
+@pytest.fixture(scope="module")
+def node_image() -> str:
+    """The simulated GPU node image and the simulated nvidia-mig-manager .debs the scenarios install (tests/testbed)."""
+    if os.geteuid() != 0:
+        pytest.fail("the Molecule scenarios need root and podman (make test installs podman, runc and debootstrap)")
+    build = subprocess.run([str(ROOT / "tests" / "testbed" / "build-node-image.sh"), IMAGE], capture_output=True, text=True, timeout=900, check=False)
+    assert build.returncode == 0, build.stdout + build.stderr
+    return IMAGE
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_molecule_scenario(scenario: str) -> None:
+def test_molecule_scenario(scenario: str, node_image: str) -> None:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", PY_COLORS="0")
     proc = subprocess.run(
         [str(BIN / "molecule"), "test", "-s", scenario], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False
