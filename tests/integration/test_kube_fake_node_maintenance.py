@@ -430,7 +430,6 @@ def test_drain_stops_where_the_budget_forbids_an_eviction(kube: FakeKube, tmp_pa
     assert names(kube) == [f"gpu-operator/gpu-feature-discovery-{NODE}", f"gpu-operator/nvidia-device-plugin-{NODE}", f"kube-system/kube-proxy-{NODE}"]
 
 
-
 def test_server_side_apply_of_node_labels(kube: FakeKube, tmp_path: Path) -> None:
     kube.seed(cluster_objects())
 
@@ -498,7 +497,7 @@ def test_standalone_server_serves_the_maintenance_cycle(tmp_path: Path) -> None:
                                     r["time"]) for r in records]
         check_maintenance(results, recorded, by_kind(json.loads(state.read_text())["items"]))
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=20)
+        output = proc.communicate(timeout=20)[0]
         assert proc.returncode == 0, output
         assert "kube_fake: stopped" in output
         assert not pid_file.exists()
