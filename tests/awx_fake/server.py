@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib
 import json
 import re
 import secrets
@@ -35,9 +36,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from dateutil import rrule as dateutil_rrule
-
 Obj = Dict[str, Any]
+
+# AWX parses schedules with python-dateutil too (installed with the kubernetes client; no type stubs here)
+dateutil_rrule: Any = importlib.import_module("dateutil.rrule")
 
 AWX_VERSION = "24.6.1"
 ENCRYPTED = "$encrypted$"
@@ -301,6 +303,7 @@ class FakeAWX:
         obj.update(data)
         obj["id"] = self._new_id()
         obj["created"] = obj["modified"] = "2026-01-01T00:00:00.000000Z"
+        self._null_to_blank(resource, obj)
         if not internal:
             self._validate(resource, obj, None)
         if resource == "credentials":
@@ -309,6 +312,13 @@ class FakeAWX:
         if resource == "projects" and obj.get("scm_type"):
             self._project_update(obj)
         return obj
+
+    @staticmethod
+    def _null_to_blank(resource: str, obj: Obj) -> None:
+        """AWX's CharNullField/ChoiceNullField: null sent for a text field is stored as ''."""
+        for key, default in RESOURCES[resource]["defaults"].items():
+            if default == "" and obj.get(key, "") is None:
+                obj[key] = ""
 
     def _project_update(self, project: Obj) -> None:
         update_id = self._new_id()
@@ -594,8 +604,7 @@ class FakeAWX:
             new = copy.deepcopy(obj)
             readonly = {"id", "type", "url", "related", "summary_fields", "created", "modified"}
             new.update({k: v for k, v in data.items() if k not in readonly})
-            if resource == "inventories" and new.get("kind") is None:
-                new["kind"] = ""  # blank, never null (what AWX stores)
+            self._null_to_blank(resource, new)
             self._validate(resource, new, obj)
             if resource == "credentials":
                 new["inputs"] = self._store_secrets(new, obj)
