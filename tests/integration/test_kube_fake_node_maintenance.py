@@ -523,3 +523,34 @@ def test_standalone_script_form_stops_by_itself(tmp_path: Path) -> None:
     bad = subprocess.run([*argv[:2], "serve", "--kubeconfig-out", "x"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2
     assert "required" in bad.stderr
+
+
+def test_standalone_background_mode_outlives_its_caller(tmp_path: Path) -> None:
+    out = tmp_path / "kube"
+    kubeconfig, pid_file, log = out / "kubeconfig", out / "kube-fake.pid", out / "kube-fake.log"
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(yaml.safe_dump_all([node(NODE)]))
+    argv = [sys.executable, "-m", "tests.kube_fake", "serve", "--kubeconfig-out", str(kubeconfig), "--requests-out", str(out / "requests.jsonl"),
+            "--state-out", str(out / "state.json"), "--seed", str(seed), "--pid-file", str(pid_file), "--max-seconds", "120",
+            "--background", "--log-out", str(log)]
+    launcher = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    pid = int(pid_file.read_text()) if pid_file.exists() else 0
+    try:
+        assert launcher.returncode == 0, launcher.stdout + launcher.stderr
+        assert f"pid {pid}," in launcher.stdout
+        assert kubeconfig.exists()  # the launcher returns once the server listens
+        os.kill(pid, 0)  # alive after its launcher exited
+        path = tmp_path / "kubeconfig-copy"
+        path.write_text(kubeconfig.read_text())
+        api: client.ApiClient = config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+        assert item_names(client.CoreV1Api(api).list_node()) == [NODE]
+        os.kill(pid, signal.SIGTERM)
+        for _attempt in range(200):
+            if not pid_file.exists():
+                break
+            time.sleep(0.1)
+        assert not pid_file.exists()
+        assert "kube_fake: stopped" in log.read_text()
+    finally:
+        if pid and pid_file.exists():
+            os.kill(pid, signal.SIGKILL)

@@ -4,19 +4,24 @@
 """The fake API server as a process of its own, for Molecule scenarios and anything else that is not pytest.
 
     python -m tests.kube_fake serve --kubeconfig-out PATH --requests-out PATH.jsonl --state-out PATH.json \\
-        [--seed FILE.yaml] [--pid-file PATH] [--max-seconds 1800] [--pod-exit-seconds 0]
+        [--seed FILE.yaml] [--pid-file PATH] [--max-seconds 1800] [--pod-exit-seconds 0] [--background [--log-out PATH]]
     python tests/kube_fake/__main__.py serve ...      (the same, without the package import)
 
 Run from the repository root. It binds 127.0.0.1 on a free port, seeds the objects of --seed (multi-document
 YAML), writes the kubeconfig (server, CA, token) once it listens, appends every request to --requests-out as one
 JSON line when it is answered, rewrites --state-out after every change, and stops on SIGTERM/SIGINT or after
 --max-seconds. Exit status 0 when stopped (signal or time), 2 for bad arguments or an unreadable seed.
+
+With --background it starts the server as a process of its own session (what a Molecule task or a shell script
+wants: it outlives the caller's process group) and returns once the kubeconfig is written: exit status 0, or
+1 when the server exited or wrote no kubeconfig within 60 s. The server's output goes to --log-out.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -43,7 +48,30 @@ def _write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     os.replace(tmp, path)
 
 
+def background(args: argparse.Namespace, argv: List[str]) -> int:
+    """Start `serve` (the same arguments, without --background) in a new session; wait for its kubeconfig."""
+    args.kubeconfig_out.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), *[a for a in argv if a != "--background"]]
+    log = args.log_out if args.log_out is not None else Path(os.devnull)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not args.kubeconfig_out.exists():
+        if child.poll() is not None:
+            print(f"kube_fake: the server exited with {child.returncode} (see {log})", file=sys.stderr)
+            return 1
+        if time.monotonic() > deadline:
+            child.terminate()
+            print(f"kube_fake: no kubeconfig at {args.kubeconfig_out} within 60 s; stopped it (see {log})", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"kube_fake: serving in the background, pid {child.pid}, kubeconfig {args.kubeconfig_out}", flush=True)
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
+    args.kubeconfig_out.unlink(missing_ok=True)  # a stale one would point at a server that is gone
     documents: List[object] = []
     if args.seed is not None:
         try:
@@ -104,9 +132,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--max-seconds", type=float, default=1800.0, help="stop by itself after this long (default 1800)")
     run.add_argument("--pod-exit-seconds", type=float, default=0.0,
                      help="how long pods take to stop after a graceful delete or eviction (default 0: at once)")
-    args = parser.parse_args(argv)
+    run.add_argument("--background", action="store_true", help="start the server in a session of its own, return once it listens")
+    run.add_argument("--log-out", type=Path, help="with --background: where the server's output goes (appended)")
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     if args.max_seconds <= 0 or args.pod_exit_seconds < 0:
         parser.error("--max-seconds must be > 0 and --pod-exit-seconds >= 0")
+    if args.background:
+        return background(args, arguments)
     return serve(args)
 
 
