@@ -444,6 +444,12 @@ def test_server_side_apply_of_node_labels(kube: FakeKube, tmp_path: Path) -> Non
         apply("conflict", {"nvidia.com/mig.config.state": "pending", "nvidia.com/mig.config": "all-1g.18gb"}),
         apply("forced", {"nvidia.com/mig.config.state": "pending", "nvidia.com/mig.config": "all-1g.18gb"}, force=True),
         apply("again", {"nvidia.com/mig.config.state": "pending", "nvidia.com/mig.config": "all-1g.18gb"}, force=True),
+        {"name": "Merge-patch the state label", "register": "merged", "kubernetes.core.k8s": {
+            "state": "patched", "merge_type": "merge",
+            "definition": {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE, "labels": {"nvidia.com/mig.config.state": "success"}}}}},
+        *({"name": "JSON-patch a label", "register": register, "kubernetes.core.k8s_json_patch": {
+            "kind": "Node", "name": NODE, "patch": [{"op": "add", "path": "/metadata/labels/gpu-ops.io~1drained", "value": "true"}]}}
+          for register in ("json_patch", "json_patch_again")),
     ], kube.kubeconfig_path)
     assert results["new_key"]["changed"] is True
     # the kubelet registered the node with nvidia.com/mig.config: taking a field another manager set needs force
@@ -460,10 +466,21 @@ def test_server_side_apply_of_node_labels(kube: FakeKube, tmp_path: Path) -> Non
     stored = kube.get_object("v1", "Node", NODE)
     assert stored is not None
     owners = {(e["manager"], e["operation"]): e["fieldsV1"] for e in stored["metadata"]["managedFields"] if "f:metadata" in e["fieldsV1"]}
-    assert owners[("gpu-ops-mig-layout", "Apply")] == {"f:metadata": {"f:labels": {"f:nvidia.com/mig.config": {}, "f:nvidia.com/mig.config.state": {}}}}
+    # the applier owns what it applied, but the later merge patch changed the state label: its writer took it over
+    assert owners[("gpu-ops-mig-layout", "Apply")] == {"f:metadata": {"f:labels": {"f:nvidia.com/mig.config": {}}}}
+    # the python client's patches are Updates by "OpenAPI-Generator", the API server's manager from its User-Agent
+    assert owners[("OpenAPI-Generator", "Update")] == {"f:metadata": {"f:labels": {"f:gpu-ops.io/drained": {}, "f:nvidia.com/mig.config.state": {}}}}
     assert "f:nvidia.com/mig.config" not in owners[("kubelet", "Update")]["f:metadata"]["f:labels"]
     assert stored["metadata"]["labels"]["kubernetes.io/hostname"] == NODE  # the kubelet's other labels stay
     assert stored["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    # a merge patch and a JSON patch (the "/" of the key escaped as ~1) land too; an identical JSON patch changes nothing
+    assert results["merged"]["changed"] is True
+    assert results["json_patch"]["changed"] is True
+    assert results["json_patch_again"]["changed"] is False
+    assert stored["metadata"]["labels"]["nvidia.com/mig.config.state"] == "success"
+    assert stored["metadata"]["labels"]["gpu-ops.io/drained"] == "true"
+    types = [(r.content_type, r.status) for r in kube.requests if r.method == "PATCH"]
+    assert types[-3:] == [("application/merge-patch+json", 200), ("application/json-patch+json", 200), ("application/json-patch+json", 200)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
