@@ -229,12 +229,12 @@ def test_graceful_deletion_and_field_selectors(tmp_path: Path) -> None:
         # a second, longer grace period changes nothing; the kubelet removes it once its containers stopped (1 s)
         again: Any = api.delete_namespaced_pod("triton-7d9f8-a", "triton", grace_period_seconds=60)
         assert again.metadata.deletion_grace_period_seconds == 30
-        for _attempt in range(100):
+        for _attempt in range(300):  # bounded: 15 s
             if kube.get_object("v1", "Pod", "triton-7d9f8-a", "triton") is None:
                 break
             time.sleep(0.05)
         assert kube.get_object("v1", "Pod", "triton-7d9f8-a", "triton") is None
-        assert 0.9 <= time.monotonic() - started < 5
+        assert 0.9 <= time.monotonic() - started < 15
         # an unscheduled pod is deleted at once
         kube.add_object(pod("unbound", "triton", ""))
         assert kube.get_object("v1", "Pod", "unbound", "triton") is not None
