@@ -246,6 +246,7 @@ def test_a_new_layout_in_the_file_reaches_the_survey(configured: Dict[str, Any])
     [
         (["-e", "awx_configure_scm_url="], "awx_configure_scm_url"),
         (["-e", "vault_awx_configure_vault_password="], "awx_configure_vault_password is empty or undefined"),
+        (["-e", "awx_configure_kubeconfig={{ vault_defined_nowhere }}"], "awx_configure_kubeconfig is empty or undefined"),
         (["-e", "awx_configure_layouts_file=" + str(ROOT / "galaxy.yml")], "awx_configure_layouts_file"),
     ],
 )
