@@ -160,13 +160,17 @@ def test_verification_waits_for_a_node_that_catches_up(kube: Any, tmp_path: Path
     kube.set_node("dgx-a100-01", node("dgx-a100-01", {"nvidia.com/gpu": 8}))  # before the new layout shows
 
     def catch_up() -> None:
-        time.sleep(4)
+        # the node catches up only after the playbook has asked for it once (however slowly ansible starts)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any("/nodes" in r.path and r.method == "GET" for r in kube.requests):
+            time.sleep(0.2)
+        time.sleep(1)
         kube.set_node("dgx-a100-01", node("dgx-a100-01", {"nvidia.com/mig-1g.5gb": 56, "nvidia.com/gpu": 0}))
 
     worker = threading.Thread(target=catch_up, daemon=True)
     worker.start()
     proc = verify(tmp_path, kube, retries=20, delay=2)
-    worker.join(timeout=10)
+    worker.join(timeout=250)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "FAILED - RETRYING" in proc.stdout
     assert "dgx-a100-01: nvidia.com/gpu (allocatable) = 0, not part of its layout" in proc.stdout
