@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 if TYPE_CHECKING:
     from tests.servers.prometheus import PrometheusProcess, pod_monitor_job, prometheus_server
-    from tests.servers.triton import Completed, Load, TritonProcess, service_time, triton_server, write_model_repository
+    from tests.servers.triton import Completed, Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
 else:
     from servers.prometheus import PrometheusProcess, pod_monitor_job, prometheus_server
-    from servers.triton import Completed, Load, TritonProcess, service_time, triton_server, write_model_repository
+    from servers.triton import Completed, Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
 
 NAMESPACE = "triton"
 PODS = ("triton-7c9d8b6f5-x2k4p", "triton-7c9d8b6f5-m8q3z")
@@ -56,6 +56,8 @@ OURS_JOB = f"{NAMESPACE}/triton"
 SEED_JOB = "seed"
 SEED_WINDOW = "30s"
 POLL_S = 0.25
+REFERENCE = "reconstructed"
+REFERENCES = ("reconstructed", "latency_minus_service")
 
 
 def render_rule_and_monitor(workdir: Path) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
@@ -126,7 +128,15 @@ def first_crossing(points: List[Tuple[float, float]], start: float, above: bool)
     return None
 
 
-def observed(loads: Dict[str, List[Load]], service: Dict[str, float], pod: str, since: float, until: float) -> Optional[float]:
+def observed(loads: Dict[str, List[Load]], service: Dict[str, float], pod: str, since: float, until: float, how: str = REFERENCE) -> Optional[float]:
+    """The clients' queue time per request (us) over the requests of ``pod`` completed in (since, until].
+
+    reconstructed: from the clients' timestamps alone (a request waited until the one before it completed; one
+    model instance runs them in order). latency_minus_service: latency minus the median unqueued latency measured
+    before the trial (sensitive to the service time drifting with the machine's load)."""
+    if how == "reconstructed":
+        waits = [w for load in loads[pod] for w in queue_waits(load.snapshot())]
+        return mean_wait_us(waits, since, until + 0.05)
     done: List[Completed] = [c for load in loads[pod] for c in load.snapshot() if c.ok and since < c.end <= until + 0.05]
     if not done:
         return None
@@ -134,21 +144,34 @@ def observed(loads: Dict[str, List[Load]], service: Dict[str, float], pod: str, 
 
 
 def window_errors(prom: PrometheusProcess, loads: Dict[str, List[Load]], service: Dict[str, float], exprs: Dict[str, Tuple[str, str, str]],
-                  times: List[float]) -> Dict[str, Dict[str, List[float]]]:
-    """Relative error of each expression at each time against the clients, over exactly its window's requests."""
-    errors: Dict[str, Dict[str, List[float]]] = {name: {pod: [] for pod in PODS} for name in exprs}
+                  times: List[float]) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
+    """errors[reference][expression][pod]: relative error at each time against the clients, over exactly the
+    requests its window covered (completed between the window's first and last sample)."""
+    errors: Dict[str, Dict[str, Dict[str, List[float]]]] = {ref: {name: {pod: [] for pod in PODS} for name in exprs} for ref in REFERENCES}
     for at in times:
         for name, (expr, job, window) in exprs.items():
             values = prom.query(expr, at=at)
             bounds = prom.window_samples(f'nv_inference_request_success{{job="{job}",namespace="{NAMESPACE}"}}', window, at)
             for pod in PODS:
-                if pod not in values or len(bounds.get(pod, [])) < 2:
+                if pod not in values or len(bounds.get(pod, [])) < 2 or math.isnan(values[pod]):
                     continue
-                seen = observed(loads, service, pod, bounds[pod][0][0], bounds[pod][-1][0])
-                if seen is None or seen <= 0 or math.isnan(values[pod]):
-                    continue
-                errors[name][pod].append((values[pod] - seen) / seen)
+                for ref in REFERENCES:
+                    seen = observed(loads, service, pod, bounds[pod][0][0], bounds[pod][-1][0], ref)
+                    if seen is not None and seen > 0:
+                        errors[ref][name][pod].append((values[pod] - seen) / seen)
     return errors
+
+
+def summary(errs: Dict[str, Dict[str, Dict[str, List[float]]]], name: str) -> Dict[str, Any]:
+    return {
+        ref: {
+            "median": {pod: statistics.median(e) if e else None for pod, e in errs[ref][name].items()},
+            "mean": {pod: statistics.fmean(e) if e else None for pod, e in errs[ref][name].items()},
+            "max_abs": {pod: max((abs(x) for x in e), default=None) for pod, e in errs[ref][name].items()},
+            "samples": {pod: len(e) for pod, e in errs[ref][name].items()},
+        }
+        for ref in REFERENCES
+    }
 
 
 def trial(work: Path, monitor: Dict[str, Any], rule: Dict[str, Any], custom: Dict[str, Any]) -> Dict[str, Any]:
@@ -196,12 +219,11 @@ def trial(work: Path, monitor: Dict[str, Any], rule: Dict[str, Any], custom: Dic
         result["overload"] = {
             name: {
                 "reaction_s": {pod: first_crossing(poller.series(name, pod, start, stop), start, True) for pod in PODS},
-                "error_median": {pod: statistics.median(e) if e else None for pod, e in errs[name].items()},
-                "error_samples": {pod: len(e) for pod, e in errs[name].items()},
+                "error": summary(errs, name),
             }
             for name in queries
         }
-        result["overload_observed_us"] = {pod: observed(loads, service, pod, stop - 14, stop) for pod in PODS}
+        result["overload_observed_us"] = {ref: {pod: observed(loads, service, pod, stop - 14, stop, ref) for pod in PODS} for ref in REFERENCES}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             now = time.time()
@@ -227,9 +249,7 @@ def trial(work: Path, monitor: Dict[str, Any], rule: Dict[str, Any], custom: Dic
         errs = window_errors(prom, low, service, exprs, low_times)
         result["low_rate"] = {
             "requests_per_s_per_pod": {pod: len(low[pod][0].snapshot()) / (time.time() - low_start) for pod in PODS},
-            **{name: {"error_median": {p: statistics.median(e) if e else None for p, e in errs[name].items()},
-                      "error_mean": {p: statistics.fmean(e) if e else None for p, e in errs[name].items()},
-                      "error_samples": {p: len(e) for p, e in errs[name].items()}} for name in queries},
+            **{name: {"error": summary(errs, name)} for name in queries},
         }
 
         # in-place restart of one Triton under steady load (2 clients per pod): its counters restart at 0
@@ -251,10 +271,9 @@ def trial(work: Path, monitor: Dict[str, Any], rule: Dict[str, Any], custom: Dic
         errs = window_errors(prom, steady, service, exprs, after_times)
         result["restart"] = {
             "pod": victim,
-            **{name: {"max_abs_error": max((abs(e) for e in errs[name][victim]), default=None),
-                      "median_error": statistics.median(errs[name][victim]) if errs[name][victim] else None,
-                      "negative_values": sum(v < 0 for _t, v in poller.series(name, victim, restarted_at, restarted_at + 40)),
-                      "samples": len(errs[name][victim])} for name in queries},
+            **{name: {"error": summary(errs, name),
+                      "values_after": [v for _t, v in poller.series(name, victim, restarted_at, restarted_at + 40)][::4],
+                      "negative_values": sum(v < 0 for _t, v in poller.series(name, victim, restarted_at, restarted_at + 40))} for name in queries},
         }
         result["loadavg_end"] = os.getloadavg()
     return result

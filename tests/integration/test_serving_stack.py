@@ -34,10 +34,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
-    from tests.servers.triton import Load, TritonProcess, observed_queue_us, service_time, triton_server, write_model_repository
+    from tests.servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
 else:
     from servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
-    from servers.triton import Load, TritonProcess, observed_queue_us, service_time, triton_server, write_model_repository
+    from servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -168,7 +168,9 @@ def test_metric_path_idle_overload_return(rendered: Dict[str, Any], stack: Dict[
     record = rendered["rule"]["spec"]["groups"][0]["rules"][0]
     window = re.search(r"\[(\w+)\]", record["expr"])
     assert window is not None
-    service = {pod: {m: service_time(t.http_url, m) for m in ("sleeper", "other")} for pod, t in tritons.items()}
+    for triton in tritons.values():  # requests on both models, so both models' series exist
+        for model in ("sleeper", "other"):
+            service_time(triton.http_url, model, samples=3)
 
     # idle: the series exist (the service-time probes made the counters move) and settle to exactly 0
     deadline = time.monotonic() + 30
@@ -219,7 +221,8 @@ def test_metric_path_idle_overload_return(rendered: Dict[str, Any], stack: Dict[
     assert uncapped > CAPACITY, (overload_values, uncapped)
     assert desired == CAPACITY, (overload_values, desired)
 
-    # the metric against the queue time the clients observed, request-weighted over both models of each pod:
+    # the metric against the queue time the clients observed (reconstructed from their timestamps, see
+    # tests/servers/triton.py queue_waits), request-weighted over both models of each pod:
     # the rule's expression at steady_at covers the requests completed between its window's first and last sample
     selector = f'nv_inference_request_success{{namespace="{NAMESPACE}",model="sleeper"}}'
     bounds = prom.window_samples(selector, window.group(1), steady_at)
@@ -227,12 +230,13 @@ def test_metric_path_idle_overload_return(rendered: Dict[str, Any], stack: Dict[
     for pod in PODS:
         first, last = bounds[pod][0][0], bounds[pod][-1][0]
         heavy, light = loads[pod]
-        done = {m: [c for c in load.snapshot() if first < c.end <= last + 0.05] for m, load in (("sleeper", heavy), ("other", light))}
-        waits = [(max(0.0, c.latency - service[pod][m])) for m, cs in done.items() for c in cs]
-        observed = 1e6 * sum(waits) / len(waits)
-        # the average of the per-model ratios, what a rule averaging per model would report, differs from it
-        per_model = [observed_queue_us(cs, service[pod][m], first, last + 0.05) or 0.0 for m, cs in done.items()]
+        # each model has its own instance and queue: reconstruct each model's waits, then weigh every request alike
+        waits = {m: queue_waits(load.snapshot()) for m, load in (("sleeper", heavy), ("other", light))}
+        observed = mean_wait_us([w for ws in waits.values() for w in ws], first, last + 0.05)
+        assert observed is not None
         assert abs(expr_values[pod] - observed) / observed < 0.05, (pod, expr_values[pod], observed)
+        # the average of the per-model ratios, what a rule averaging per model would report, differs from it
+        per_model = [mean_wait_us(ws, first, last + 0.05) or 0.0 for ws in waits.values()]
         assert abs(sum(per_model) / 2 - observed) / observed > 0.05, (per_model, observed)
 
     # return: back under the target within RETURN_S, then exactly 0

@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / "build" / "triton-venv"
@@ -354,3 +354,23 @@ def observed_queue_us(completed: Sequence[Completed], service_s: float, since: f
     if not waits:
         return None
     return 1e6 * sum(waits) / len(waits)
+
+
+def queue_waits(completed: Sequence[Completed]) -> List[Tuple[float, float]]:
+    """(end, queue wait in s) per successful request of ONE model on ONE server, reconstructed from the clients'
+    timestamps alone: with one model instance the server runs requests one at a time in arrival order, so a
+    request starts when the one completed just before it completes, and it waited max(0, that end - its start).
+    Independent of any service-time estimate; it includes the network hops between client and server (loopback)."""
+    done = sorted((c for c in completed if c.ok), key=lambda c: c.end)
+    out: List[Tuple[float, float]] = []
+    previous_end = float("-inf")
+    for item in done:
+        out.append((item.end, max(0.0, previous_end - item.start)))
+        previous_end = item.end
+    return out
+
+
+def mean_wait_us(waits: Sequence[Tuple[float, float]], since: float, until: float) -> Optional[float]:
+    """Average queue wait (us) of the requests that completed in (since, until]; None when there are none."""
+    chosen = [w for end, w in waits if since < end <= until]
+    return 1e6 * sum(chosen) / len(chosen) if chosen else None
