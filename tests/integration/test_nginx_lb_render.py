@@ -189,6 +189,15 @@ def test_objects_rendered_in_apply_order(rendered: Dict[str, Rendered]) -> None:
     assert not any("poddisruptionbudget" in n for n in sm), "one replica: no PDB that would block every drain"
 
 
+def test_rerender_changes_nothing(rendered: Dict[str, Rendered]) -> None:
+    r = rendered["oss"]
+    before = {p: p.read_bytes() for p in r.files()}
+    proc = render(r.out)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "changed=0" in proc.stdout, proc.stdout[-3000:]
+    assert {p: p.read_bytes() for p in r.files()} == before
+
+
 def test_deployment_runs_nginx_as_pid1_with_probes_and_a_config_checksum(rendered: Dict[str, Rendered]) -> None:
     r = rendered["oss"]
     dep = r.obj("Deployment")
