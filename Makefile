@@ -13,10 +13,10 @@ STAMP := $(VENV)/.installed
 TEST_APT_PACKAGES ?= git podman runc debootstrap prometheus nginx dnsmasq python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: help sandbox test venv apt-deps lint sanity unit changelog-lint build clean sync-shared
+.PHONY: help sandbox sandbox-clean test venv apt-deps lint sanity unit changelog-lint build clean sync-shared
 
 help:
-	@echo "make sandbox  - run site.yml against the embedded sandbox (inventories/sandbox)"
+	@echo "make sandbox  - run site.yml against the embedded sandbox (inventories/sandbox); make sandbox-clean removes it"
 	@echo "make test     - every check: lint, sanity, unit, conformance, integration"
 	@echo "make lint | sanity | unit | build | clean"
 
@@ -31,9 +31,13 @@ venv: $(STAMP)
 apt-deps:
 	@scripts/apt-deps.sh $(TEST_APT_PACKAGES)
 
-# The main job. The simulated GPU nodes it needs are built by scripts/sandbox.sh.
-sandbox: venv
+# The main job: site.yml for real on two simulated GPU nodes (podman systemd containers), the cluster plays in
+# render mode, the manifests validated, a report at the end (scripts/sandbox.sh). Run it again: nothing changes.
+sandbox: venv apt-deps
 	@scripts/sandbox.sh
+
+sandbox-clean:
+	@scripts/sandbox.sh clean
 
 # Everything, as CI runs it. Each check is a pytest test (tests/quality, unit,
 # conformance, integration), so one run reports them all and the last line is

@@ -39,6 +39,10 @@ def test_site_yml_parses_from_a_checkout(tmp_path: Path) -> None:
     proc = playbook(["site.yml", "-i", "inventories/dgx", "--list-tasks"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Compare the node with its layout" in proc.stdout
+    plays = [line.split("play #", 1)[1].split(": ", 1)[1].split("TAGS:")[0].strip()
+             for line in proc.stdout.splitlines() if "play #" in line]
+    assert plays == ["Apply MIG layouts on the GPU nodes", "Cluster GPU layer", "Serving stack", "Layer-7 load balancer for Triton",
+                     "Verify MIG layouts", "Verify the cluster advertises every node's layout"], plays
 
 
 def test_dgx_inventory_layouts_plan_on_their_models(tmp_path: Path) -> None:
@@ -100,14 +104,14 @@ else:
 
 
 def test_verify_passes_when_the_node_matches(h200_node: Path, tmp_path: Path) -> None:
-    proc = playbook(["site.yml", "-i", str(h200_node), "-e", "mig_layout_config=all-disabled"], tmp_path)
+    proc = playbook(["playbooks/verify.yml", "-i", str(h200_node), "-e", "mig_layout_config=all-disabled"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all-disabled verified on 1 GPU(s): {'nvidia.com/gpu': 1}" in proc.stdout
     assert "changed=0" in proc.stdout
 
 
 def test_verify_fails_with_the_mismatch_table(h200_node: Path, tmp_path: Path) -> None:
-    proc = playbook(["site.yml", "-i", str(h200_node), "-e", "mig_layout_config=all-1g.18gb"], tmp_path)
+    proc = playbook(["playbooks/verify.yml", "-i", str(h200_node), "-e", "mig_layout_config=all-1g.18gb"], tmp_path)
     assert proc.returncode != 0
     assert "MIG layout 'all-1g.18gb' does not match this node (2 difference(s))" in proc.stdout
     assert "1g.18gb" in proc.stdout
@@ -115,7 +119,7 @@ def test_verify_fails_with_the_mismatch_table(h200_node: Path, tmp_path: Path) -
 
 
 def test_unrealisable_layout_fails_in_planning_naming_gpu_and_profile(h200_node: Path, tmp_path: Path) -> None:
-    proc = playbook(["site.yml", "-i", str(h200_node), "-e", "mig_layout_config=all-1g.5gb"], tmp_path)
+    proc = playbook(["playbooks/verify.yml", "-i", str(h200_node), "-e", "mig_layout_config=all-1g.5gb"], tmp_path)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "mig_plan: config 'all-1g.5gb': GPU 0 (NVIDIA H200, 0x233510DE) is not covered by any entry" in out
