@@ -136,12 +136,12 @@ def run_phase(ctx: Any, protocol: str, targets: Sequence[str], seconds: float, m
     procs = [ctx.Process(target=worker, args=(protocol, t, ready, go, seconds, queue)) for t in targets]
     for p in procs:
         p.start()
-    for _ in procs:  # every client has imported its library and connected
+    for _proc in procs:  # every client has imported its library and connected
         if not ready.acquire(timeout=120):
             raise RuntimeError("a load worker did not start")
     before = [served(m) for m in metrics]
     go.set()
-    results = [queue.get(timeout=seconds + 60) for _ in procs]
+    results = [queue.get(timeout=seconds + 60) for _proc in procs]
     for p in procs:
         p.join(timeout=30)
     after = [served(m) for m in metrics]
@@ -300,7 +300,7 @@ def median(values: Sequence[float]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--delay-ms", type=float, default=2.0)

@@ -158,8 +158,8 @@ class Load:
         self.ok = 0
         self.failures: List[tuple[float, str]] = []
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._grpc, daemon=True) for _ in range(grpc_clients)]
-        self.threads += [threading.Thread(target=self._http, daemon=True) for _ in range(http_clients)]
+        self.threads = [threading.Thread(target=self._grpc, daemon=True) for _client in range(grpc_clients)]
+        self.threads += [threading.Thread(target=self._http, daemon=True) for _client in range(http_clients)]
 
     def _record(self, error: str | None) -> None:
         with self.lock:
@@ -259,14 +259,14 @@ def test_requests_spread_over_all_backends(bed: Bed, protocol: str) -> None:
         inp = grpcclient.InferInput("INPUT0", [16], "FP32")
         inp.set_data_from_numpy(DATA)
         try:
-            for _ in range(n):
+            for _request in range(n):
                 client.infer(MODEL, inputs=[inp])
         finally:
             client.close()
     else:
         conn = http.client.HTTPConnection("127.0.0.1", bed.http_port, timeout=10)  # ONE keep-alive connection
         try:
-            for _ in range(n):
+            for _request in range(n):
                 conn.request("POST", HTTP_PATH, body=HTTP_BODY, headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 resp.read()

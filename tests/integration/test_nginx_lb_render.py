@@ -11,7 +11,9 @@
   crossplane and checked directive by directive;
 - the Deployment, Services and monitor carry what issue 7 asks (checksum annotation, probes, securityContext,
   client ports only on the clients' Service, Plus secrets and pull secret), and Plus secrets never reach the log;
-- bad input fails in preflight, naming the variable, before anything is written.
+- bad input fails in preflight, naming the variable, before anything is written;
+- apply mode (kubernetes.core, server-side apply) against the fake API server of tests/kube_fake: the Plus
+  objects and Secrets arrive, a second run changes nothing, and the secrets stay out of the log there too.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.k8s_schemas import KUBE_VERSIONS, validate_file
+    from tests.kube_fake.server import FakeKube
 else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys.path
     from k8s_schemas import KUBE_VERSIONS, validate_file
+    from kube_fake.server import FakeKube
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -76,12 +80,12 @@ def _offline_prefix() -> List[str]:
     return []
 
 
-def render(out: Path, *extra: str, verbose: bool = False) -> subprocess.CompletedProcess[str]:
+def render(out: Path, *extra: str, verbose: bool = False, mode: str = "render") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
     argv = [
-        *_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/load_balancer.yml", "-i", "inventories/dgx",
-        "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
+        *(_offline_prefix() if mode == "render" else []), str(BIN / "ansible-playbook"), "playbooks/load_balancer.yml", "-i", "inventories/dgx",
+        "-e", f"gpu_ops_k8s_mode={mode}", "-e", f"gpu_ops_render_dir={out}",
         # the k8s_control host of the example inventory is a placeholder address: render on this machine
         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",
         *(["-v"] if verbose else []), *extra,
@@ -98,7 +102,7 @@ class Rendered:
         return sorted(p for p in self.out.rglob("*.yaml") if p.parent != self.out)
 
     def obj(self, kind: str, name: str = "nginx-lb", component: str = "nginx_lb") -> Dict[str, Any]:
-        found = [p for p in (self.out / component).glob(f"*-{kind.lower()}-{name}.yaml")]
+        found = list((self.out / component).glob(f"*-{kind.lower()}-{name}.yaml"))
         assert len(found) == 1, (kind, name, [p.name for p in (self.out / component).iterdir()])
         doc = yaml.safe_load(found[0].read_text())
         assert isinstance(doc, dict)
@@ -184,8 +188,11 @@ def test_objects_rendered_in_apply_order(rendered: Dict[str, Rendered]) -> None:
     write_secrets = sorted(p.name for p in (rendered["plus-api-write"].out / "nginx_lb_secrets").iterdir())
     assert write_secrets == [*plus_secrets, "03-secret-nginx-lb-api-auth.yaml"]
     sm = sorted(p.name for p in (rendered["oss-1.24-servicemonitor"].out / "nginx_lb").iterdir())
-    assert sm[0] == "01-namespace-triton.yaml"
-    assert sm[-1] == "06-servicemonitor-nginx-lb.yaml"
+    assert sm[0] == "01-configmap-nginx-lb-config.yaml"
+    ns = sorted(p.name for p in (rendered["oss-1.24-servicemonitor"].out / "nginx_lb_namespace").iterdir())
+    assert ns == ["01-namespace-triton.yaml"]
+    assert not (rendered["oss"].out / "nginx_lb_namespace").exists()
+    assert sm[-1] == "05-servicemonitor-nginx-lb.yaml"
     assert not any("poddisruptionbudget" in n for n in sm), "one replica: no PDB that would block every drain"
 
 
@@ -419,3 +426,38 @@ def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[
     text = (proc.stdout + proc.stderr).replace("\n", " ")
     assert " ".join(message.split()) in " ".join(text.split()), (proc.stdout + proc.stderr)[-4000:]
     assert not out.exists() or not any(out.rglob("*")), "nothing may be written on bad input"
+
+
+# --- apply mode ----------------------------------------------------------------------------------------------
+
+
+def test_apply_mode_sends_the_objects_and_secrets_without_logging_them(tmp_path: Path) -> None:
+    # the fake API server has no prometheus-operator CRDs and no controllers: no monitor, no readiness wait
+    # a fresh cluster: the role creates the namespace before the Secrets and the Deployment
+    extra = [*PLUS, "-e", "nginx_lb_monitor_kind=none", "-e", "k8s_objects_wait=false", "-e", "nginx_lb_create_namespace=true"]
+    with FakeKube() as kube:
+        extra += ["-e", f"gpu_ops_kubeconfig={kube.kubeconfig_path}"]
+        first = render(tmp_path / "unused", *extra, verbose=True, mode="apply")
+        assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
+        assert not (tmp_path / "unused").exists()
+        patches = [r for r in kube.requests if r.method == "PATCH"]
+        assert {r.content_type for r in patches} == {"application/apply-patch+yaml"}
+        ns = kube.get_object("v1", "Namespace", "triton")
+        assert ns is not None
+        assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"  # the root-master Plus image
+        lic = kube.get_object("v1", "Secret", "nginx-lb-license", "triton")
+        assert lic is not None
+        assert base64.b64decode(lic["data"]["license.jwt"]).decode() == LICENCE
+        assert kube.get_object("v1", "Secret", "nginx-lb-registry", "triton") is not None
+        dep = kube.get_object("apps/v1", "Deployment", "nginx-lb", "triton")
+        assert dep is not None
+        assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "nginx-lb-registry"}]
+        for kind, name in (("ConfigMap", "nginx-lb-config"), ("Service", "nginx-lb"), ("Service", "nginx-lb-status")):
+            assert kube.get_object("v1", kind, name, "triton") is not None, (kind, name)
+        assert kube.get_object("policy/v1", "PodDisruptionBudget", "nginx-lb", "triton") is not None
+        log = first.stdout + first.stderr
+        assert LICENCE not in log
+        assert REGISTRY_PASSWORD not in log
+        second = render(tmp_path / "unused", *extra, mode="apply")
+        assert second.returncode == 0, second.stdout[-3000:]
+        assert "changed=0" in second.stdout, second.stdout[-3000:]

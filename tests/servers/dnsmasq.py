@@ -64,10 +64,10 @@ def query_a(name: str, host: str, port: int, timeout: float = 1.0) -> List[str]:
     if rcode != 0:
         raise RuntimeError(f"DNS rcode {rcode} for {name}")
     offset = 12
-    for _ in range(qd):
+    for _question in range(qd):
         offset = _skip_name(data, offset) + 4
     addresses = []
-    for _ in range(an):
+    for _answer in range(an):
         offset = _skip_name(data, offset)
         rtype, _rclass, _ttl, rdlength = struct.unpack("!HHIH", data[offset : offset + 10])
         offset += 10
@@ -78,7 +78,7 @@ def query_a(name: str, host: str, port: int, timeout: float = 1.0) -> List[str]:
 
 
 def _skip_name(data: bytes, offset: int) -> int:
-    for _ in range(128):
+    for _label in range(128):
         length = data[offset]
         if length == 0:
             return offset + 1
