@@ -78,6 +78,15 @@ def test_render_writes_one_object_per_file_grouped_by_role(rendered: Path) -> No
         assert len(docs) == 1, path
 
 
+def test_a_render_dir_given_with_dotdot_keeps_its_files(tmp_path: Path) -> None:
+    """Regression: the stale-file sweep compared unnormalised paths and removed every file just written."""
+    (tmp_path / "a").mkdir()
+    proc = render(tmp_path / "a" / ".." / "out")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert (tmp_path / "out" / "gpu_plugins" / "01-namespace-nvidia-device-plugin.yaml").is_file()
+    assert (tmp_path / "out" / "gpu_plugins" / "nvdp.values.yaml").is_file()
+
+
 def test_every_object_is_valid_for_each_kubernetes_version(rendered: Path) -> None:
     assert KUBE_VERSIONS == ("1.29.0", "1.31.0", "1.33.0")
     total = sum(validate_file(path) for path in objects_files(rendered))
