@@ -174,8 +174,8 @@ def summary(errs: Dict[str, Dict[str, Dict[str, List[float]]]], name: str) -> Di
     }
 
 
-def trial(work: Path, monitor: Dict[str, Any], rule: Dict[str, Any], custom: Dict[str, Any]) -> Dict[str, Any]:
-    repo = write_model_repository(work / "models", delay_ms=DELAY_MS)
+def trial(work: Path, monitor: Dict[str, Any], rule: Dict[str, Any], custom: Dict[str, Any], delay_ms: float) -> Dict[str, Any]:
+    repo = write_model_repository(work / "models", delay_ms=delay_ms)
     result: Dict[str, Any] = {"loadavg_start": os.getloadavg()}
     record = rule["spec"]["groups"][0]["rules"][0]
     window_match = re.search(r"\[(\w+)\]", record["expr"])
@@ -279,20 +279,54 @@ def trial(work: Path, monitor: Dict[str, Any], rule: Dict[str, Any], custom: Dic
     return result
 
 
+def _pct(values: List[float]) -> str:
+    return f"{100 * statistics.median(values):+.1f} %" if values else "n/a"
+
+
+def summarize(report: Dict[str, Any]) -> str:
+    """A Markdown table of the medians over trials and pods (worst case where it says so)."""
+    trials = report["trials"]
+    rows = []
+    for name in ("ours", "seed"):
+        react = [v for t in trials for v in t["overload"][name]["reaction_s"].values() if v is not None]
+        ret = [v for t in trials for v in t["overload"][name]["return_s"].values() if v is not None]
+        cells = [name, f"{statistics.median(react):.1f} s / {max(react):.1f} s" if react else "n/a",
+                 f"{statistics.median(ret):.1f} s / {max(ret):.1f} s" if ret else "n/a"]
+        for phase in ("overload", "low_rate"):
+            for ref in REFERENCES:
+                cells.append(_pct([v for t in trials for v in t[phase][name]["error"][ref]["median"].values() if v is not None]))
+        victim = [t["restart"][name]["error"][ref]["median"][t["restart"]["pod"]] for t in trials for ref in ("reconstructed",)]
+        other = [v for t in trials for pod, v in t["restart"][name]["error"]["reconstructed"]["median"].items() if pod != t["restart"]["pod"]]
+        cells.append(f"{_pct([v for v in victim if v is not None])} (other pod {_pct([v for v in other if v is not None])})")
+        idle_max = max((t["idle"][name]["max"] or 0.0) for t in trials)
+        idle_nan = sum(t["idle"][name]["nan"] for t in trials)
+        cells.append(f"max {idle_max:g}, NaN {idle_nan}")
+        rows.append("| " + " | ".join(cells) + " |")
+    head = ("| query | reaction median / worst | return median / worst | overload error (reconstructed) | overload error (latency - service) "
+            "| low-rate error (reconstructed) | low-rate error (latency - service) | after restart, restarted pod (reconstructed) | idle |")
+    loads = [t["loadavg_start"][0] for t in trials] + [t["loadavg_end"][0] for t in trials]
+    return "\n".join([head, "|" + "---|" * 9, *rows, "", f"trials: {len(trials)}, load average (1 min) {min(loads):.1f} to {max(loads):.1f}"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--delay-ms", type=float, default=DELAY_MS, help="the model's service time per request")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--summary", action="store_true", help="print the Markdown summary of an existing --out file and exit")
     args = parser.parse_args()
+    if args.summary:
+        print(summarize(json.loads(args.out.read_text())))
+        return
     with tempfile.TemporaryDirectory(prefix="queue-metric-") as tmp:
         monitor, rule, custom = render_rule_and_monitor(Path(tmp))
         trials = []
         for index in range(args.trials):
-            trials.append(trial(Path(tmp) / f"trial{index}", monitor, rule, custom))
+            trials.append(trial(Path(tmp) / f"trial{index}", monitor, rule, custom, args.delay_ms))
             print(json.dumps(trials[-1]), flush=True)
     report = {
         "what": "queue time per request per pod: our recording rule (rendered) vs the seed article's query, same Prometheus, same traffic",
-        "setup": {"tritons": len(PODS), "service_time_ms": DELAY_MS, "clients_per_pod_overload": CLIENTS, "target_us": TARGET_US,
+        "setup": {"tritons": len(PODS), "service_time_ms": args.delay_ms, "clients_per_pod_overload": CLIENTS, "target_us": TARGET_US,
                   "ours": {"scrape": monitor["spec"]["podMetricsEndpoints"][0]["interval"], "expr": rule["spec"]["groups"][0]["rules"][0]["expr"]},
                   "seed": {"scrape": "10s", "query": seed_query(PODS)}, "poll_s": POLL_S,
                   "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
