@@ -1,0 +1,114 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The node role's preflight, for real through playbooks/mig.yml (--tags mig_layout_preflight): bad input and a node
+the GPU Operator's mig-manager manages fail with a message naming what is wrong; the node is looked up in the cluster
+through kubernetes.core, delegated, against tests/kube_fake. The node is localhost; its nvidia-smi replays our real
+H200 capture (read-only listings only), so nothing can change on it."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterator
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.kube_fake.server import FakeKube
+else:
+    from kube_fake.server import FakeKube
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CAPTURE = ROOT / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
+NODE = "h200-replay"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[Any]:
+    with FakeKube() as server:
+        server.add_node({"apiVersion": "v1", "kind": "Node",
+                         "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "nvidia.com/gpu.deploy.mig-manager": "true"}},
+                         "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        yield server
+
+
+@pytest.fixture(scope="module")
+def inventory(kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("preflight")
+    smi = tmp / "nvidia-smi"
+    query = "0, NVIDIA H200, GPU-00000000-1111-2222-3333-444444444444, 00000000:00:06.0, 0x233510DE, 0x18BF10DE, Disabled, Disabled"
+    smi.write_text(f"""#!{sys.executable}
+import sys
+args = sys.argv[1:]
+if args and args[0].startswith("--query-gpu="):
+    print({query!r})
+elif args == ["mig", "-lgip"]:
+    sys.stdout.write(open({str(CAPTURE / "nvidia-smi_mig_-lgip.txt")!r}).read())
+elif args == ["mig", "-lgipp"]:
+    sys.stdout.write(open({str(CAPTURE / "nvidia-smi_mig_-lgipp.txt")!r}).read())
+else:
+    sys.exit("replay nvidia-smi: refusing " + " ".join(args))
+""")
+    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    package = tmp / "nvidia-mig-manager_0.13.0-1_amd64.deb"
+    package.write_bytes(b"not read in preflight")
+    node_vars: Dict[str, Any] = {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
+        "mig_layout_config": "all-1g.18gb", "mig_layout_config_file": str(ROOT / "inventories/layouts/dgx.yaml"),
+        "mig_layout_backend": "nvidia_smi", "mig_layout_nvidia_smi_path": str(smi), "mig_layout_package_file": str(package),
+        "mig_layout_kubeconfig": str(kube.kubeconfig_path),
+    }
+    inv = tmp / "inventory.yml"
+    inv.write_text(yaml.safe_dump({"all": {"children": {
+        "gpu_nodes": {"hosts": {NODE: node_vars}},
+        "k8s_control": {"hosts": {"control": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+    }}}))
+    return inv
+
+
+def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(inventory.parent), ANSIBLE_LOCALHOST_WARNING="0")
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    argv = [str(BIN / "ansible-playbook"), "playbooks/mig.yml", "-i", str(inventory), "--tags", "mig_layout_preflight", *extra]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_node_managed_by_the_gpu_operator_is_refused(inventory: Path, kube: Any) -> None:
+    proc = preflight(inventory)
+    assert proc.returncode != 0
+    assert "managed by the GPU Operator's mig-manager" in proc.stdout, proc.stdout[-3000:]
+    assert "mig_layout_take_over_from_gpu_operator" in proc.stdout
+    assert any(r.method == "GET" and r.path.endswith(f"/nodes/{NODE}") for r in kube.requests)
+
+
+def test_taking_over_is_explicit(inventory: Path) -> None:
+    proc = preflight(inventory, "-e", "mig_layout_take_over_from_gpu_operator=true")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_a_node_not_in_the_cluster_skips_the_cluster_checks(inventory: Path) -> None:
+    proc = preflight(inventory, "-e", "mig_layout_k8s_node_name=not-a-node")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Refuse a node whose layout the GPU Operator manages] ***\nskipping" in proc.stdout
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["-e", "mig_layout_config=all-1g.5gb"], "1g.5gb"),  # an A100 profile on the H200
+    (["-e", '{"mig_layout_config": "bad name"}'], "Set mig_layout_config"),
+    (["-e", "mig_layout_package_file=", "-e", "mig_layout_package_url=https://mirror.example/x.deb"], "mig_layout_package_checksum as sha256"),
+    (["-e", "mig_layout_package_version=latest"], "exact mig_layout_package_version (got 'latest')"),
+    (["-e", "mig_layout_backend=cuda"], "mig_layout_backend must be auto, nvml or nvidia_smi (got 'cuda')"),
+    (["-e", '{"mig_layout_gpu_clients": ["dcgm; rm -rf /"]}'], "mig_layout_gpu_clients"),
+])
+def test_bad_input_fails_naming_it(inventory: Path, extra: list[str], message: str) -> None:
+    proc = preflight(inventory, "-e", "mig_layout_take_over_from_gpu_operator=true", *extra)
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-3000:]
