@@ -295,17 +295,19 @@ def summarize(report: Dict[str, Any]) -> str:
         for phase in ("overload", "low_rate"):
             for ref in REFERENCES:
                 cells.append(_pct([v for t in trials for v in t[phase][name]["error"][ref]["median"].values() if v is not None]))
-        victim = [t["restart"][name]["error"][ref]["median"][t["restart"]["pod"]] for t in trials for ref in ("reconstructed",)]
-        other = [v for t in trials for pod, v in t["restart"][name]["error"]["reconstructed"]["median"].items() if pod != t["restart"]["pod"]]
-        cells.append(f"{_pct([v for v in victim if v is not None])} (other pod {_pct([v for v in other if v is not None])})")
+        for stat in ("median", "max_abs"):
+            victim = [t["restart"][name]["error"]["reconstructed"][stat][t["restart"]["pod"]] for t in trials]
+            other = [v for t in trials for pod, v in t["restart"][name]["error"]["reconstructed"][stat].items() if pod != t["restart"]["pod"]]
+            cells.append(f"{_pct([v for v in victim if v is not None])} (other pod {_pct([v for v in other if v is not None])})")
         idle_max = max((t["idle"][name]["max"] or 0.0) for t in trials)
         idle_nan = sum(t["idle"][name]["nan"] for t in trials)
         cells.append(f"max {idle_max:g}, NaN {idle_nan}")
         rows.append("| " + " | ".join(cells) + " |")
     head = ("| query | reaction median / worst | return median / worst | overload error (reconstructed) | overload error (latency - service) "
-            "| low-rate error (reconstructed) | low-rate error (latency - service) | after restart, restarted pod (reconstructed) | idle |")
+            "| low-rate error (reconstructed) | low-rate error (latency - service) | after restart: median error, restarted pod (reconstructed) "
+            "| after restart: largest error, restarted pod (reconstructed) | idle |")
     loads = [t["loadavg_start"][0] for t in trials] + [t["loadavg_end"][0] for t in trials]
-    return "\n".join([head, "|" + "---|" * 9, *rows, "", f"trials: {len(trials)}, load average (1 min) {min(loads):.1f} to {max(loads):.1f}"])
+    return "\n".join([head, "|" + "---|" * 10, *rows, "", f"trials: {len(trials)}, load average (1 min) {min(loads):.1f} to {max(loads):.1f}"])
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ ADAPTER_KEYS = {
     "podDisruptionBudget", "certManager", "strategy", "dnsConfig", "hostNetwork", "topologySpreadConstraints",
 }
 KEDA_KEYS = {"crds", "rbac"}
+EXISTING_PROMETHEUS = "http://prometheus-operated.observability.svc:9090"
 DEPRECATED_TRITON_FLAGS = ("--strict-model-config", "--model-store", "--tensorflow-version", "--allow-soft-placement", "--strict-readiness=false")
 
 
@@ -92,8 +93,10 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def keda(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("serving-keda") / "out"
+    # also: an existing Prometheus (nothing of role monitoring rendered) and an NFS model repository
     proc = render(out, "-e", "custom_metrics_backend=keda", "-e", "triton_model_source=nfs", "-e", "triton_model_nfs_server=nfs.example.internal",
-                  "-e", "triton_model_nfs_path=/export/models")
+                  "-e", "triton_model_nfs_path=/export/models", "-e", "monitoring_install=false",
+                  "-e", f"monitoring_prometheus_url={EXISTING_PROMETHEUS}", "-e", '{"monitoring_monitor_labels": {"prometheus": "main"}}')
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     return out
 
@@ -114,7 +117,6 @@ def test_objects_per_role(adapter: Path, keda: Path) -> None:
         "autoscaling/ScaledObject/triton",  # KEDA owns the HPA: none of ours
         "custom_metrics/Namespace/keda",
         "custom_metrics/PrometheusRule/triton-queue-time",
-        "monitoring/Namespace/monitoring",
         "triton/Deployment/triton",
         "triton/Namespace/triton",
         "triton/PersistentVolume/triton-triton-models",
@@ -235,7 +237,7 @@ def test_helm_values_use_chart_keys_only(adapter: Path, keda: Path) -> None:
     index = yaml.safe_load((adapter / "helm-releases.yaml").read_text())["releases"]
     assert {(r["chart"], r["version"]) for r in index} == {("kube-prometheus-stack", "67.8.0"), ("prometheus-adapter", "5.3.0")}
     index = yaml.safe_load((keda / "helm-releases.yaml").read_text())["releases"]
-    assert {(r["chart"], r["version"]) for r in index} == {("kube-prometheus-stack", "67.8.0"), ("keda", "2.17.0")}
+    assert {(r["chart"], r["version"]) for r in index} == {("keda", "2.17.0")}
 
 
 def test_keda_backend_uses_the_same_series(keda: Path) -> None:
@@ -248,6 +250,11 @@ def test_keda_backend_uses_the_same_series(keda: Path) -> None:
     assert trigger["metadata"]["query"].startswith(f"sum({rule['record']}{{namespace=\"triton\"")
     assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
     assert scaled["maxReplicaCount"] == 72
+    # the existing Prometheus: KEDA queries it, and our PodMonitor and PrometheusRule carry the labels it selects
+    assert trigger["metadata"]["serverAddress"] == EXISTING_PROMETHEUS
+    assert objs["triton/PodMonitor/triton"]["metadata"]["labels"]["prometheus"] == "main"
+    assert objs["custom_metrics/PrometheusRule/triton-queue-time"]["metadata"]["labels"]["prometheus"] == "main"
+    assert not (keda / "monitoring").exists()
     assert "replicas" not in objs["triton/Deployment/triton"]["spec"]
     assert not (keda / "custom_metrics/prometheus-adapter.values.yaml").exists()
     pv = objs["triton/PersistentVolume/triton-triton-models"]["spec"]
