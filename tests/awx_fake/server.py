@@ -421,6 +421,12 @@ class FakeAWX:
             raise ApiError(400, {"inputs": {f: ["required for " + ctype["name"]] for f in missing}})
 
     def _check_inventory_sources(self, obj: Obj, old: Optional[Obj]) -> None:
+        if self._store["inventories"][obj["inventory"]].get("kind") in ("constructed", "smart"):
+            raise ApiError(400, {"inventory": {"detail": "Cannot create Inventory Source for Smart or Constructed Inventories"}})
+        ref = obj.get("source_project")
+        source_project = self._store["projects"].get(ref) if isinstance(ref, int) else None
+        if source_project is not None and source_project.get("scm_type") == "":
+            raise ApiError(400, {"source_project": ["Cannot use manual project for SCM-based inventory."]})
         if obj.get("source") == "scm":
             if obj.get("source_project") is None:
                 raise ApiError(400, {"source_project": ["Project required for scm type sources."]})
