@@ -106,7 +106,7 @@ def one_round(reboots: int, work: Path) -> Dict[str, Any]:
         noop = playbook(inventory, work)
         after_noop = {name: ops(name) for name in names.values()}
         boots: List[Dict[str, Any]] = []
-        for _ in range(reboots):
+        for _reboot in range(reboots):
             for name in names.values():
                 podman("restart", "-t", "10", name)
             for name in names.values():
@@ -136,7 +136,7 @@ def main() -> int:
         print(build.stdout + build.stderr, file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
-        rounds = [one_round(args.reboots, Path(tmp)) for _ in range(args.rounds)]
+        rounds = [one_round(args.reboots, Path(tmp)) for _round in range(args.rounds)]
     boots = [b for r in rounds for b in r["boots"]]
     summary = {
         "converge_wall_s_median": statistics.median(r["converge"]["wall_s"] for r in rounds),
