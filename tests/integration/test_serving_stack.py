@@ -182,7 +182,7 @@ def test_metric_path_idle_overload_return(rendered: Dict[str, Any], stack: Dict[
         time.sleep(0.5)
     assert set(values) == set(PODS), f"adapter query {query} returned {values}; targets {prom.targets_up()}"
     assert all(is_number(v) and v == 0.0 for v in values.values()), values
-    for _ in range(4):  # and stays 0, never NaN
+    for _sample in range(4):  # and stays 0, never NaN
         values = _poll(prom, query)
         assert values == {pod: 0.0 for pod in PODS}, values
         time.sleep(0.5)

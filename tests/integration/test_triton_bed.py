@@ -34,7 +34,7 @@ httpclient: Any = importlib.import_module("tritonclient.http")
 def test_two_servers_echo_and_publish_queue_metrics(tmp_path: Path) -> None:
     repo = write_model_repository(tmp_path / "models", delay_ms=5)
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(triton_server(repo)) for _ in range(2)]
+        servers = [stack.enter_context(triton_server(repo)) for _index in range(2)]
         assert len({s.http_port for s in servers}) == 2
         for index, server in enumerate(servers):
             client = httpclient.InferenceServerClient(url=server.http_url)

@@ -308,7 +308,7 @@ class Load:
     def start(self) -> Load:
         deadline = time.monotonic() + self.max_s
         self.started_at = time.time()
-        for _ in range(self.concurrency):
+        for _thread_index in range(self.concurrency):
             thread = threading.Thread(target=self._closed_loop, args=(deadline,), daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -338,7 +338,7 @@ def service_time(url: str, model: str = "sleeper", samples: int = 20) -> float:
     try:
         client.infer(model, inputs)  # warm-up
         latencies = []
-        for _ in range(samples):
+        for _sample in range(samples):
             start = time.perf_counter()
             client.infer(model, inputs)
             latencies.append(time.perf_counter() - start)
