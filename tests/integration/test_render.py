@@ -72,7 +72,24 @@ def objects_files(out: Path) -> List[Path]:
 
 def test_render_writes_one_object_per_file_grouped_by_role(rendered: Path) -> None:
     files = objects_files(rendered)
-    assert [str(p.relative_to(rendered)) for p in files] == ["gpu_plugins/01-namespace-nvidia-device-plugin.yaml"]
+    assert [str(p.relative_to(rendered)) for p in files] == [
+        "autoscaling/01-horizontalpodautoscaler-triton.yaml",
+        "custom_metrics/01-prometheusrule-triton-queue-time.yaml",
+        "gpu_plugins/01-namespace-nvidia-device-plugin.yaml",
+        "monitoring/01-namespace-monitoring.yaml",
+        "nginx_lb/01-configmap-nginx-lb-config.yaml",
+        "nginx_lb/02-deployment-nginx-lb.yaml",
+        "nginx_lb/03-service-nginx-lb.yaml",
+        "nginx_lb/04-service-nginx-lb-status.yaml",
+        "nginx_lb/05-poddisruptionbudget-nginx-lb.yaml",
+        "nginx_lb/06-podmonitor-nginx-lb.yaml",
+        "triton/01-namespace-triton.yaml",
+        "triton/02-deployment-triton.yaml",
+        "triton/03-poddisruptionbudget-triton.yaml",
+        "triton/04-service-triton.yaml",
+        "triton/05-service-triton-headless.yaml",
+        "triton/06-podmonitor-triton.yaml",
+    ]
     for path in files:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         assert len(docs) == 1, path
@@ -100,7 +117,14 @@ def test_namespace_allows_the_privileged_device_plugin(rendered: Path) -> None:
 
 def test_helm_index_and_values(rendered: Path) -> None:
     index = yaml.safe_load((rendered / "helm-releases.yaml").read_text())
-    assert index == {
+    # every role's releases in one index, sorted by release name; the device plugin's entry in full
+    assert [(r["component"], r["release"]) for r in index["releases"]] == [
+        ("monitoring", "kube-prometheus-stack"), ("gpu_plugins", "nvdp"), ("custom_metrics", "prometheus-adapter")]
+    for entry in index["releases"]:
+        assert (rendered / entry["values_file"]).is_file(), entry
+    assert {
+        "releases": [r for r in index["releases"] if r["component"] == "gpu_plugins"]
+    } == {
         "releases": [
             {
                 "release": "nvdp",
