@@ -118,8 +118,8 @@ def one_round(reboots: int, work: Path) -> Dict[str, Any]:
                         raise RuntimeError(f"{name}: boot-time apply did not finish")
                     time.sleep(0.2)
                 boots.append({"node": name, **boot_times(name)})
-        return {"converge": converge, "noop": noop, "noop_gpu_ops": {n: {k: after_noop[n].get(k, 0) - after_converge[n].get(k, 0)
-                                                                           for k in after_noop[n]} for n in names.values()}, "boots": boots}
+        noop_ops = {n: {k: after_noop[n].get(k, 0) - after_converge[n].get(k, 0) for k in after_noop[n]} for n in names.values()}
+        return {"converge": converge, "noop": noop, "noop_gpu_ops": noop_ops, "boots": boots}
     finally:
         for name in names.values():
             podman("rm", "-f", "-t", "0", name, check=False)
