@@ -262,12 +262,17 @@ def test_keda_backend_uses_the_same_series(keda: Path) -> None:
     assert pv["accessModes"] == ["ReadOnlyMany"]
 
 
-def test_object_store_repository_with_credentials_from_a_secret(tmp_path: Path) -> None:
+def test_triton_alone_object_store_fixed_replicas(tmp_path: Path) -> None:
+    """Role triton alone (--tags triton: the other roles are neither checked nor run), with fixed replicas and
+    the model repository in an object store, credentials from a Secret."""
     out = tmp_path / "out"
     proc = render(out, "--tags", "triton", "-e", "triton_model_source=object_store", "-e", "triton_model_url=s3://models-bucket/triton",
-                  "-e", "triton_model_credentials_secret=triton-s3")
+                  "-e", "triton_model_credentials_secret=triton-s3", "-e", "triton_replicas_managed_by_autoscaler=false", "-e", "triton_replicas=3")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    (container,) = objects(out)["triton/Deployment/triton"]["spec"]["template"]["spec"]["containers"]
+    assert sorted(p.name for p in out.iterdir()) == ["helm-releases.yaml", "triton"]
+    deploy = objects(out)["triton/Deployment/triton"]
+    assert deploy["spec"]["replicas"] == 3
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
     assert container["args"][0] == "--model-repository=s3://models-bucket/triton"
     assert container["envFrom"] == [{"secretRef": {"name": "triton-s3"}}]
     assert not any(m["name"] == "models" for m in container["volumeMounts"])
