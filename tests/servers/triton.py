@@ -122,6 +122,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop the process, then whatever is left of its process group (tritonserver runs in a session of its own):
+    a tritonserver killed with SIGKILL leaves its python backend stubs behind, and they must not outlive the test."""
+    try:
+        _stop_leader(pid, timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _stop_leader(pid: int, timeout: float) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
