@@ -8,7 +8,6 @@ H200 capture (read-only listings only), so nothing can change on it."""
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +18,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.h200_replay import write_replay_nvidia_smi
     from tests.kube_fake.server import FakeKube
 else:
+    from h200_replay import write_replay_nvidia_smi
     from kube_fake.server import FakeKube
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CAPTURE = ROOT / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
 NODE = "h200-replay"
 
 pytestmark = pytest.mark.slow
@@ -43,21 +43,7 @@ def kube() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def inventory(kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("preflight")
-    smi = tmp / "nvidia-smi"
-    query = "0, NVIDIA H200, GPU-00000000-1111-2222-3333-444444444444, 00000000:00:06.0, 0x233510DE, 0x18BF10DE, Disabled, Disabled"
-    smi.write_text(f"""#!{sys.executable}
-import sys
-args = sys.argv[1:]
-if args and args[0].startswith("--query-gpu="):
-    print({query!r})
-elif args == ["mig", "-lgip"]:
-    sys.stdout.write(open({str(CAPTURE / "nvidia-smi_mig_-lgip.txt")!r}).read())
-elif args == ["mig", "-lgipp"]:
-    sys.stdout.write(open({str(CAPTURE / "nvidia-smi_mig_-lgipp.txt")!r}).read())
-else:
-    sys.exit("replay nvidia-smi: refusing " + " ".join(args))
-""")
-    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    smi = write_replay_nvidia_smi(tmp / "nvidia-smi")
     package = tmp / "nvidia-mig-manager_0.13.0-1_amd64.deb"
     package.write_bytes(b"not read in preflight")
     node_vars: Dict[str, Any] = {

@@ -9,20 +9,24 @@ the captured output for the read-only listings the modules run, and fails on any
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import pytest
 import yaml
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan, resources
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.h200_replay import CAPTURE, write_replay_nvidia_smi
+else:  # tests/h200_replay.py, importable by its file name once tests/ is on sys.path
+    from h200_replay import CAPTURE, write_replay_nvidia_smi
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CAPTURE = ROOT / "tests" / "data" / "shared" / "fixtures" / "nvidia-smi" / "h200-mig-disabled"
 
 pytestmark = pytest.mark.slow
 
@@ -61,23 +65,7 @@ def test_dgx_inventory_layouts_plan_on_their_models(tmp_path: Path) -> None:
 def h200_node(tmp_path: Path) -> Path:
     if not CAPTURE.is_dir():
         pytest.skip(f"H200 capture not found at {CAPTURE}")
-    smi = tmp_path / "nvidia-smi"
-    query = "0, NVIDIA H200, GPU-00000000-1111-2222-3333-444444444444, 00000000:00:06.0, 0x233510DE, 0x18BF10DE, Disabled, Disabled"
-    smi.write_text(
-        f"""#!{sys.executable}
-import sys
-args = sys.argv[1:]
-if args and args[0].startswith("--query-gpu="):
-    print({query!r})
-elif args == ["mig", "-lgip"]:
-    sys.stdout.write(open({str(CAPTURE / "nvidia-smi_mig_-lgip.txt")!r}).read())
-elif args == ["mig", "-lgipp"]:
-    sys.stdout.write(open({str(CAPTURE / "nvidia-smi_mig_-lgipp.txt")!r}).read())
-else:
-    sys.exit("replay nvidia-smi: refusing " + " ".join(args))
-"""
-    )
-    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    smi = write_replay_nvidia_smi(tmp_path / "nvidia-smi")
     inv = tmp_path / "inventory.yml"
     inv.write_text(
         yaml.safe_dump(
