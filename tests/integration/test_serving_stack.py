@@ -18,7 +18,6 @@ both models of a pod); when the load stops it falls back under the target within
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -26,16 +25,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Sequence
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.kube_fake.metrics import adapter_query
     from tests.servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
 else:
+    from kube_fake.metrics import adapter_query
     from servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
 
@@ -100,28 +101,6 @@ def load_one(out: Path, pattern: str) -> Dict[str, Any]:
     doc = yaml.safe_load(matches[0].read_text())
     assert isinstance(doc, dict)
     return doc
-
-
-def adapter_query(custom_rule: Mapping[str, Any], namespace: str, pods: Sequence[str]) -> str:
-    """The PromQL prometheus-adapter sends for a custom metric of ``pods`` in ``namespace`` (no metric selector).
-
-    As prometheus-adapter's pkg/naming/metrics_query.go Build(): LabelMatchers joins the namespace matcher
-    (LabelEq, %s=%q) and the resource matcher (LabelEq for one pod, LabelMatches with names joined by "|" for
-    several) with ","; GroupBy is the resource label ("pod"); Series is the series the seriesQuery found.
-    """
-    series = re.search(r'__name__="([^"]+)"', custom_rule["seriesQuery"])
-    assert series is not None, custom_rule["seriesQuery"]
-    name = series.group(1)
-    assert re.search(custom_rule["name"]["matches"], name), (custom_rule["name"], name)
-    overrides = custom_rule["resources"]["overrides"]
-    ns_label = next(label for label, res in overrides.items() if res["resource"] == "namespace")
-    pod_label = next(label for label, res in overrides.items() if res["resource"] == "pod")
-    matchers = [f"{ns_label}={json.dumps(namespace)}"]
-    matchers.append(f"{pod_label}={json.dumps(pods[0])}" if len(pods) == 1 else f"{pod_label}=~{json.dumps('|'.join(pods))}")
-    template: str = custom_rule["metricsQuery"]
-    query = template.replace("<<.Series>>", name).replace("<<.LabelMatchers>>", ",".join(matchers)).replace("<<.GroupBy>>", pod_label)
-    assert "<<" not in query, f"metricsQuery uses template fields the test does not expand: {template}"
-    return query
 
 
 @pytest.fixture(scope="module")

@@ -33,18 +33,22 @@ import ssl
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .metrics import MetricError, MetricsAdapter, hpa_status
 
 Obj = Dict[str, Any]
 FieldPath = Tuple[str, ...]
@@ -58,6 +62,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+CUSTOM_METRICS_GROUP = "custom.metrics.k8s.io"
 VERBS = ["create", "delete", "get", "list", "patch", "update"]  # no watch, no deletecollection: not served
 
 
@@ -108,13 +113,17 @@ RESOURCES: Tuple[ResourceType, ...] = (
     ResourceType("", "v1", "secrets", "secret", "Secret", True),
     ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
     ResourceType("", "v1", "services", "service", "Service", True, ("svc",), has_status=True),
+    ResourceType("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", False, has_status=True),
     ResourceType("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",), has_status=True, has_generation=True),
     ResourceType("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",), has_status=True, has_generation=True),
+    ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", True, ("hpa",),
+                 has_status=True),
     ResourceType("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", False),
     ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True, ("pdb",), has_status=True,
                  has_generation=True),
 )
-GROUPS: Tuple[str, ...] = ("apps", "node.k8s.io", "policy")
+GROUPS: Tuple[str, ...] = ("apiregistration.k8s.io", "apps", "autoscaling", "node.k8s.io", "policy")
+GROUP_VERSIONS: Dict[str, str] = {r.group: r.version for r in RESOURCES if r.group}  # one served version per group
 
 # metadata the API server sets or that identifies the object: never part of a manager's field set
 _UNOWNED_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
@@ -1288,6 +1297,14 @@ def _accepts(accept: Optional[str]) -> Optional[str]:
     return None
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """An answer passed through as it came (the service proxy's)."""
+
+    body: bytes
+    content_type: str
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kube-fake"
@@ -1364,7 +1381,9 @@ class _Handler(BaseHTTPRequestHandler):
             media = "application/json"
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         kube.record(RecordedRequest(method, path, query, content_type, manager, status, parsed, self.headers.get("User-Agent"), stamp))
-        if isinstance(answer, str):
+        if isinstance(answer, RawAnswer):
+            payload, media = answer.body, answer.content_type
+        elif isinstance(answer, str):
             payload, media = answer.encode(), "text/plain; charset=utf-8"
         elif media == "application/yaml":
             payload = yaml.safe_dump(answer, sort_keys=False).encode()
@@ -1498,6 +1517,8 @@ class FakeKube:
         self.url = ""
         self.ca_path = Path()
         self.kubeconfig_path = Path()
+        self.metrics_adapter: Optional[MetricsAdapter] = None  # custom.metrics.k8s.io behind its APIService(s); None: no adapter runs
+        self.service_backends: Dict[Tuple[str, str, str], str] = {}  # (namespace, service, port name or "") -> http://host:port
         self._seed_namespaces()
         if state_out is not None:
             self.cluster.listeners.append(self.write_state)
@@ -1705,6 +1726,15 @@ class FakeKube:
     def route(self, method: str, path: str, query: Dict[str, List[str]], content_type: Optional[str], body: bytes,
               user_agent: str) -> Tuple[int, Any]:
         parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["apis", CUSTOM_METRICS_GROUP]:
+            return self._custom_metrics(method, parts[2:], query)
+        if len(parts) >= 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "services" and parts[6] == "proxy":
+            return self._service_proxy(method, parts[3], parts[5], "/" + "/".join(parts[7:]) + ("/" if path.endswith("/") and len(parts) > 7 else ""),
+                                       query, content_type, body)
+        if method == "GET" and parts[:2] == ["apis", "apiregistration.k8s.io"]:
+            self._sync_apiservices()
+        if method == "GET" and parts[:2] == ["apis", "autoscaling"]:
+            self._sync_hpas()
         if method == "GET":
             document = self._discovery(parts)
             if document is not None:
@@ -1731,11 +1761,12 @@ class FakeKube:
             return {"kind": "APIResourceList", "groupVersion": "v1",
                     "resources": [d for r in RESOURCES if not r.group for d in (r.discovery(), *r.discovery_subresources())]}
         if parts == ["apis"]:
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in GROUPS]}
+            aggregated = self._metrics_group()
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in GROUPS] + ([aggregated] if aggregated else [])}
         if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
             return {"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1])}
-        if len(parts) == 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == "v1":
-            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{parts[1]}/v1",
+        if len(parts) == 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == GROUP_VERSIONS[parts[1]]:
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{parts[1]}/{parts[2]}",
                     "resources": [d for r in RESOURCES if r.group == parts[1] for d in (r.discovery(), *r.discovery_subresources())]}
         return None
 
@@ -1807,6 +1838,143 @@ class FakeKube:
             return 200, self.cluster.delete(rt, ns, name, dry_run, options)
         raise METHOD_NOT_ALLOWED
 
+    # -- the aggregation layer: custom.metrics.k8s.io (prometheus-adapter) behind its APIService(s)
+
+    def _metric_apiservices(self) -> List[Obj]:
+        """The APIServices registering custom.metrics.k8s.io, by versionPriority (highest first), as the aggregator orders them."""
+        services = [o for o in self.objects("apiregistration.k8s.io/v1", "APIService") if (o.get("spec") or {}).get("group") == CUSTOM_METRICS_GROUP]
+        return sorted(services, key=lambda o: (-int(o["spec"].get("versionPriority") or 0), o["metadata"]["name"]))
+
+    def _metrics_group(self) -> Optional[Obj]:
+        services = self._metric_apiservices()
+        if not services:
+            return None
+        versions = [{"groupVersion": f"{CUSTOM_METRICS_GROUP}/{o['spec']['version']}", "version": o["spec"]["version"]} for o in services]
+        return {"name": CUSTOM_METRICS_GROUP, "versions": versions, "preferredVersion": versions[0]}
+
+    def _adapter_unavailable(self) -> Optional[ApiError]:
+        if self.metrics_adapter is None or self.metrics_adapter.down:
+            return ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+        return None
+
+    def _custom_metrics(self, method: str, rest: List[str], query: Dict[str, List[str]]) -> Tuple[int, Any]:
+        group = self._metrics_group()
+        if group is None:
+            raise PATH_NOT_FOUND
+        if method != "GET":
+            raise METHOD_NOT_ALLOWED
+        if not rest:
+            return 200, {"kind": "APIGroup", "apiVersion": "v1", **group}
+        version = rest[0]
+        if version not in {v["version"] for v in group["versions"]}:
+            raise PATH_NOT_FOUND
+        unavailable = self._adapter_unavailable()  # from here on the aggregator proxies to the adapter
+        if unavailable is not None:
+            raise unavailable
+        adapter = self.metrics_adapter
+        assert adapter is not None
+        try:
+            if len(rest) == 1:
+                return 200, adapter.resource_list(version)
+            if len(rest) == 6 and rest[1] == "namespaces" and rest[3] == "pods":
+                namespace, target, metric = rest[2], rest[4], rest[5]
+                if target == "*":
+                    selector = (query.get("labelSelector") or [""])[0]
+                    pods = [p["metadata"]["name"] for p in self.cluster.list(PODS, namespace, selector or None, None)["items"]]
+                    return 200, adapter.metric_value_list(version, namespace, pods, metric)
+                return 200, adapter.metric_value_list(version, namespace, [target], metric, single=target)
+        except MetricError as exc:
+            raise ApiError(exc.code, exc.reason, exc.message) from None
+        raise PATH_NOT_FOUND
+
+    def _sync_apiservices(self) -> None:
+        """The aggregator's availability controller: condition Available of every APIService."""
+        rt = _resource_for("apiregistration.k8s.io/v1", "APIService")
+        for svc in self.objects("apiregistration.k8s.io/v1", "APIService"):
+            spec = svc.get("spec") or {}
+            service = spec.get("service")
+            if not service:
+                cond = (True, "Local", "Local APIServices are always available")
+            elif spec.get("group") != CUSTOM_METRICS_GROUP or self.metrics_adapter is None:
+                cond = (False, "ServiceNotFound", f'service/{service.get("name")} in "{service.get("namespace")}" is not present')
+            elif self.metrics_adapter.down:
+                url = f"https://{service.get('name')}.{service.get('namespace')}.svc:{service.get('port', 443)}/apis/{spec.get('group')}/{spec.get('version')}"
+                refused = "dial tcp 10.96.0.45:443: connect: connection refused"
+                cond = (False, "FailedDiscoveryCheck", f'failing or missing response from {url}: Get "{url}": {refused}')
+            else:
+                cond = (True, "Passed", "all checks passed")
+            self._write_status(rt, "", svc, {"conditions": [_set_condition(svc, "Available", *cond)]})
+
+    def _sync_hpas(self) -> None:
+        """The HPA controller, synced when an HPA is read: status from the scale target's ready pods and the custom metrics API."""
+        rt = _resource_for("autoscaling/v2", "HorizontalPodAutoscaler")
+        for hpa in self.objects("autoscaling/v2", "HorizontalPodAutoscaler"):
+            namespace = hpa["metadata"]["namespace"]
+            ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+            target = self.get_object("apps/v1", "Deployment", str(ref.get("name")), namespace) if ref.get("kind") == "Deployment" else None
+            if target is None:
+                message = f'the HPA controller was unable to get the target\'s current scale: deployments/scale.apps "{ref.get("name")}" not found'
+                self._write_status(rt, namespace, hpa, {"currentReplicas": 0, "desiredReplicas": 0,
+                                                        "conditions": [_set_condition(hpa, "AbleToScale", False, "FailedGetScale", message)]})
+                continue
+            match = ((target.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            pods = [p["metadata"]["name"] for p in self.objects("v1", "Pod", namespace)
+                    if selector_matches({"matchLabels": match}, p["metadata"].get("labels") or {}) and _pod_ready(p)]
+
+            def values(metric: str, ns: str = namespace, names: List[str] = pods) -> Dict[str, float]:
+                unavailable = self._adapter_unavailable() if self._metrics_group() else PATH_NOT_FOUND
+                if unavailable is not None:
+                    raise MetricError(unavailable.code, unavailable.reason, unavailable.message)
+                assert self.metrics_adapter is not None
+                return self.metrics_adapter.values(ns, names, metric)
+
+            self._write_status(rt, namespace, hpa, hpa_status(hpa, pods, values))
+
+    def _write_status(self, rt: ResourceType, namespace: str, live: Obj, status: Obj) -> None:
+        with self.cluster.lock:
+            current = self.cluster.get(rt, namespace, live["metadata"]["name"])
+            if current is None:
+                return
+            new = copy.deepcopy(current)
+            new["status"] = status
+            track_update(rt, current, new, "kube-controller-manager", "status")
+            self.cluster._finish_write(rt, current, new, namespace, current["metadata"]["name"], subresource="status")
+
+    # -- the service proxy subresource
+
+    def _service_proxy(self, method: str, namespace: str, target: str, path: str, query: Dict[str, List[str]], content_type: Optional[str],
+                       body: bytes) -> Tuple[int, Any]:
+        """/api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy/PATH, forwarded to the backend the test set for the Service's port."""
+        if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            raise METHOD_NOT_ALLOWED
+        fields = target.split(":")
+        if len(fields) == 3:
+            fields = fields[1:]
+        name, port = fields[0], (fields[1] if len(fields) > 1 else "")
+        services = next(r for r in RESOURCES if r.name == "services")
+        service = self.cluster.get(services, namespace, name)
+        if service is None:
+            raise not_found(services, name)
+        ports = (service.get("spec") or {}).get("ports") or []
+        chosen = next((p for p in ports if port in (str(p.get("name", "")), str(p.get("port", "")))), None) if port else (ports[0] if len(ports) == 1 else None)
+        backend = self.service_backends.get((namespace, name, str((chosen or {}).get("name", "")))) or self.service_backends.get((namespace, name, ""))
+        if chosen is None or backend is None:
+            raise ApiError(503, "ServiceUnavailable", f'no endpoints available for service "{target}"')
+        url = backend.rstrip("/") + path + (("?" + urlencode(query, doseq=True)) if query else "")
+        request = urllib.request.Request(url, data=body if method != "GET" else None, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return int(resp.status), RawAnswer(resp.read(), resp.headers.get("Content-Type") or "application/octet-stream")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), RawAnswer(exc.read(), exc.headers.get("Content-Type") or "application/octet-stream")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            split = urlsplit(backend)
+            detail = "connect: connection refused" if isinstance(reason, ConnectionRefusedError) else str(reason)
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {split.hostname}:{split.port}: {detail}") from None
+
     @staticmethod
     def _dry_run(query: Dict[str, List[str]]) -> bool:
         values = query.get("dryRun") or []
@@ -1818,13 +1986,21 @@ class FakeKube:
         return bool(values)
 
 
+def _set_condition(obj: Obj, kind: str, status: bool, reason: str, message: str) -> Obj:
+    """A condition as controllers write it: lastTransitionTime kept while the status stays."""
+    old: Obj = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+    flag = "True" if status else "False"
+    stamp = old.get("lastTransitionTime") if old.get("status") == flag else None
+    return {"type": kind, "status": flag, "lastTransitionTime": stamp or _now(), "reason": reason, "message": message}
+
+
 def _unsupported_media() -> ApiError:
     return ApiError(415, "UnsupportedMediaType",
                     "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
 
 
 def _group(name: str) -> Obj:
-    version = {"groupVersion": f"{name}/v1", "version": "v1"}
+    version = {"groupVersion": f"{name}/{GROUP_VERSIONS[name]}", "version": GROUP_VERSIONS[name]}
     return {"name": name, "versions": [version], "preferredVersion": version}
 
 

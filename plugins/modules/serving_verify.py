@@ -1,0 +1,276 @@
+#!/usr/bin/python
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: serving_verify
+short_description: Verify the serving stack end to end - custom metric, HPA, an inference through the load balancer
+version_added: 0.2.0
+description:
+  - Checks, reading only, that the autoscaled Triton deployment works end to end.
+  - B(Custom metric) - the custom metrics API (C(custom.metrics.k8s.io), served by prometheus-adapter through an
+    APIService) lists O(metric_name) for every ready pod of the Triton Deployment. The API version is the one of the
+    available APIService with the highest C(versionPriority); an APIService that is not available is reported with
+    its condition.
+  - B(HPA) - the C(autoscaling/v2) HorizontalPodAutoscaler O(hpa_name) scales on the Pods metric O(metric_name),
+    reports a current average value of it in C(status.currentMetrics) and has condition C(ScalingActive=True).
+    With O(keda_scaled_object) the HPA is the one KEDA made for that ScaledObject (C(status.hpaName)) and the metric
+    is KEDA's External metric (C(status.externalMetricNames)).
+  - B(Load balancer) - an inference through the load balancer's client Service O(lb_service) (through the API server's
+    service proxy) or O(lb_url) succeeds - the model's metadata is read, a request of zeros is built from its declared
+    inputs (every variable dimension as 1, C("") for BYTES) and C(POST /v2/models/<model>/infer) must answer 200 with
+    outputs.
+  - A fresh deployment needs time (the adapter re-lists series, the HPA controller syncs every 15 s), so each check is
+    repeated until it passes, at most O(retries) more times, O(delay) seconds apart. The failure message names each
+    check that still fails and what it saw.
+author:
+  - GPU Ops maintainers (@gpu-ops)
+extends_documentation_fragment:
+  - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.info_module
+requirements:
+  - kubernetes (the Python client kubernetes.core uses)
+options:
+  kubeconfig:
+    description:
+      - Path of the kubeconfig. Defaults to the environment variable E(K8S_AUTH_KUBECONFIG), then C(~/.kube/config),
+        then the in-cluster service account.
+    type: path
+  context:
+    description:
+      - The kubeconfig context. Defaults to E(K8S_AUTH_CONTEXT), then the kubeconfig's current context.
+    type: str
+  namespace:
+    description: Namespace of Triton, of its HPA or ScaledObject, and (unless O(lb_namespace)) of the load balancer.
+    type: str
+    default: triton
+  triton_deployment:
+    description: The Triton Deployment; its C(spec.selector.matchLabels) select the pods, unless O(triton_selector) is given.
+    type: str
+    default: triton
+  triton_selector:
+    description: Labels of the Triton pods (instead of reading the Deployment's selector).
+    type: dict
+    default: {}
+  metric_name:
+    description: The custom metric (the name prometheus-adapter publishes and the HPA consumes).
+    type: str
+    default: avg_time_queue_us
+  check_custom_metrics:
+    description: Check the custom metrics API. V(false) with the KEDA backend, which serves no custom metric.
+    type: bool
+    default: true
+  hpa_name:
+    description: The HPA to check. Empty, and no O(keda_scaled_object), skips the HPA check.
+    type: str
+    default: ""
+  keda_scaled_object:
+    description: A KEDA ScaledObject; its HPA is checked instead of O(hpa_name).
+    type: str
+    default: ""
+  lb_service:
+    description:
+      - The load balancer's client Service; the inference goes through the API server's service proxy to it.
+      - Empty, and no O(lb_url), skips the inference.
+    type: str
+    default: ""
+  lb_namespace:
+    description: Namespace of O(lb_service); empty is O(namespace).
+    type: str
+    default: ""
+  lb_port:
+    description: Name (or number) of the HTTP port of O(lb_service).
+    type: str
+    default: http
+  lb_url:
+    description: A direct HTTP address of the load balancer (C(http://host:port)), used instead of the service proxy.
+    type: str
+    default: ""
+  model:
+    description: The model to infer on. Empty takes the first C(READY) model of C(POST /v2/repository/index).
+    type: str
+    default: ""
+  retries:
+    description: How many more rounds a failing check gets.
+    type: int
+    default: 30
+  delay:
+    description: Seconds between two rounds.
+    type: int
+    default: 10
+  timeout:
+    description: Seconds each request may take.
+    type: int
+    default: 30
+notes:
+  - Needs read access to pods, deployments, horizontalpodautoscalers, apiservices (or discovery of
+    C(custom.metrics.k8s.io)), C(custom.metrics.k8s.io) C(pods/*) and, for the service proxy, C(services/proxy) get and create.
+seealso:
+  - module: gpu_ops.mig_serving.mig_verify
+"""
+
+EXAMPLES = r"""
+- name: Verify the serving stack end to end
+  gpu_ops.mig_serving.serving_verify:
+    kubeconfig: /etc/gpu-ops/kubeconfig
+    namespace: triton
+    triton_deployment: triton
+    metric_name: avg_time_queue_us
+    hpa_name: triton
+    lb_service: nginx-lb
+    lb_port: http
+  register: __serving
+
+- name: With KEDA, through the load balancer's external address, on one model
+  gpu_ops.mig_serving.serving_verify:
+    check_custom_metrics: false
+    keda_scaled_object: triton
+    lb_url: http://inference.example.internal:8000
+    model: resnet50
+    retries: 5
+    delay: 5
+"""
+
+RETURN = r"""
+triton_pods:
+  description: The pods of the Triton Deployment, ready and not ready, and the label selector used.
+  returned: when the custom metric is checked
+  type: dict
+  sample: {"ready": ["triton-7c9d8b6f5-m8q3z", "triton-7c9d8b6f5-x2k4p"], "not_ready": [], "selector": "app.kubernetes.io/instance=triton"}
+custom_metrics:
+  description:
+    - The custom metrics API's answer - C(api_version), C(apiservice) (name, version, service, Available condition),
+      C(metric), C(pods) (per pod C(value) as a number, C(quantity) as served, C(timestamp)) and C(missing) (ready pods without a value).
+  returned: when the custom metric is checked
+  type: dict
+  sample:
+    api_version: custom.metrics.k8s.io/v1beta1
+    metric: avg_time_queue_us
+    pods: {"triton-7c9d8b6f5-x2k4p": {"value": 1.5, "quantity": "1500m", "timestamp": "2026-11-28T20:00:00Z"}}
+    missing: []
+hpa:
+  description:
+    - The HPA - C(name), C(metric_type), C(metric), C(current_value), C(current_quantity), C(min_replicas), C(max_replicas),
+      C(current_replicas), C(desired_replicas), C(conditions) (by type - status, reason, message), C(able_to_scale),
+      C(scaling_active), C(scaling_limited).
+  returned: when the HPA is checked
+  type: dict
+  sample: {"name": "triton", "metric": "avg_time_queue_us", "current_value": 1.5, "current_replicas": 2, "desired_replicas": 1,
+           "min_replicas": 1, "max_replicas": 72, "scaling_active": true, "able_to_scale": true, "scaling_limited": false}
+lb:
+  description: The inference through the load balancer - C(via), C(model), C(status), C(latency_ms), C(outputs) (names).
+  returned: when the load balancer is checked
+  type: dict
+  sample: {"via": "service proxy triton/nginx-lb:http", "model": "sleeper", "status": 200, "latency_ms": 12.5, "outputs": ["OUTPUT0"]}
+checks:
+  description: The checks that ran.
+  returned: always
+  type: list
+  elements: str
+  sample: ["custom_metrics", "hpa", "lb"]
+failures:
+  description: Per failed check, what was wrong.
+  returned: always
+  type: dict
+  sample: {"custom_metrics": "custom metrics API lists avg_time_queue_us for 1 of 2 Triton pods: missing triton-7c9d8b6f5-m8q3z"}
+attempts:
+  description: Rounds made.
+  returned: always
+  type: int
+  sample: 1
+"""
+
+import os
+import traceback
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import (
+    KubeTransport,
+    Verifier,
+    failure_message,
+)
+
+try:
+    from kubernetes import config as kube_config
+    from kubernetes.client import ApiClient
+    from kubernetes.config.config_exception import ConfigException
+except ImportError:
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR = ""
+
+
+def _api_client(module: AnsibleModule) -> Any:
+    path = module.params["kubeconfig"] or os.path.expanduser("~/.kube/config")
+    try:
+        if module.params["kubeconfig"] or os.path.exists(path):
+            return kube_config.new_client_from_config(config_file=path, context=module.params["context"] or None, persist_config=False)
+        kube_config.load_incluster_config()
+        return ApiClient()
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        module.fail_json(msg=f"Loading the kubeconfig {path} (context {module.params['context'] or 'current'}): {exc}")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
+            "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
+            "namespace": {"type": "str", "default": "triton"},
+            "triton_deployment": {"type": "str", "default": "triton"},
+            "triton_selector": {"type": "dict", "default": {}},
+            "metric_name": {"type": "str", "default": "avg_time_queue_us"},
+            "check_custom_metrics": {"type": "bool", "default": True},
+            "hpa_name": {"type": "str", "default": ""},
+            "keda_scaled_object": {"type": "str", "default": ""},
+            "lb_service": {"type": "str", "default": ""},
+            "lb_namespace": {"type": "str", "default": ""},
+            "lb_port": {"type": "str", "default": "http"},
+            "lb_url": {"type": "str", "default": ""},
+            "model": {"type": "str", "default": ""},
+            "retries": {"type": "int", "default": 30},
+            "delay": {"type": "int", "default": 10},
+            "timeout": {"type": "int", "default": 30},
+        },
+        mutually_exclusive=[("hpa_name", "keda_scaled_object")],
+        supports_check_mode=True,
+    )
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    p = dict(module.params)
+    if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] < 1:
+        module.fail_json(msg=f"retries and delay must be >= 0 and timeout >= 1, got {p['retries']}, {p['delay']}, {p['timeout']}")
+    p["check_hpa"] = bool(p["hpa_name"] or p["keda_scaled_object"])
+    p["check_lb"] = bool(p["lb_service"] or p["lb_url"])
+    if p["lb_url"] and not p["lb_url"].startswith(("http://", "https://")):
+        module.fail_json(msg=f"lb_url must be an http:// or https:// address, got {p['lb_url']!r}")
+    if not (p["check_custom_metrics"] or p["check_hpa"] or p["check_lb"]):
+        module.fail_json(msg="Nothing to verify: set check_custom_metrics, hpa_name or keda_scaled_object, lb_service or lb_url")
+
+    transport = KubeTransport(_api_client(module), float(p["timeout"]), open_url)
+    outcome = Verifier(transport, p).run()
+    reports = outcome["reports"]
+    result: Dict[str, Any] = {
+        "changed": False,
+        "checks": outcome["checks"],
+        "failures": outcome["errors"],
+        "attempts": outcome["attempts"],
+    }
+    for key in ("triton_pods", "custom_metrics", "hpa", "lb"):
+        if key in reports:
+            result[key] = reports[key]
+    if outcome["errors"]:
+        module.fail_json(msg=failure_message(outcome["errors"], outcome["attempts"]), **result)
+    module.exit_json(msg=f"serving stack verified: {', '.join(outcome['checks'])}", **result)
+
+
+if __name__ == "__main__":
+    main()
