@@ -68,7 +68,7 @@ options:
     type: str
     default: ""
   keda_scaled_object:
-    description: A KEDA ScaledObject; its HPA is checked instead of O(hpa_name).
+    description: A KEDA ScaledObject; its HPA is checked instead of O(hpa_name). Mutually exclusive with a non-empty O(hpa_name).
     type: str
     default: ""
   lb_service:
@@ -240,7 +240,6 @@ def main() -> None:
             "delay": {"type": "int", "default": 10},
             "timeout": {"type": "int", "default": 30},
         },
-        mutually_exclusive=[("hpa_name", "keda_scaled_object")],
         supports_check_mode=True,
     )
     if not HAS_KUBERNETES:
@@ -248,6 +247,8 @@ def main() -> None:
     p = dict(module.params)
     if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] < 1:
         module.fail_json(msg=f"retries and delay must be >= 0 and timeout >= 1, got {p['retries']}, {p['delay']}, {p['timeout']}")
+    if p["hpa_name"] and p["keda_scaled_object"]:
+        module.fail_json(msg="hpa_name and keda_scaled_object are mutually exclusive (with KEDA the ScaledObject names its HPA)")
     p["check_hpa"] = bool(p["hpa_name"] or p["keda_scaled_object"])
     p["check_lb"] = bool(p["lb_service"] or p["lb_url"])
     if p["lb_url"] and not p["lb_url"].startswith(("http://", "https://")):
