@@ -37,6 +37,10 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Sequence
 
 import pytest
 import yaml
+from ansible.module_utils.urls import open_url
+from kubernetes import config as kube_config
+
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import KubeTransport, Verifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
@@ -236,6 +240,28 @@ def test_pass_reports_every_pod_the_hpa_and_an_inference(bed: Bed) -> None:
     assert hpa["status"]["currentMetrics"][0]["pods"]["metric"]["name"] == METRIC
 
 
+def test_v1beta2_preferred_when_registered(bed: Bed) -> None:
+    """With a v1beta2 APIService of higher versionPriority as well, the module reads v1beta2 (metric.name, not metricName)."""
+    v1beta2 = json.loads(json.dumps(ADAPTER_APISERVICE).replace("v1beta1", "v1beta2"))
+    v1beta2["spec"]["versionPriority"] = 200
+    bed.kube.add_object(v1beta2)
+    try:
+        client = kube_config.new_client_from_config(config_file=str(bed.kube.kubeconfig_path))  # type: ignore[no-untyped-call]
+        transport = KubeTransport(client, 10.0, open_url)
+        params = {"namespace": NAMESPACE, "triton_deployment": "triton", "triton_selector": {}, "metric_name": METRIC, "hpa_name": "triton",
+                  "keda_scaled_object": "", "check_hpa": True, "check_lb": False, "retries": 0, "delay": 0}
+        outcome = Verifier(transport, params).run()
+        assert outcome["errors"] == {}, outcome
+        assert outcome["reports"]["custom_metrics"]["api_version"] == "custom.metrics.k8s.io/v1beta2"
+        assert set(outcome["reports"]["custom_metrics"]["pods"]) == set(PODS)
+        raw = [r for r in bed.kube.requests if r.path.startswith("/apis/custom.metrics.k8s.io/v1beta2/namespaces/triton/pods/*/")]
+        assert raw, bed.kube.requests[-5:]
+        assert raw[-1].status == 200
+        assert raw[-1].query["labelSelector"] == ["app.kubernetes.io/instance=triton,app.kubernetes.io/name=triton"]
+    finally:
+        bed.kube.cluster.delete(next(r for r in RESOURCES if r.kind == "APIService"), "", "v1beta2.custom.metrics.k8s.io", dry_run=False)
+
+
 def test_failures_name_the_pod_the_metric_and_the_model(bed: Bed) -> None:
     """A Ready pod Prometheus does not scrape, the HPA on a wrong metric name and a failing model, in one run."""
     bed.kube.add_object(triton_pod(UNSCRAPED_POD, "127.0.0.13", bed.rendered["deployment"]["spec"]["template"]["metadata"]["labels"]))
@@ -258,8 +284,8 @@ def test_failures_name_the_pod_the_metric_and_the_model(bed: Bed) -> None:
     assert "serving stack verification failed after 2 attempt(s)" in out, out[-4000:]
     assert f"custom metrics: custom metrics API lists {METRIC} for 2 of 3 Triton pods: missing {UNSCRAPED_POD}" in out, out[-4000:]
     assert f"HPA: HPA triton/triton does not scale on Pods {METRIC}: its metrics are Pods avg_time_queue_ms" in out, out[-4000:]
-    assert ("load balancer: load balancer (service proxy triton/nginx-lb:http): inference on model failing answered 400: "
-            '{\\"error\\":\\"failing on purpose (test model)\\"}') in out or "inference on model failing answered" in out, out[-4000:]
+    assert ("load balancer: load balancer (service proxy triton/nginx-lb:http): inference on model failing answered 500: "
+            '{"error": "failing on purpose (test model)"}\n') in out, out[-4000:]
 
 
 def test_failures_adapter_down_and_nginx_stopped(bed: Bed) -> None:

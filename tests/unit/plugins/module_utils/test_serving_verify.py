@@ -1,0 +1,298 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""plugins/module_utils/_serving_verify.py: the request builder, quantities, and the checks against scripted answers."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import pytest
+
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import (
+    Response,
+    Transport,
+    Verifier,
+    failure_message,
+    parse_quantity,
+    pod_ready,
+    zero_request,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0.0), ("1500m", 1.5), ("2", 2.0), ("1.5k", 1500.0), ("50k", 50000.0), ("12345678m", 12345.678), ("250u", 0.00025),
+        ("3n", 3e-9), ("64Mi", 64 * 2**20), ("1Ki", 1024.0), ("1e3", 1000.0), ("1E3", 1000.0), ("2E", 2e18), ("-5m", -0.005),
+        (".5", 0.5), ("+7", 7.0), ("1G", 1e9),
+    ],
+)
+def test_parse_quantity(text: str, value: float) -> None:
+    assert parse_quantity(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["", "m", "1.5.2", "1x", "1Kib", "abc", "1 k", "1e", "NaN", "inf", "--1"])
+def test_parse_quantity_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        parse_quantity(text)
+
+
+def test_zero_request_every_datatype_and_variable_dimensions() -> None:
+    metadata = {
+        "name": "m",
+        "inputs": [
+            {"name": "F", "datatype": "FP32", "shape": [-1, 3]},
+            {"name": "I", "datatype": "INT64", "shape": [2]},
+            {"name": "S", "datatype": "BYTES", "shape": [-1]},
+            {"name": "B", "datatype": "BOOL", "shape": [1, -1]},
+            {"name": "H", "datatype": "fp16", "shape": ["2", "-1"]},  # strings, lower case: as some clients give them
+            {"name": "Z", "datatype": "UINT8", "shape": []},  # a scalar: one element
+        ],
+    }
+    request = zero_request(metadata)
+    assert request["inputs"] == [
+        {"name": "F", "datatype": "FP32", "shape": [1, 3], "data": [0.0, 0.0, 0.0]},
+        {"name": "I", "datatype": "INT64", "shape": [2], "data": [0, 0]},
+        {"name": "S", "datatype": "BYTES", "shape": [1], "data": [""]},
+        {"name": "B", "datatype": "BOOL", "shape": [1, 1], "data": [False]},
+        {"name": "H", "datatype": "FP16", "shape": [2, 1], "data": [0.0, 0.0]},
+        {"name": "Z", "datatype": "UINT8", "shape": [], "data": [0]},
+    ]
+    json.dumps(request)  # serialisable as the request body
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"name": "m", "inputs": []}, "model 'm' declares no inputs"),
+        ({"name": "m"}, "model 'm' declares no inputs"),
+        ({"name": "m", "inputs": [{"name": "X", "datatype": "COMPLEX", "shape": [1]}]}, "input 'X' has an unknown datatype 'COMPLEX'"),
+        ({"name": "m", "inputs": [{"name": "X", "datatype": "FP32", "shape": [-2]}]}, "bad dimension -2"),
+        ({"name": "m", "inputs": [{"name": "X", "datatype": "FP32", "shape": 3}]}, "shape must be a list"),
+    ],
+)
+def test_zero_request_rejects(metadata: Dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        zero_request(metadata)
+
+
+def test_pod_ready() -> None:
+    ready = {"metadata": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert pod_ready(ready)
+    assert not pod_ready({"metadata": {"deletionTimestamp": "x"}, "status": ready["status"]})
+    assert not pod_ready({"metadata": {}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+    assert not pod_ready({"metadata": {}, "status": {}})
+
+
+# --- the checks against scripted answers -------------------------------------------------------------------
+
+SELECTOR = "app.kubernetes.io/instance=triton,app.kubernetes.io/name=triton"
+POD = {"metadata": {"name": "triton-a"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+POD_B = {"metadata": {"name": "triton-b"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+DEPLOYMENT = {"spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": "triton"}}}}
+
+
+def apiservice(version: str, priority: int, available: bool, message: str = "all checks passed") -> Dict[str, Any]:
+    return {"metadata": {"name": f"{version}.custom.metrics.k8s.io"},
+            "spec": {"group": "custom.metrics.k8s.io", "version": version, "versionPriority": priority, "service": {"namespace": "monitoring", "name": "pa"}},
+            "status": {"conditions": [{"type": "Available", "status": "True" if available else "False",
+                                       "reason": "Passed" if available else "FailedDiscoveryCheck", "message": message}]}}
+
+
+def metric_list(version: str, values: Mapping[str, str]) -> Dict[str, Any]:
+    items = []
+    for pod, value in values.items():
+        item: Dict[str, Any] = {"describedObject": {"kind": "Pod", "name": pod, "namespace": "triton"}, "value": value, "timestamp": "t"}
+        item.update({"metricName": "avg_time_queue_us"} if version == "v1beta1" else {"metric": {"name": "avg_time_queue_us"}})
+        items.append(item)
+    return {"kind": "MetricValueList", "items": items}
+
+
+def hpa(metric: str = "avg_time_queue_us", kind: str = "Pods", active: Optional[str] = "True", current: Optional[str] = "1500m") -> Dict[str, Any]:
+    key = kind.lower()
+    status: Dict[str, Any] = {"currentReplicas": 2, "desiredReplicas": 1, "conditions": [{"type": "AbleToScale", "status": "True"}]}
+    if active is not None:
+        status["conditions"].append({"type": "ScalingActive", "status": active, "reason": "R", "message": "why"})
+    if current is not None:
+        status["currentMetrics"] = [{"type": kind, key: {"metric": {"name": metric}, "current": {"averageValue": current}}}]
+    return {"spec": {"minReplicas": 1, "maxReplicas": 8, "metrics": [{"type": kind, key: {"metric": {"name": metric}}}]}, "status": status}
+
+
+class Scripted(Transport):
+    """Answers by (method, path); a list answers successive calls in turn (the last one repeats)."""
+
+    def __init__(self, answers: Mapping[Tuple[str, str], Any]) -> None:
+        self.answers = {k: (v if isinstance(v, list) else [v]) for k, v in answers.items()}
+        self.calls: List[Tuple[str, str, Optional[Mapping[str, str]], Any, Optional[str]]] = []
+
+    def request(self, method: str, path: str, query: Optional[Mapping[str, str]] = None, body: Any = None,
+                base: Optional[str] = None) -> Response:
+        self.calls.append((method, path, query, body, base))
+        queue = self.answers.get((method, path))
+        if queue is None:
+            return Response(404, json.dumps({"kind": "Status", "reason": "NotFound", "message": f"{path} not scripted"}).encode())
+        status, body_out = queue[0] if len(queue) == 1 else queue.pop(0)
+        return Response(status, json.dumps(body_out).encode())
+
+
+PODS_PATH = ("GET", "/api/v1/namespaces/triton/pods")
+DEP_PATH = ("GET", "/apis/apps/v1/namespaces/triton/deployments/triton")
+APISVC_PATH = ("GET", "/apis/apiregistration.k8s.io/v1/apiservices")
+HPA_PATH = ("GET", "/apis/autoscaling/v2/namespaces/triton/horizontalpodautoscalers/triton")
+
+
+def params(**overrides: Any) -> Dict[str, Any]:
+    base = {"namespace": "triton", "triton_deployment": "triton", "triton_selector": {}, "metric_name": "avg_time_queue_us", "hpa_name": "triton",
+            "keda_scaled_object": "", "lb_service": "nginx-lb", "lb_namespace": "", "lb_port": "http", "lb_url": "", "model": "",
+            "check_custom_metrics": True, "check_hpa": True, "check_lb": False, "retries": 0, "delay": 0}
+    base.update(overrides)
+    return base
+
+
+def stack(version: str = "v1beta2", values: Optional[Mapping[str, str]] = None, metrics: Any = None) -> Dict[Tuple[str, str], Any]:
+    return {
+        DEP_PATH: (200, DEPLOYMENT),
+        PODS_PATH: (200, {"items": [POD, POD_B]}),
+        APISVC_PATH: (200, {"items": [apiservice("v1beta1", 100, True), apiservice("v1beta2", 200, True)]}),
+        ("GET", f"/apis/custom.metrics.k8s.io/{version}/namespaces/triton/pods/*/avg_time_queue_us"):
+            metrics if metrics is not None else (200, metric_list(version, values or {"triton-a": "1500m", "triton-b": "0"})),
+        HPA_PATH: (200, hpa()),
+    }
+
+
+def test_pass_with_v1beta2_preferred() -> None:
+    t = Scripted(stack())
+    out = Verifier(t, params()).run()
+    assert out["errors"] == {}
+    assert out["reports"]["custom_metrics"]["api_version"] == "custom.metrics.k8s.io/v1beta2"
+    assert out["reports"]["custom_metrics"]["pods"]["triton-a"]["value"] == 1.5
+    assert out["reports"]["hpa"]["current_value"] == 1.5
+    assert out["reports"]["hpa"]["scaling_active"] is True
+    metric_call = next(c for c in t.calls if "custom.metrics" in c[1] and "pods" in c[1])
+    assert metric_call[2] == {"labelSelector": SELECTOR}
+
+
+def test_v1beta1_format_when_only_it_is_available() -> None:
+    answers = stack("v1beta1")
+    answers[APISVC_PATH] = (200, {"items": [apiservice("v1beta1", 100, True), apiservice("v1beta2", 200, False, "down")]})
+    out = Verifier(Scripted(answers), params()).run()
+    assert out["errors"] == {}
+    assert out["reports"]["custom_metrics"]["api_version"] == "custom.metrics.k8s.io/v1beta1"
+
+
+def test_missing_pod_named() -> None:
+    out = Verifier(Scripted(stack(values={"triton-a": "3"})), params()).run()
+    assert out["errors"]["custom_metrics"] == "custom metrics API lists avg_time_queue_us for 1 of 2 Triton pods: missing triton-b"
+
+
+def test_aggregator_503_when_the_apiservice_still_says_available() -> None:
+    unavailable = (503, {"kind": "Status", "reason": "ServiceUnavailable", "message": "the server is currently unable to handle the request"})
+    out = Verifier(Scripted(stack(metrics=unavailable)), params(check_hpa=False)).run()
+    assert out["errors"] == {"custom_metrics": "custom metrics API (custom.metrics.k8s.io/v1beta2) answered 503 ServiceUnavailable: "
+                                               "the server is currently unable to handle the request"}
+
+
+def test_no_apiservice_and_unavailable_apiservice() -> None:
+    answers = stack()
+    answers[APISVC_PATH] = (200, {"items": []})
+    out = Verifier(Scripted(answers), params(check_hpa=False)).run()
+    assert out["errors"]["custom_metrics"].startswith("no APIService registers custom.metrics.k8s.io")
+    answers[APISVC_PATH] = (200, {"items": [apiservice("v1beta1", 100, False, "service/pa in \"monitoring\" is not present")]})
+    out = Verifier(Scripted(answers), params(check_hpa=False)).run()
+    assert out["errors"]["custom_metrics"] == ('APIService v1beta1.custom.metrics.k8s.io not available: FailedDiscoveryCheck: '
+                                               'service/pa in "monitoring" is not present')
+
+
+def test_no_ready_pod() -> None:
+    answers = stack()
+    answers[PODS_PATH] = (200, {"items": [{"metadata": {"name": "triton-c"}, "status": {}}]})
+    out = Verifier(Scripted(answers), params(check_hpa=False)).run()
+    assert out["errors"]["custom_metrics"] == f"no ready Triton pod in triton ({SELECTOR}); not ready: triton-c"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ((200, hpa(metric="other")), "HPA triton/triton does not scale on Pods avg_time_queue_us: its metrics are Pods other"),
+        ((200, hpa(active="False")), "HPA triton/triton ScalingActive is False (R): why"),
+        ((200, hpa(active=None)), "HPA triton/triton has no ScalingActive condition yet (the controller has not synced it)"),
+        ((200, hpa(current=None)), "HPA triton/triton reports no current value of Pods metric avg_time_queue_us (status.currentMetrics)"),
+        ((404, {"kind": "Status", "reason": "NotFound", "message": 'horizontalpodautoscalers.autoscaling "triton" not found'}),
+         'reading HPA triton/triton: 404 NotFound: horizontalpodautoscalers.autoscaling "triton" not found'),
+    ],
+)
+def test_hpa_failures(answer: Tuple[int, Any], message: str) -> None:
+    answers = stack()
+    answers[HPA_PATH] = answer
+    out = Verifier(Scripted(answers), params(check_custom_metrics=False)).run()
+    assert out["errors"] == {"hpa": message}
+
+
+def test_keda_hpa_named_by_the_scaled_object() -> None:
+    so = {"spec": {}, "status": {"hpaName": "keda-hpa-triton", "externalMetricNames": ["s0-prometheus"]}}
+    answers = {
+        ("GET", "/apis/keda.sh/v1alpha1/namespaces/triton/scaledobjects/triton"): (200, so),
+        ("GET", "/apis/autoscaling/v2/namespaces/triton/horizontalpodautoscalers/keda-hpa-triton"): (200, hpa("s0-prometheus", "External", current="20k")),
+    }
+    out = Verifier(Scripted(answers), params(check_custom_metrics=False, hpa_name="", keda_scaled_object="triton")).run()
+    assert out["errors"] == {}
+    assert out["reports"]["hpa"]["name"] == "keda-hpa-triton"
+    assert out["reports"]["hpa"]["current_value"] == 20000.0
+    so["status"] = {}  # not reconciled yet: the name KEDA will give it
+    answers[("GET", "/apis/autoscaling/v2/namespaces/triton/horizontalpodautoscalers/keda-hpa-triton")] = (404, {"kind": "Status", "reason": "NotFound",
+                                                                                                            "message": "not found"})
+    out = Verifier(Scripted(answers), params(check_custom_metrics=False, hpa_name="", keda_scaled_object="triton")).run()
+    assert out["errors"] == {"hpa": "reading HPA triton/keda-hpa-triton: 404 NotFound: not found"}
+
+
+def lb_answers(prefix: str, infer: Tuple[int, Any]) -> Dict[Tuple[str, str], Any]:
+    return {
+        ("POST", f"{prefix}/v2/repository/index"): (200, [{"name": "a", "state": "UNAVAILABLE"}, {"name": "echo", "version": "1", "state": "READY"}]),
+        ("GET", f"{prefix}/v2/models/echo"): (200, {"name": "echo", "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [-1]}]}),
+        ("POST", f"{prefix}/v2/models/echo/infer"): infer,
+    }
+
+
+PROXY = "/api/v1/namespaces/triton/services/nginx-lb:http/proxy"
+
+
+def test_lb_through_the_service_proxy_first_ready_model() -> None:
+    t = Scripted(lb_answers(PROXY, (200, {"outputs": [{"name": "OUTPUT0", "data": [0.0]}]})))
+    out = Verifier(t, params(check_custom_metrics=False, check_hpa=False, check_lb=True)).run()
+    assert out["errors"] == {}
+    assert out["reports"]["lb"]["model"] == "echo"
+    assert out["reports"]["lb"]["outputs"] == ["OUTPUT0"]
+    infer = t.calls[-1]
+    assert infer[0] == "POST"
+    assert infer[3] == {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1], "data": [0.0]}]}
+
+
+def test_lb_direct_url_and_failures() -> None:
+    t = Scripted(lb_answers("", (400, {"error": "bad input"})))
+    out = Verifier(t, params(check_custom_metrics=False, check_hpa=False, check_lb=True, lb_url="http://lb:8000/")).run()
+    assert out["errors"] == {"lb": 'load balancer (http://lb:8000/): inference on model echo answered 400: {"error": "bad input"}'}
+    assert {c[4] for c in t.calls} == {"http://lb:8000"}
+    t = Scripted(lb_answers("", (200, {"outputs": []})))
+    out = Verifier(t, params(check_custom_metrics=False, check_hpa=False, check_lb=True, lb_url="http://lb:8000")).run()
+    assert out["errors"]["lb"] == 'load balancer (http://lb:8000): inference on model echo returned no outputs: {"outputs": []}'
+
+
+def test_retries_repeat_only_failing_checks_and_are_bounded() -> None:
+    answers = stack()
+    answers[HPA_PATH] = [(200, hpa(active=None)), (200, hpa())]
+    t = Scripted(answers)
+    slept: List[float] = []
+    out = Verifier(t, params(retries=5, delay=7)).run(sleep=slept.append)
+    assert out["errors"] == {}
+    assert out["attempts"] == 2
+    assert slept == [7.0]
+    assert sum(1 for c in t.calls if c[1] == DEP_PATH[1]) == 1  # the metric check passed at once and was not repeated
+    answers = stack()
+    answers[HPA_PATH] = (200, hpa(active="False"))
+    slept = []
+    out = Verifier(Scripted(answers), params(retries=2, delay=1)).run(sleep=slept.append)
+    assert out["attempts"] == 3
+    assert slept == [1.0, 1.0]
+    assert failure_message(out["errors"], out["attempts"]) == ("serving stack verification failed after 3 attempt(s):\n"
+                                                               "HPA: HPA triton/triton ScalingActive is False (R): why")
