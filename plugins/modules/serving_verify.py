@@ -210,10 +210,11 @@ else:
 
 def _api_client(module: AnsibleModule) -> Any:
     path = module.params["kubeconfig"] or os.path.expanduser("~/.kube/config")
+    loader: Any = kube_config  # the kubernetes package carries no type hints
     try:
         if module.params["kubeconfig"] or os.path.exists(path):
-            return kube_config.new_client_from_config(config_file=path, context=module.params["context"] or None, persist_config=False)
-        kube_config.load_incluster_config()
+            return loader.new_client_from_config(config_file=path, context=module.params["context"] or None, persist_config=False)
+        loader.load_incluster_config()
         return ApiClient()
     except (ConfigException, OSError, ValueError, TypeError) as exc:
         module.fail_json(msg=f"Loading the kubeconfig {path} (context {module.params['context'] or 'current'}): {exc}")
