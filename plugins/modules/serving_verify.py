@@ -183,7 +183,6 @@ attempts:
   sample: 1
 """
 
-import os
 import traceback
 from typing import Any, Dict
 
@@ -209,15 +208,20 @@ else:
 
 
 def _api_client(module: AnsibleModule) -> Any:
-    path = module.params["kubeconfig"] or os.path.expanduser("~/.kube/config")
+    """The kubeconfig given, else the client's default one (KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
+    path = module.params["kubeconfig"]
     loader: Any = kube_config  # the kubernetes package carries no type hints
+    context = module.params["context"] or None
     try:
-        if module.params["kubeconfig"] or os.path.exists(path):
-            return loader.new_client_from_config(config_file=path, context=module.params["context"] or None, persist_config=False)
+        try:
+            return loader.new_client_from_config(config_file=path, context=context, persist_config=False)
+        except ConfigException:
+            if path:
+                raise
         loader.load_incluster_config()
         return ApiClient()
     except (ConfigException, OSError, ValueError, TypeError) as exc:
-        module.fail_json(msg=f"Loading the kubeconfig {path} (context {module.params['context'] or 'current'}): {exc}")
+        module.fail_json(msg=f"Loading the kubeconfig {path or '(default)'} (context {context or 'current'}): {exc}")
 
 
 def main() -> None:

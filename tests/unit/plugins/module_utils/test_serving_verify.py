@@ -240,8 +240,8 @@ def test_keda_hpa_named_by_the_scaled_object() -> None:
     assert out["reports"]["hpa"]["name"] == "keda-hpa-triton"
     assert out["reports"]["hpa"]["current_value"] == 20000.0
     so["status"] = {}  # not reconciled yet: the name KEDA will give it
-    answers[("GET", "/apis/autoscaling/v2/namespaces/triton/horizontalpodautoscalers/keda-hpa-triton")] = (404, {"kind": "Status", "reason": "NotFound",
-                                                                                                            "message": "not found"})
+    not_found = {"kind": "Status", "reason": "NotFound", "message": "not found"}
+    answers[("GET", "/apis/autoscaling/v2/namespaces/triton/horizontalpodautoscalers/keda-hpa-triton")] = (404, not_found)
     out = Verifier(Scripted(answers), params(check_custom_metrics=False, hpa_name="", keda_scaled_object="triton")).run()
     assert out["errors"] == {"hpa": "reading HPA triton/keda-hpa-triton: 404 NotFound: not found"}
 
