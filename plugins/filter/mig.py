@@ -10,7 +10,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_cluster import compare_nodes, expected_resources, report_table
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan, resources
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, compare, plan, resources
 
 
 def mig_plan(config: Any, config_name: str, gpus: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -18,6 +18,15 @@ def mig_plan(config: Any, config_name: str, gpus: List[Dict[str, Any]]) -> List[
         return plan(config, config_name, gpus)
     except (MigConfigError, MigPlanError) as exc:
         raise AnsibleFilterError(f"mig_plan: {exc}") from None
+
+
+def mig_compare(plan_: Any, gpus: Any) -> List[Dict[str, Any]]:
+    if not isinstance(plan_, list) or not isinstance(gpus, list):
+        raise AnsibleFilterError("mig_compare: input must be a plan (the mig_plan filter's list) and gpus a list of GPUs as mig_info returns them")
+    try:
+        return compare(plan_, gpus)
+    except (KeyError, TypeError, ValueError, MigConfigError, MigPlanError) as exc:
+        raise AnsibleFilterError(f"mig_compare: malformed plan or GPU list: {exc!r}") from None
 
 
 def mig_resources(plan_: Any, strategy: str = "mixed") -> Dict[str, int]:
@@ -49,6 +58,7 @@ class FilterModule:
     def filters(self) -> Dict[str, Callable[..., Any]]:
         return {
             "mig_plan": mig_plan,
+            "mig_compare": mig_compare,
             "mig_resources": mig_resources,
             "mig_cluster_expected": mig_cluster_expected,
             "mig_cluster_compare": mig_cluster_compare,

@@ -33,6 +33,11 @@ def _nvidia_smi_runner(module: Any, path: Optional[str]) -> Any:
     return run
 
 
+def smi_runner(module: Any, path: Optional[str]) -> Any:
+    """A runner for nvidia-smi (``path`` or looked up), C locale; raises GpuReadError for a bad path."""
+    return _nvidia_smi_runner(module, path)
+
+
 def read_gpus(module: Any, backend: str, nvidia_smi_path: Optional[str] = None) -> Tuple[List[Dict[str, Any]], str, str]:
     """Return ``(gpus, backend_used, note)``. ``auto`` prefers NVML and falls back to nvidia-smi,
     saying why in ``note``. Raises GpuReadError naming the backend and the cause."""

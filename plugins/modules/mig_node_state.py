@@ -1,0 +1,185 @@
+#!/usr/bin/python
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mig_node_state
+short_description: Read in one pass what decides a GPU node's MIG configuration work
+version_added: 0.2.0
+description:
+  - Reads, in one round trip, the node's GPUs (as M(gpu_ops.mig_serving.mig_info) does), its OS family (from
+    C(/etc/os-release)), the installed version of a package, the checksum, mode and owner of files, the state of
+    systemd units and, optionally, the processes holding a GPU.
+  - The C(gpu_ops.mig_serving.mig_layout) role decides from this result, on the controller, which of its steps a
+    node needs, so a node already in its layout costs one module run, in check mode too.
+  - Never changes anything on the node.
+author:
+  - GPU Ops maintainers (@gpu-ops)
+extends_documentation_fragment:
+  - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.info_module
+  - gpu_ops.mig_serving._gpu_backend
+options:
+  gpus:
+    description: Read the GPUs. With V(false) no GPU is touched and O(backend) is not used.
+    type: bool
+    default: true
+  package:
+    description: Name of a package whose installed version to report in RV(package_version).
+    type: str
+  files:
+    description: Paths whose state to report in RV(files). A missing path is reported, not an error.
+    type: list
+    elements: path
+    default: []
+  units:
+    description: systemd units whose state to report in RV(units) (one C(systemctl show) call for all).
+    type: list
+    elements: str
+    default: []
+  compute_apps:
+    description:
+      - List the processes that hold a GPU (C(nvidia-smi --query-compute-apps)) in RV(compute_apps).
+    type: bool
+    default: false
+notes:
+  - Checksums are SHA-1, as M(ansible.builtin.copy) and M(ansible.builtin.template) compare them.
+seealso:
+  - module: gpu_ops.mig_serving.mig_info
+  - module: gpu_ops.mig_serving.mig_verify
+"""
+
+EXAMPLES = r"""
+- name: Read the node once
+  gpu_ops.mig_serving.mig_node_state:
+    package: nvidia-mig-manager
+    files:
+      - /etc/gpu-ops/mig/config.yaml
+      - /etc/systemd/system/nvidia-mig-manager.service.d/zz-gpu-ops.conf
+    units: [nvidia-mig-manager.service]
+  register: __state
+
+- name: Plan and compare on the controller
+  ansible.builtin.set_fact:
+    __mismatches: "{{ configs | gpu_ops.mig_serving.mig_plan('all-1g.10gb', __state.gpus) | gpu_ops.mig_serving.mig_compare(__state.gpus) }}"
+"""
+
+RETURN = r"""
+os_family:
+  description: The OS family as Ansible's C(ansible_facts.os_family) names it, from C(/etc/os-release).
+  returned: always
+  type: str
+  sample: Debian
+gpus:
+  description: The GPUs, exactly as RV(gpu_ops.mig_serving.mig_info#module:gpus) returns them.
+  returned: when O(gpus=true)
+  type: list
+  elements: dict
+backend:
+  description: The backend that read the GPUs.
+  returned: when O(gpus=true)
+  type: str
+  sample: nvml
+backend_note:
+  description: Why O(backend=auto) fell back to C(nvidia-smi); empty otherwise.
+  returned: when O(gpus=true)
+  type: str
+  sample: ""
+package_version:
+  description:
+    - Installed version of O(package) (Debian C(dpkg) version, RPM C(version-release)); empty when not installed.
+  returned: when O(package) is set
+  type: str
+  sample: 0.13.0-1
+files:
+  description: Per path in O(files), C(exists) and, when it exists, C(isdir), C(islnk), C(mode), C(uid), C(gid), C(size) and for a regular file C(checksum).
+  returned: always
+  type: dict
+  sample: {"/etc/gpu-ops/mig/config.yaml": {"exists": true, "isdir": false, "islnk": false, "mode": "0644", "uid": 0, "gid": 0, "size": 812,
+           "checksum": "5b1c0b8f5a1a3e8b0e8fb4b5f7a0b9a2bfb2a8c1"}}
+units:
+  description: Per unit in O(units), C(load_state) (V(not-found) when there is no such unit), C(unit_file_state) and C(active_state).
+  returned: always
+  type: dict
+  sample: {"nvidia-mig-manager.service": {"load_state": "loaded", "unit_file_state": "enabled", "active_state": "inactive"}}
+systemd_running:
+  description:
+    - Whether systemd runs as PID 1. Where it does not (a chroot, an image build), RV(units) comes from the unit files
+      on disk (C(systemctl --root=/ is-enabled)) and every C(active_state) is V(unknown).
+  returned: always
+  type: bool
+  sample: true
+compute_apps:
+  description: Processes holding a GPU, C(pid), C(process_name) and C(gpu_uuid).
+  returned: when O(compute_apps=true)
+  type: list
+  elements: dict
+  sample: [{"pid": "4242", "process_name": "tritonserver", "gpu_uuid": "GPU-5e4c..."}]
+"""
+
+from typing import Any, Dict, List, Tuple
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
+    BACKENDS,
+    GpuReadError,
+    read_gpus,
+    smi_runner,
+)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_state import (
+    NodeStateError,
+    compute_apps,
+    file_state,
+    package_version,
+    read_os_family,
+    unit_states,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "gpus": {"type": "bool", "default": True},
+            "package": {"type": "str"},
+            "files": {"type": "list", "elements": "path", "default": []},
+            "units": {"type": "list", "elements": "str", "default": []},
+            "compute_apps": {"type": "bool", "default": False},
+            "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
+            "nvidia_smi_path": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    def run(argv: List[str]) -> Tuple[int, str, str]:
+        rc, out, err = module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"}, check_rc=False)
+        return rc, out, err
+
+    result: Dict[str, Any] = {"changed": False}
+    step = "reading the OS family"
+    try:
+        result["os_family"] = read_os_family()
+        if p["gpus"]:
+            step = "reading the GPUs"
+            result["gpus"], result["backend"], result["backend_note"] = read_gpus(module, p["backend"], p["nvidia_smi_path"])
+        if p["package"]:
+            step = f"reading the installed version of {p['package']}"
+            result["package_version"] = package_version(run, result["os_family"], p["package"])
+        step = "reading the files"
+        result["files"] = {path: file_state(path) for path in p["files"]}
+        step = "reading the systemd units"
+        result["units"], result["systemd_running"] = unit_states(run, p["units"])
+        if p["compute_apps"]:
+            step = "listing the processes holding the GPUs"
+            result["compute_apps"] = compute_apps(smi_runner(module, p["nvidia_smi_path"]))
+    except (GpuReadError, NodeStateError) as exc:
+        module.fail_json(msg=f"Reading the node's state: {step}: {exc}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
