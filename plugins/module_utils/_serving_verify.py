@@ -25,7 +25,7 @@ import math
 import re
 import time
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import quote, urlencode
 
 CUSTOM_METRICS_GROUP = "custom.metrics.k8s.io"
@@ -162,6 +162,8 @@ class Verifier:
         self.t = transport
         self.p = params
         self.ns = str(params["namespace"])
+        # checks whose error waiting cannot cure (an object that applying creates at once is missing): not retried
+        self.permanent: Set[str] = set()
 
     def _get(self, path: str, query: Optional[Mapping[str, str]] = None) -> Tuple[int, Any]:
         resp = self.t.request("GET", path, query)
@@ -175,6 +177,9 @@ class Verifier:
         if not selector:
             name = self.p["triton_deployment"]
             status, dep = self._get(f"/apis/apps/v1/namespaces/{self.ns}/deployments/{name}")
+            if status == 404:
+                self.permanent.add("custom_metrics")
+                return [], [], f"Deployment {self.ns}/{name} not found (is the serving stack deployed? playbooks/serving.yml)"
             if status != 200:
                 return [], [], f"reading Deployment {self.ns}/{name}: {_status_message(status, dep)}"
             selector = dict(((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
@@ -280,6 +285,8 @@ class Verifier:
         if error:
             return report, error
         status, hpa = self._get(f"/apis/autoscaling/v2/namespaces/{self.ns}/horizontalpodautoscalers/{name}")
+        if status == 404 and kind == "Pods":  # applied by role autoscaling at once; KEDA's operator creates its HPA later
+            self.permanent.add("hpa")
         if status != 200:
             return report, f"reading HPA {self.ns}/{name}: {_status_message(status, hpa)}"
         spec, st = hpa.get("spec") or {}, hpa.get("status") or {}
@@ -338,6 +345,8 @@ class Verifier:
         if not model:
             resp = self._lb("POST", "/v2/repository/index", {"ready": True})
             index = resp.json()
+            if resp.status == 404 and isinstance(index, dict) and index.get("kind") == "Status":  # the Service itself is missing
+                self.permanent.add("lb")
             if resp.status != 200:
                 return report, f"load balancer ({via}): POST /v2/repository/index answered {_status_message(resp.status, index)}"
             ready = [m for m in index or [] if isinstance(m, dict) and str(m.get("state", "")).upper() == "READY"]
@@ -399,7 +408,7 @@ class Verifier:
                         err = str(exc)
                     if err:
                         errors[name] = err
-            pending = [c for c in checks if c in errors]
+            pending = [c for c in checks if c in errors and c not in self.permanent]
             if not pending or attempt == rounds:
                 break
             sleep(float(self.p.get("delay", 0)))

@@ -296,3 +296,18 @@ def test_retries_repeat_only_failing_checks_and_are_bounded() -> None:
     assert slept == [1.0, 1.0]
     assert failure_message(out["errors"], out["attempts"]) == ("serving stack verification failed after 3 attempt(s):\n"
                                                                "HPA: HPA triton/triton ScalingActive is False (R): why")
+
+
+def test_missing_objects_that_apply_creates_at_once_are_not_waited_for() -> None:
+    answers = stack()
+    answers[DEP_PATH] = (404, {"kind": "Status", "reason": "NotFound", "message": 'deployments.apps "triton" not found'})
+    answers[HPA_PATH] = (404, {"kind": "Status", "reason": "NotFound", "message": 'horizontalpodautoscalers.autoscaling "triton" not found'})
+    answers[("POST", f"{PROXY}/v2/repository/index")] = (404, {"kind": "Status", "reason": "NotFound", "message": 'services "nginx-lb" not found'})
+    slept: List[float] = []
+    out = Verifier(Scripted(answers), params(retries=5, delay=3, check_lb=True)).run(sleep=slept.append)
+    assert (out["attempts"], slept) == (1, [])
+    assert out["errors"] == {
+        "custom_metrics": "Deployment triton/triton not found (is the serving stack deployed? playbooks/serving.yml)",
+        "hpa": 'reading HPA triton/triton: 404 NotFound: horizontalpodautoscalers.autoscaling "triton" not found',
+        "lb": 'load balancer (service proxy triton/nginx-lb:http): POST /v2/repository/index answered 404 NotFound: services "nginx-lb" not found',
+    }
