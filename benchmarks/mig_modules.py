@@ -34,6 +34,14 @@ from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 
+NODE_STATE_ARGS: Dict[str, Any] = {
+    "package": "nvidia-mig-manager",
+    "files": ["/etc/gpu-ops/mig", "/etc/gpu-ops/mig/config.yaml", "/etc/gpu-ops/mig/hooks.yaml", "/etc/gpu-ops/mig/report.sh",
+              "/var/lib/node_exporter/textfile_collector", "/var/lib/node_exporter/textfile_collector/gpu_ops_mig_layout.prom",
+              "/etc/systemd/system/nvidia-mig-manager.service.d", "/etc/systemd/system/nvidia-mig-manager.service.d/zz-gpu-ops.conf"],
+    "units": ["nvidia-mig-manager.service"],
+    "compute_apps": True,
+}
 # name -> (module, args). The config file path is fixed so the payload finds it on the GPU node.
 NODE_CONFIG = "/tmp/gpu-ops-bench/mig-config.yaml"
 CASES: Dict[str, Any] = {
@@ -57,6 +65,9 @@ CASES: Dict[str, Any] = {
         "gpu_ops.mig_serving.mig_verify",
         {"backend": "nvidia_smi", "config_file": NODE_CONFIG, "config": "all-1g.18gb"},
     ),
+    # the mig_layout role's one read of a node: GPUs, OS family, package, its files and units, GPU processes
+    "mig_node_state-nvml": ("gpu_ops.mig_serving.mig_node_state", {"backend": "nvml", **NODE_STATE_ARGS}),
+    "mig_node_state-nvidia_smi": ("gpu_ops.mig_serving.mig_node_state", {"backend": "nvidia_smi", **NODE_STATE_ARGS}),
 }
 
 

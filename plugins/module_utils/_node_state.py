@@ -70,6 +70,8 @@ def package_version(run: Runner, family: str, name: str) -> str:
     or '' when it is not installed."""
     if family == "Debian":
         rc, out, err = run(["dpkg-query", "--show", "--showformat=${db:Status-Status} ${Version}", name])
+        if rc == 127:
+            raise NodeStateError(f"dpkg-query is missing on this {family} node: {err.strip()}")
         if rc != 0:
             if "no packages found" in (err + out).lower():
                 return ""
@@ -78,6 +80,8 @@ def package_version(run: Runner, family: str, name: str) -> str:
         return version if status == "installed" else ""
     if family in ("RedHat", "Suse"):
         rc, out, err = run(["rpm", "-q", "--queryformat", "%{VERSION}-%{RELEASE}", name])
+        if rc == 127:
+            raise NodeStateError(f"rpm is missing on this {family} node: {err.strip()}")
         if rc != 0:
             if "is not installed" in (err + out):
                 return ""
@@ -151,6 +155,8 @@ def unit_states(run: Runner, names: Sequence[str]) -> Tuple[Dict[str, Dict[str, 
     if not names:
         return {}, True
     rc, out, err = run(["systemctl", "show", "--property=" + ",".join(UNIT_PROPERTIES), "--", *names])
+    if rc == 127 and "command not found" in err:  # no systemd at all (a minimal container)
+        return {name: {"load_state": "unknown", "unit_file_state": "", "active_state": "unknown"} for name in names}, False
     if rc != 0:
         if "not been booted with systemd" in err or "Failed to connect to bus" in err:
             return _offline_unit_states(run, names), False

@@ -156,7 +156,10 @@ def main() -> None:
     p = module.params
 
     def run(argv: List[str]) -> Tuple[int, str, str]:
-        rc, out, err = module.run_command(argv, environ_update={"LC_ALL": "C", "LANG": "C"}, check_rc=False)
+        binary = module.get_bin_path(argv[0])
+        if binary is None:
+            return 127, "", f"{argv[0]}: command not found"
+        rc, out, err = module.run_command([binary, *argv[1:]], environ_update={"LC_ALL": "C", "LANG": "C"}, check_rc=False)
         return rc, out, err
 
     result: Dict[str, Any] = {"changed": False}

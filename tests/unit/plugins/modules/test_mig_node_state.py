@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
+from ansible.module_utils import basic
 from mig_module_harness import FIXTURES, FakeNode, ModuleExit, h200_node
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _node_state
@@ -42,10 +43,11 @@ class Node(FakeNode):
         self.tools = tools
 
     def run_command(self, argv: List[str], **kwargs: Any) -> Tuple[int, str, str]:
-        if argv[0] in self.tools:
+        tool = os.path.basename(argv[0])
+        if tool in self.tools:
             assert kwargs.get("environ_update", {}).get("LC_ALL") == "C"
-            self.calls.append(list(argv))
-            return self.tools[argv[0]]
+            self.calls.append([tool, *argv[1:]])
+            return self.tools[tool]
         return super().run_command(argv, **kwargs)
 
 
@@ -129,9 +131,9 @@ def test_without_systemd_as_pid1_unit_files_are_read_from_disk(run_module: RunMo
 
     class NoSystemd(Node):
         def run_command(self, argv: List[str], **kwargs: Any) -> Tuple[int, str, str]:
-            if argv[0] != "systemctl":
+            if os.path.basename(argv[0]) != "systemctl":
                 return super().run_command(argv, **kwargs)
-            calls.append(list(argv))
+            calls.append(["systemctl", *argv[1:]])
             if argv[1] == "show":
                 return 1, "", "System has not been booted with systemd as init system (PID 1). Can't operate.\nFailed to connect to bus: Host is down\n"
             if argv[-1] == "nvidia-mig-manager.service":
@@ -147,6 +149,18 @@ def test_without_systemd_as_pid1_unit_files_are_read_from_disk(run_module: RunMo
         "tritonserver.service": {"load_state": "not-found", "unit_file_state": "", "active_state": "unknown"},
     }
     assert calls[1] == ["systemctl", "--root=/", "is-enabled", "--", "nvidia-mig-manager.service"]
+
+
+def test_a_node_without_systemctl_reports_units_unknown(run_module: RunModule, monkeypatch: pytest.MonkeyPatch) -> None:
+    def main_without_systemctl() -> None:  # after the harness has patched the module's tool lookup
+        monkeypatch.setattr(basic.AnsibleModule, "get_bin_path",
+                            lambda self, name, required=False, opt_dirs=None: None if name == "systemctl" else f"/usr/bin/{name}")
+        mig_node_state.main()
+
+    res = run_module(main_without_systemctl, {"gpus": False, "units": ["nvidia-mig-manager.service"]}, Node(h200_node(), {}))
+    assert not res.failed, res.result
+    assert res.result["systemd_running"] is False
+    assert res.result["units"] == {"nvidia-mig-manager.service": {"load_state": "unknown", "unit_file_state": "", "active_state": "unknown"}}
 
 
 def test_compute_apps(run_module: RunModule) -> None:
