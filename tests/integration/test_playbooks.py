@@ -46,7 +46,7 @@ def test_site_yml_parses_from_a_checkout(tmp_path: Path) -> None:
     plays = [line.split("play #", 1)[1].split(": ", 1)[1].split("TAGS:")[0].strip()
              for line in proc.stdout.splitlines() if "play #" in line]
     assert plays == ["Apply MIG layouts on the GPU nodes", "Cluster GPU layer", "Serving stack", "Layer-7 load balancer for Triton",
-                     "Verify MIG layouts", "Verify the cluster advertises every node's layout"], plays
+                     "Verify MIG layouts", "Verify the cluster advertises every node's layout", "Verify the serving stack end to end"], plays
 
 
 def test_dgx_inventory_layouts_plan_on_their_models(tmp_path: Path) -> None:
