@@ -176,11 +176,13 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
                                 "mig_layout_config": "all-balanced", "gpu_ops_node_gpus": {"count": 8, "pci_device_id": A100}}
             kube.add_node(k8s_node(converged, {"nvidia.com/mig-1g.5gb": 16, "nvidia.com/mig-2g.10gb": 8, "nvidia.com/mig-3g.20gb": 8}))
 
+            for host_vars in hosts.values():  # host variables: inventories/dgx/group_vars/gpu_nodes.yml sets some of these for the group
+                host_vars.update({"ansible_user": "root", "ansible_become": False, "mig_backend": "nvidia_smi", "mig_layout_package_file": str(DEB)})
             inv = tmp / "inv"
             shutil.copytree(ROOT / "inventories" / "dgx", inv)
             shutil.copytree(ROOT / "inventories" / "layouts", tmp / "layouts")
             inventory = {"all": {"children": {
-                "gpu_nodes": {"hosts": hosts, "vars": {"ansible_become": False, "mig_backend": "nvidia_smi", "mig_layout_package_file": str(DEB)}},
+                "gpu_nodes": {"hosts": hosts},
                 "k8s_control": {"hosts": {CONTROL: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}}}
             (inv / "hosts.yml").write_text(yaml.safe_dump(inventory))
             all_vars = yaml.safe_load((inv / "group_vars" / "all.yml").read_text())
