@@ -296,15 +296,20 @@ def test_failures_name_the_pod_the_metric_and_the_model(bed: Bed) -> None:
 
 def test_failures_adapter_down_and_nginx_stopped(bed: Bed) -> None:
     """Last: it stops nginx. The adapter is down (the aggregator answers 503) and nothing listens behind the LB Service;
-    in check mode, which also proves the play runs there."""
+    then the same in check mode, where the play reports what it would verify without failing."""
     bed.adapter.down = True
     bed.nginx.stop()
     try:
-        run = bed.verify("--check")  # the module only reads: it runs in check mode too, once (no waiting by default)
+        run = bed.verify("-e", "gpu_ops_verify_serving_retries=0")
+        # the module only reads: it runs in check mode too, once (no waiting by default), and the play reports instead of failing
+        check = bed.verify("--check")
     finally:
         bed.adapter.down = False
     out = run["stdout"]
     assert run["rc"] != 0, out[-3000:]
+    assert check["rc"] == 0, check["stdout"][-4000:]
+    assert "Check mode: would verify the serving stack after apply; now: serving stack verification failed after 1 attempt(s):" in check["stdout"]
+    assert "ScalingActive is False (FailedGetPodsMetric)" in check["stdout"]
     assert "custom metrics: APIService v1beta1.custom.metrics.k8s.io not available: FailedDiscoveryCheck: failing or missing response from" in out, out[-4000:]
     assert ("HPA: HPA triton/triton ScalingActive is False (FailedGetPodsMetric): the HPA was unable to compute the replica count: "
             f"unable to get metric {METRIC}: unable to fetch metrics from custom metrics API: the server is currently unable to handle the request") in out
