@@ -316,3 +316,32 @@ def test_check_with_tags_cluster_touches_no_node(bed: Dict[str, Any]) -> None:
     assert all(c["reproduced"] for c in calls)
     assert not [c for c in calls if "upgrade" in c["argv"]]
     assert re.search(r"^ok: \[k8s-admin-01\] => \(item=nvdp nvidia-device-plugin 0\.18\.0\)", proc.stdout, re.M)
+
+
+def test_check_on_a_fresh_cluster_reports_what_the_api_server_cannot_dry_run(bed: Dict[str, Any]) -> None:
+    """The serving stack and the load balancer in check mode on a cluster with nothing of ours: their namespaces do not
+    exist and kube-prometheus-stack's CRDs are not installed, so those objects are reported; the others are dry-run."""
+    helm = bed["helm"]
+    with FakeKube() as fresh:
+        before = json.dumps(fresh.state(), sort_keys=True)
+        stages = bed["tmp"] / "serving-stages.yml"
+        imports = [{"ansible.builtin.import_playbook": str(ROOT / "playbooks" / name)} for name in ("serving.yml", "load_balancer.yml")]
+        stages.write_text(yaml.safe_dump(imports))
+        calls_before = len(helm.calls())
+        proc = playbook(bed, [str(stages), "--check", "--diff", "-e", f"gpu_ops_kubeconfig={fresh.kubeconfig_path}"])
+        out = proc.stdout
+        assert proc.returncode == 0, out[-8000:] + proc.stderr[-2000:]
+        assert recap(out)[CONTROL]["failed"] == 0
+        for kind, name in (("Deployment", "triton"), ("Service", "triton-headless"), ("HorizontalPodAutoscaler", "triton"), ("ConfigMap", "nginx-lb-config")):
+            assert f"Would apply {kind} {name}; not dry-run: namespace triton does not exist yet (this run would create it)" in out, kind
+        assert "Would apply PrometheusRule triton-queue-time; not dry-run: monitoring.coreos.com/v1 PrometheusRule is not served yet" in out
+        # the namespaces themselves are dry-run (cluster-scoped, served), and shown as new
+        applied = "\n".join(body for title, body in task_blocks(out) if title.startswith("gpu_ops.mig_serving.k8s_objects : Apply, server-side"))
+        for namespace in ("monitoring", "triton"):
+            assert re.search(rf"^changed: \[k8s-admin-01\] => \(item=Namespace/{namespace}\)", applied, re.M), applied[-3000:]
+        assert [f"{r.method} {r.path}" for r in fresh.requests if r.method not in ("GET", "HEAD") and r.query.get("dryRun") != ["All"]] == []
+        assert [r for r in fresh.requests if r.method == "PATCH"], "no dry run was sent"
+        assert json.dumps(fresh.state(), sort_keys=True) == before
+        calls = helm.calls()[calls_before:]
+        assert calls, "helm was never asked"
+        assert not [c for c in calls if "upgrade" in c["argv"] or not c["reproduced"]], calls
