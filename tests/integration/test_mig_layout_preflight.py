@@ -80,10 +80,12 @@ def test_taking_over_is_explicit(inventory: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
-def test_a_node_not_in_the_cluster_skips_the_cluster_checks(inventory: Path) -> None:
+def test_a_node_not_in_the_cluster_skips_the_cluster_checks(inventory: Path, kube: Any) -> None:
     proc = preflight(inventory, "-e", "mig_layout_k8s_node_name=not-a-node")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "Refuse a node whose layout the GPU Operator manages] ***\nskipping" in proc.stdout
+    assert "managed by the GPU Operator's mig-manager" not in proc.stdout
+    assert any(r.method == "GET" and r.path.endswith("/nodes/not-a-node") for r in kube.requests)
+    assert all(r.method == "GET" for r in kube.requests), "preflight only reads the cluster"
 
 
 @pytest.mark.parametrize(("extra", "message"), [
