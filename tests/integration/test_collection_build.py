@@ -19,9 +19,11 @@ BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
 
-EXPECTED_MODULES = {"gpu_ops.mig_serving.mig_info", "gpu_ops.mig_serving.mig_verify"}
+EXPECTED_MODULES = {"gpu_ops.mig_serving.mig_info", "gpu_ops.mig_serving.mig_verify", "gpu_ops.mig_serving.mig_node_state",
+                    "gpu_ops.mig_serving.serving_verify"}
 EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.mig_plan",
+    "gpu_ops.mig_serving.mig_compare",
     "gpu_ops.mig_serving.mig_resources",
     "gpu_ops.mig_serving.mig_cluster_expected",
     "gpu_ops.mig_serving.mig_cluster_compare",
