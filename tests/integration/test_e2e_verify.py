@@ -27,13 +27,12 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List
 
 import pytest
 import yaml
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     from tests.kube_fake.server import RESOURCES, FakeKube
     from tests.servers.dnsmasq import dnsmasq_server
     from tests.servers.nginx import NginxProcess, localize, nginx_server, version
+    from tests.servers.ports import common_free_ports
     from tests.servers.prometheus import pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import ensure_triton_venv, service_time, triton_server, write_model_repository
 else:
@@ -57,6 +57,7 @@ else:
     from kube_fake.server import RESOURCES, FakeKube
     from servers.dnsmasq import dnsmasq_server
     from servers.nginx import NginxProcess, localize, nginx_server, version
+    from servers.ports import common_free_ports
     from servers.prometheus import pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import ensure_triton_venv, service_time, triton_server, write_model_repository
 
@@ -87,27 +88,6 @@ class TritonPythonModel:
         return [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError("failing on purpose (test model)"))
                 for _request in requests]
 '''
-
-
-def _common_free_ports(hosts: Sequence[str], count: int) -> List[int]:
-    """``count`` TCP ports free on every one of ``hosts`` (pods of one Service listen on the same ports)."""
-    chosen: List[int] = []
-    for _attempt in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-        ok = port not in chosen
-        for host in hosts[1:]:
-            with socket.socket() as sock:
-                try:
-                    sock.bind((host, port))
-                except OSError:
-                    ok = False
-        if ok:
-            chosen.append(port)
-        if len(chosen) == count:
-            return chosen
-    raise RuntimeError(f"no {count} ports free on all of {hosts}")
 
 
 def run_playbook(home: Path, argv: List[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -177,8 +157,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     (repo / "failing" / "1").mkdir(parents=True)
     (repo / "failing" / "1" / "model.py").write_text(_FAILING_MODEL)
     (repo / "failing" / "config.pbtxt").write_text((repo / "echo" / "config.pbtxt").read_text().replace('name: "echo"', 'name: "failing"'))
-    t_http, t_grpc, t_metrics = _common_free_ports(list(PODS.values()), 3)
-    lb_http, lb_grpc, lb_status = _common_free_ports(["127.0.0.1"], 3)
+    t_http, t_grpc, t_metrics = common_free_ports(list(PODS.values()), 3)
+    lb_http, lb_grpc, lb_status = common_free_ports(["127.0.0.1"], 3)
     with contextlib.ExitStack() as stack:
         tritons = {pod: stack.enter_context(triton_server(repo, host=ip, http_port=t_http, grpc_port=t_grpc, metrics_port=t_metrics))
                    for pod, ip in PODS.items()}

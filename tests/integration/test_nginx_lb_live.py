@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -40,10 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.servers.dnsmasq import DnsmasqProcess, dnsmasq_server
     from tests.servers.nginx import NginxProcess, localize, nginx_server, render_role_config, version
+    from tests.servers.ports import common_free_ports
     from tests.servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
 else:  # tests/servers, importable once tests/ is on sys.path
     from servers.dnsmasq import DnsmasqProcess, dnsmasq_server
     from servers.nginx import NginxProcess, localize, nginx_server, render_role_config, version
+    from servers.ports import common_free_ports
     from servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
 
 pytestmark = pytest.mark.slow
@@ -59,27 +60,6 @@ DELAY_MS = 5.0
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 HTTP_PATH = f"/v2/models/{MODEL}/infer"
 _SUCCESS = re.compile(r'^nv_inference_request_success\{[^}]*model="' + MODEL + r'"[^}]*\} (\d+(?:\.\d+)?)$', re.MULTILINE)
-
-
-def _common_free_ports(hosts: Sequence[str], count: int) -> List[int]:
-    """``count`` TCP ports free on every one of ``hosts`` (pods of one Service listen on the same ports)."""
-    chosen: List[int] = []
-    for _attempt in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-        ok = port not in chosen
-        for host in hosts[1:]:
-            with socket.socket() as sock:
-                try:
-                    sock.bind((host, port))
-                except OSError:
-                    ok = False
-        if ok:
-            chosen.append(port)
-        if len(chosen) == count:
-            return chosen
-    raise RuntimeError(f"no {count} ports free on all of {hosts}")
 
 
 def served(triton: TritonProcess) -> int:
@@ -116,8 +96,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     ensure_triton_venv()
     work = tmp_path_factory.mktemp("nginx-lb-live")
     repo = write_model_repository(work / "models", delay_ms=DELAY_MS, name=MODEL)
-    t_http, t_grpc, t_metrics = _common_free_ports(BACKENDS, 3)
-    lb_http, lb_grpc, lb_status = _common_free_ports(["127.0.0.1"], 3)
+    t_http, t_grpc, t_metrics = common_free_ports(BACKENDS, 3)
+    lb_http, lb_grpc, lb_status = common_free_ports(["127.0.0.1"], 3)
     rendered = render_role_config(work, "-e", "nginx_lb_oss_version=1.22.1")
     assert "form 'variable'" in rendered
     with contextlib.ExitStack() as stack:
