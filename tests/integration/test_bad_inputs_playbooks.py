@@ -1,0 +1,67 @@
+# Copyright (c) gpu_ops.mig_serving contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Whole playbook runs given bad input (tests/data/bad_inputs/playbooks.yaml): each exits non-zero naming the input,
+before any stage has changed anything: the render directory, holding a user's file beforehand, is byte for byte what it
+was, and no task of a stage ran (the validation plays of playbooks/validate.yml are the only plays that ran tasks)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CASES: List[Dict[str, Any]] = yaml.safe_load((ROOT / "tests/data/bad_inputs/playbooks.yaml").read_text())
+
+pytestmark = pytest.mark.slow
+
+
+def snapshot(directory: Path) -> Dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(directory.rglob("*"))}
+
+
+def nodes_only_inventory(tmp: Path) -> Path:
+    """inventories/dgx's GPU nodes and their settings, without the k8s_control group."""
+    hosts = yaml.safe_load((ROOT / "inventories/dgx/hosts.yml").read_text())
+    hosts["all"]["children"].pop("k8s_control")
+    inventory = tmp / "inventory"
+    inventory.mkdir()
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inventory / "group_vars").symlink_to(ROOT / "inventories/dgx/group_vars")
+    return inventory
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_bad_input_fails_before_anything_changes(case: Dict[str, Any], tmp_path: Path) -> None:
+    render = tmp_path / "render"
+    (render / "triton").mkdir(parents=True)
+    (render / "triton" / "sealed-secret.yaml").write_text("kind: SealedSecret  # the user's own\n")
+    before = snapshot(render)
+    inventory = case.get("inventory", "inventories/dgx")
+    if inventory == "NODES_ONLY":
+        inventory = str(nodes_only_inventory(tmp_path))
+    args = [str(a).replace("RENDER", str(render)) for a in case["args"]]
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    proc = subprocess.run([str(BIN / "ansible-playbook"), case["playbook"], "-i", inventory, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"{case['input']}: exited 0\n{out[-3000:]}"
+    assert case["message"] in out, out[-4000:]
+    assert "Unexpected Exception" not in out and "Traceback" not in out, out[-4000:]
+    # only validation plays ran: no play of a stage started
+    plays = re.findall(r"^PLAY \[(.*)\] \*+$", proc.stdout, flags=re.M)
+    stage_plays = [p for p in plays if not p.startswith(("Validate", "Remember"))]
+    assert stage_plays == [], f"stage plays started: {stage_plays}"
+    if case.get("render_untouched"):
+        assert snapshot(render) == before
