@@ -12,7 +12,7 @@ GPU feature discovery sets) and never re-derives a count.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
@@ -27,9 +27,14 @@ _MIG_COUNT_LABEL = re.compile(r"^nvidia\.com/mig-(?P<profile>.+)\.count$")
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
-def _check_strategy(strategy: str) -> None:
-    if strategy not in STRATEGIES:
-        raise MigPlanError(f"unknown MIG strategy {strategy!r}; the device plugin knows {', '.join(STRATEGIES)}")
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_strategy(strategy: Any) -> None:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise MigPlanError(f"unknown MIG strategy {_brief(strategy)}; the device plugin knows {', '.join(STRATEGIES)}")
 
 
 def expected_resources(nodes: Any, strategy: str = "mixed") -> Dict[str, Dict[str, int]]:
@@ -38,12 +43,17 @@ def expected_resources(nodes: Any, strategy: str = "mixed") -> Dict[str, Dict[st
     Errors name the node."""
     _check_strategy(strategy)
     if not isinstance(nodes, list):
-        raise MigPlanError("nodes must be a list of {node, config, config_name, gpus}")
+        raise MigPlanError(f"nodes must be a list of {{node, config, config_name, gpus}}, not {type(nodes).__name__} ({_brief(nodes)})")
     out: Dict[str, Dict[str, int]] = {}
     for item in nodes:
-        if not isinstance(item, Mapping) or not all(k in item for k in ("node", "config", "config_name", "gpus")):
-            raise MigPlanError(f"node entry {item!r} needs node, config, config_name and gpus")
-        name = str(item["node"])
+        if not isinstance(item, Mapping):
+            raise MigPlanError(f"node entry {_brief(item)} must be a mapping with node, config, config_name and gpus")
+        missing = [k for k in ("node", "config", "config_name", "gpus") if k not in item]
+        if missing:
+            raise MigPlanError(f"node entry {_brief(dict(item))} needs node, config, config_name and gpus; it lacks {', '.join(missing)}")
+        if not isinstance(item["node"], str) or not item["node"]:
+            raise MigPlanError(f"node entry {_brief(dict(item))}: 'node' must be the Kubernetes node name, not {_brief(item['node'])}")
+        name = item["node"]
         if name in out:
             raise MigPlanError(f"node {name!r} is listed twice")
         try:
@@ -60,20 +70,33 @@ def _int(value: Any) -> Optional[int]:
         return None
 
 
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MigPlanError(f"{what} must be a mapping, not {_brief(value)}")
+    return value
+
+
 def node_view(node: Mapping[str, Any], strategy: str) -> Dict[str, Dict[str, int]]:
     """The GPU resources a Node object shows: ``{"allocatable": {...}, "labels": {...}}``, labels keyed
-    by the resource they count (``nvidia.com/mig-1g.5gb.count`` -> ``nvidia.com/mig-1g.5gb``)."""
-    status = node.get("status") or {}
-    allocatable = status.get("allocatable") or {}
-    labels = (node.get("metadata") or {}).get("labels") or {}
+    by the resource they count (``nvidia.com/mig-1g.5gb.count`` -> ``nvidia.com/mig-1g.5gb``).
+    A Node object of the wrong shape raises MigPlanError naming the field."""
+    metadata = _mapping(node.get("metadata"), "Node metadata")
+    name = metadata.get("name", "?")
+    status = _mapping(node.get("status"), f"Node {name}: status")
+    allocatable = _mapping(status.get("allocatable"), f"Node {name}: status.allocatable")
+    labels = _mapping(metadata.get("labels"), f"Node {name}: metadata.labels")
     alloc: Dict[str, int] = {}
     for key, value in allocatable.items():
-        if key == GPU_RESOURCE or _MIG_RESOURCE.match(key):
+        if isinstance(key, str) and (key == GPU_RESOURCE or _MIG_RESOURCE.match(key)):
             count = _int(value)
             if count is not None:
                 alloc[key] = count
     counted: Dict[str, int] = {}
     for key, value in labels.items():
+        if not isinstance(key, str):
+            continue
         m = _MIG_COUNT_LABEL.match(key)
         if m:
             count = _int(value)
@@ -86,7 +109,40 @@ def node_view(node: Mapping[str, Any], strategy: str) -> Dict[str, Dict[str, int
     return {"allocatable": alloc, "labels": counted}
 
 
-def compare_nodes(k8s_nodes: Sequence[Mapping[str, Any]], expected: Mapping[str, Mapping[str, int]], strategy: str = "mixed") -> Dict[str, Any]:
+def _check_inputs(k8s_nodes: Any, expected: Any) -> Tuple[Dict[str, Mapping[str, Any]], Dict[str, Dict[str, int]]]:
+    """Node objects by name, and the expectations as ``{node: {resource: int}}``; MigPlanError for anything else."""
+    if not isinstance(k8s_nodes, list):
+        raise MigPlanError(
+            f"the cluster's nodes must be a list of Node objects (k8s_info's resources), not {type(k8s_nodes).__name__} ({_brief(k8s_nodes)})"
+        )
+    by_name: Dict[str, Mapping[str, Any]] = {}
+    for n in k8s_nodes:
+        meta = n.get("metadata") if isinstance(n, Mapping) else None
+        if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+            raise MigPlanError(f"Node object {_brief(n)} has no metadata.name; pass k8s_info's resources (kind Node)")
+        by_name[meta["name"]] = n
+    if not isinstance(expected, Mapping):
+        raise MigPlanError(
+            f"expected must be a mapping of node name to {{resource: count}} (mig_cluster_expected's result), not {_brief(expected)}"
+        )
+    want: Dict[str, Dict[str, int]] = {}
+    for name, resources_ in expected.items():
+        if not isinstance(name, str):
+            raise MigPlanError(f"expected: node name {_brief(name)} must be a string")
+        if not isinstance(resources_, Mapping):
+            raise MigPlanError(f"expected: node {name}: must be a mapping of resource to count, not {_brief(resources_)}")
+        want[name] = {}
+        for resource, count in resources_.items():
+            value = None if isinstance(count, bool) or not isinstance(resource, str) else _int(count)
+            if value is None or value < 0:
+                raise MigPlanError(
+                    f"expected: node {name}: resource {_brief(resource)} needs a non-negative integer count, not {_brief(count)}"
+                )
+            want[name][resource] = value
+    return by_name, want
+
+
+def compare_nodes(k8s_nodes: Any, expected: Any, strategy: str = "mixed") -> Dict[str, Any]:
     """Compare each expected node with the cluster.
 
     Returns ``{ok, mismatches, stale, missing_nodes, checked}``. A mismatch is
@@ -94,15 +150,15 @@ def compare_nodes(k8s_nodes: Sequence[Mapping[str, Any]], expected: Mapping[str,
     resource or label is absent. A resource type the layout does not yield is *stale*: reported, and a
     mismatch too when it still advertises a non-zero count (expected 0).
     With ``single``, GFD publishes ``nvidia.com/gpu.count`` for the number of GPUs, not MIG devices, so
-    only allocatable is compared.
+    only allocatable is compared. Input of the wrong shape raises MigPlanError naming it.
     """
     _check_strategy(strategy)
-    by_name = {str((n.get("metadata") or {}).get("name")): n for n in k8s_nodes}
+    by_name, expected_ = _check_inputs(k8s_nodes, expected)
     mismatches: List[Dict[str, Any]] = []
     stale: List[Dict[str, Any]] = []
     missing: List[str] = []
-    for name in sorted(expected):
-        want = {k: int(v) for k, v in expected[name].items()}
+    for name in sorted(expected_):
+        want = expected_[name]
         node = by_name.get(name)
         if node is None:
             missing.append(name)
@@ -134,7 +190,7 @@ def compare_nodes(k8s_nodes: Sequence[Mapping[str, Any]], expected: Mapping[str,
         "mismatches": mismatches,
         "stale": stale,
         "missing_nodes": missing,
-        "checked": sorted(n for n in expected if n not in missing),
+        "checked": sorted(n for n in expected_ if n not in missing),
     }
 
 

@@ -14,21 +14,31 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-try:
-    import yaml
-
-    HAS_YAML = True
-    YAML_IMPORT_ERROR: Optional[str] = None
-except ImportError as _exc:  # pragma: no cover - exercised on nodes without PyYAML
-    HAS_YAML = False
-    YAML_IMPORT_ERROR = str(_exc)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import (
+    HAS_YAML,
+    YAML_IMPORT_ERROR,
+    HexInt,
+    StrictYamlError,
+    decode,
+    line_of,
+    load,
+    to_plain,
+)
 
 
 class MigConfigError(ValueError):
     """A mig-parted config (or one profile string in it) is malformed."""
+
+
+# No GPU holds more than 8 MIG devices of one profile (7 GPU instances, or 8 compute instances of one
+# 8-slice instance); a larger count is a typo, refused before anything is sized from it.
+MAX_PROFILE_COUNT = 64
+# Entries over all named configs of one file (mig-parted's default file has about 150).
+MAX_ENTRIES = 10000
 
 
 # "1g.5gb", "1c.3g.20gb", "1g.10gb+me", "1g.24gb+gfx", "1g.24gb+me.all", "1g.24gb-me".
@@ -109,20 +119,39 @@ class DeviceFilter:
         return self.device_id if self.subsystem_id is None else f"{self.device_id}:{self.subsystem_id}"
 
 
-def normalize_device_id(value: str) -> str:
-    """``0x20b010de`` -> ``0x20B010DE``; raise on anything but 8 hex digits after ``0x``."""
+def _number_hint(value: Any) -> str:
+    """Why a PCI id given as a number is refused, and what to write instead."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return ""
+    hint = f" (0x{value:08X} in hexadecimal)" if 0 <= value <= 0xFFFFFFFF else ""
+    return (
+        f"; it is a number{hint}, not a PCI id: a YAML loader reads an unquoted hex id as an integer, so quote it, "
+        "e.g. '0x20B010DE'"
+    )
+
+
+def normalize_device_id(value: Any) -> str:
+    """``0x20b010de`` -> ``0x20B010DE``; raise on anything but 8 hex digits after ``0x``.
+    A hex integer as the strict loader keeps it (``HexInt``) is read as written."""
+    if isinstance(value, HexInt):
+        value = value.text
     m = re.match(r"^(?:0[xX])?([0-9A-Fa-f]{8})$", value.strip()) if isinstance(value, str) else None
     if not m:
-        raise MigConfigError(f"malformed PCI device id {value!r}: expected 0x followed by 8 hex digits, e.g. 0x20B010DE")
+        raise MigConfigError(
+            f"malformed PCI device id {value!r}: expected 0x followed by 8 hex digits, e.g. 0x20B010DE{_number_hint(value)}"
+        )
     return "0x" + m.group(1).upper()
 
 
 def parse_device_filter(value: Any) -> DeviceFilter:
+    """``'0xDDDDVVVV'`` or ``'0xDDDDVVVV:0xSSSSVVVV'``; an unquoted hex id kept by the strict loader is read as written."""
+    if isinstance(value, HexInt):
+        value = value.text
     m = _DEVICE_ID_RE.match(value.strip()) if isinstance(value, str) else None
     if not m:
         raise MigConfigError(
             f"malformed device-filter {value!r}: expected '0xDDDDVVVV' or '0xDDDDVVVV:0xSSSSVVVV' (device and vendor id, "
-            "optionally the subsystem id), e.g. '0x20B010DE'"
+            f"optionally the subsystem id), e.g. '0x20B010DE'{_number_hint(value)}"
         )
     sub = m.group("sub")
     return DeviceFilter("0x" + m.group("id").upper(), None if sub is None else "0x" + sub.upper())
@@ -177,15 +206,29 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_entries(entries: Any, where: str) -> Tuple[ConfigEntry, ...]:
-    """Parse one named config: a non-empty list of entries. ``where`` prefixes every message."""
+def _at(line: Optional[int]) -> str:
+    return f" (line {line})" if line else ""
+
+
+def parse_entries(entries: Any, where: str, line: Optional[int] = None) -> Tuple[ConfigEntry, ...]:
+    """Parse one named config: a non-empty list of entries. ``where`` prefixes every message; ``line``
+    (of the config's name in its file) is named when the value itself is wrong."""
     if not isinstance(entries, list) or not entries:
-        raise MigConfigError(f"{where}: must be a non-empty list of entries (devices, mig-enabled, mig-devices)")
+        raise MigConfigError(
+            f"{where}{_at(line)}: must be a non-empty list of entries (devices, mig-enabled, mig-devices), not {_brief(entries)}"
+        )
+    if len(entries) > MAX_ENTRIES:
+        raise MigConfigError(f"{where}{_at(line)}: {len(entries)} entries, more than the {MAX_ENTRIES} a config may have")
     return tuple(_parse_entry(raw, pos, where) for pos, raw in enumerate(entries))
 
 
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _parse_entry(raw: Any, pos: int, where: str) -> ConfigEntry:
-    here = f"{where}, entry {pos + 1}"
+    here = f"{where}, entry {pos + 1}{_at(line_of(raw))}"
     if not isinstance(raw, dict):
         raise MigConfigError(f"{here}: must be a mapping with keys {', '.join(_ENTRY_KEYS)}, not {type(raw).__name__}")
     unknown = sorted(str(k) for k in raw if k not in _ENTRY_KEYS)
@@ -203,21 +246,21 @@ def _parse_entry(raw: Any, pos: int, where: str) -> ConfigEntry:
             raise MigConfigError(f"{here}: 'devices' is an empty list; use 'all' or list GPU indices")
         bad = [d for d in devices_raw if not _is_int(d) or d < 0]
         if bad:
-            raise MigConfigError(f"{here}: 'devices' must hold non-negative integer GPU indices; invalid: {bad}")
-        dupes = sorted({d for d in devices_raw if devices_raw.count(d) > 1})
+            raise MigConfigError(f"{here}: 'devices' must hold non-negative integer GPU indices; invalid: {_brief(bad)}")
+        dupes = sorted(d for d, n in Counter(int(d) for d in devices_raw).items() if n > 1)
         if dupes:
             raise MigConfigError(f"{here}: 'devices' lists GPU index(es) {dupes} more than once")
-        devices = tuple(devices_raw)
+        devices = tuple(int(d) for d in devices_raw)
     elif _is_int(devices_raw):
         raise MigConfigError(f"{here}: 'devices: {devices_raw}' is a bare integer; write a list, 'devices: [{devices_raw}]'")
     else:
-        raise MigConfigError(f"{here}: 'devices' must be 'all' or a list of GPU indices, not {devices_raw!r}")
+        raise MigConfigError(f"{here}: 'devices' must be 'all' or a list of GPU indices, not {_brief(devices_raw)}")
 
     if "mig-enabled" not in raw:
         raise MigConfigError(f"{here}: 'mig-enabled' is required (true or false)")
     enabled = raw["mig-enabled"]
     if not isinstance(enabled, bool):
-        raise MigConfigError(f"{here}: 'mig-enabled' must be true or false, not {enabled!r}")
+        raise MigConfigError(f"{here}: 'mig-enabled' must be true or false, not {_brief(enabled)}")
 
     mig_devices: List[Tuple[MigProfile, int]] = []
     if enabled and "mig-devices" not in raw:
@@ -225,30 +268,36 @@ def _parse_entry(raw: Any, pos: int, where: str) -> ConfigEntry:
     md = raw.get("mig-devices")
     if md is not None or "mig-devices" in raw:
         if not isinstance(md, dict):
-            raise MigConfigError(f"{here}: 'mig-devices' must be a mapping of profile to count, not {md!r}")
+            raise MigConfigError(f"{here}: 'mig-devices' must be a mapping of profile to count, not {_brief(md)}")
         if not enabled and md:
-            raise MigConfigError(f"{here}: 'mig-devices' must be empty when mig-enabled is false (found {sorted(md)})")
+            raise MigConfigError(f"{here}: 'mig-devices' must be empty when mig-enabled is false (found {_brief(sorted(map(str, md)))})")
         seen: Dict[MigProfile, str] = {}
         for key, count in md.items():
+            at = f"{here}, mig-devices{_at(line_of(md, key))}"
             try:
                 profile = parse_profile(key)
             except MigConfigError as exc:
-                raise MigConfigError(f"{here}, mig-devices: {exc}") from None
+                raise MigConfigError(f"{at}: {exc}") from None
             if profile in seen:
-                raise MigConfigError(f"{here}, mig-devices: {key!r} and {seen[profile]!r} name the same profile")
+                raise MigConfigError(f"{at}: {key!r} and {seen[profile]!r} name the same profile")
             seen[profile] = str(key)
             if not _is_int(count) or count < 0:
-                raise MigConfigError(f"{here}, mig-devices: count for {key!r} must be a non-negative integer, not {count!r}")
-            mig_devices.append((profile, count))
+                raise MigConfigError(f"{at}: count for {key!r} must be a non-negative integer, not {_brief(count)}")
+            if count > MAX_PROFILE_COUNT:
+                raise MigConfigError(
+                    f"{at}: count {count} for {key!r} is more MIG devices than any GPU holds (at most {MAX_PROFILE_COUNT} "
+                    "of one profile are accepted; 7 is the usual maximum)"
+                )
+            mig_devices.append((profile, int(count)))
         if mig_devices and all(count == 0 for _prof, count in mig_devices):
             raise MigConfigError(f"{here}, mig-devices: every count is 0; use {{}} for a MIG-enabled GPU with no devices")
 
     filters: Tuple[DeviceFilter, ...] = ()
     if "device-filter" in raw:
         df = raw["device-filter"]
-        items = [df] if isinstance(df, str) else df
+        items = [df] if isinstance(df, (str, int)) and not isinstance(df, bool) else df
         if not isinstance(items, list) or not items:
-            raise MigConfigError(f"{here}: 'device-filter' must be a device id string or a non-empty list of them")
+            raise MigConfigError(f"{here}: 'device-filter' must be a device id string or a non-empty list of them, not {_brief(df)}")
         try:
             filters = tuple(parse_device_filter(x) for x in items)
         except MigConfigError as exc:
@@ -260,64 +309,81 @@ def _parse_entry(raw: Any, pos: int, where: str) -> ConfigEntry:
 
 
 def parse_config(data: Any, source: str = "mig-parted config") -> MigConfigFile:
-    """Parse a whole config: a mapping, or YAML/JSON text. ``source`` names it in messages."""
+    """Parse a whole config: a mapping, or YAML/JSON text (str or bytes, read strictly: see ``load_yaml``).
+    ``source`` (the file's path) names it in messages, with the line where the text gives one."""
     if isinstance(data, (str, bytes)):
         data = load_yaml(data, source)
+    if data is None:
+        raise MigConfigError(f"{source}: empty; a mig-parted config needs 'version: v1' and 'mig-configs'")
     if not isinstance(data, dict):
-        raise MigConfigError(f"{source}: must be a mapping with 'version: v1' and 'mig-configs', not {type(data).__name__}")
+        raise MigConfigError(
+            f"{source}: must be a mapping with 'version: v1' and 'mig-configs', not {type(data).__name__} ({_brief(data)})"
+        )
     unknown = sorted(str(k) for k in data if k not in ("version", "mig-configs"))
     if unknown:
         raise MigConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; allowed: version, mig-configs")
     version = data.get("version")
     if version != "v1":
-        raise MigConfigError(f"{source}: 'version' must be 'v1' (the only version mig-parted reads), not {version!r}")
+        raise MigConfigError(
+            f"{source}{_at(line_of(data, 'version'))}: 'version' must be 'v1' (the only version mig-parted reads), not {_brief(version)}"
+        )
     configs = data.get("mig-configs")
     if not isinstance(configs, dict) or not configs:
-        raise MigConfigError(f"{source}: 'mig-configs' must be a non-empty mapping of config name to entries")
+        raise MigConfigError(
+            f"{source}{_at(line_of(data, 'mig-configs'))}: 'mig-configs' must be a non-empty mapping of config name to entries"
+        )
     parsed: Dict[str, Tuple[ConfigEntry, ...]] = {}
+    total = 0
     for name, entries in configs.items():
         if not isinstance(name, str) or not name:
-            raise MigConfigError(f"{source}: config names must be non-empty strings, not {name!r}")
-        parsed[name] = parse_entries(entries, f"{source}, config {name!r}")
-    return MigConfigFile(version=version, configs=parsed)
+            raise MigConfigError(f"{source}{_at(line_of(configs, name))}: config names must be non-empty strings, not {_brief(name)}")
+        total += len(entries) if isinstance(entries, list) else 0
+        if total > MAX_ENTRIES:
+            raise MigConfigError(f"{source}: more than {MAX_ENTRIES} entries over all configs; is this the right file?")
+        parsed[name] = parse_entries(entries, f"{source}, config {name!r}", line_of(configs, name))
+    return MigConfigFile(version=str(version), configs=parsed)
 
 
 def load_yaml(text: Union[str, bytes], source: str) -> Any:
-    """Load YAML, refusing duplicate keys (which would silently drop a layout). Falls back to JSON without PyYAML."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    if not HAS_YAML:
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise MigConfigError(
-                f"{source}: PyYAML is not installed on this host ({YAML_IMPORT_ERROR}); install python3-yaml"
-            ) from None
+    """Load a config file's content with the collection's strict loader (``_strict_yaml``): binary, non-UTF-8,
+    non-YAML content, duplicate and complex keys are refused naming the file and the line; unquoted hex ids
+    are kept as written. Falls back to JSON (duplicates refused too) where PyYAML is missing."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        raise MigConfigError(f"{source}: not valid YAML: {exc}") from None
+        if not HAS_YAML:
+            body = decode(text, source)
+            try:
+                return json.loads(body, object_pairs_hook=lambda pairs: _json_mapping(pairs, source))
+            except ValueError as exc:
+                raise MigConfigError(
+                    f"{source}: PyYAML is not installed on this host ({YAML_IMPORT_ERROR}) and the file is not JSON ({exc}); "
+                    "install python3-yaml"
+                ) from None
+        return load(text, source)
+    except StrictYamlError as exc:
+        raise MigConfigError(str(exc)) from None
 
 
-if HAS_YAML:
+def _json_mapping(pairs: List[Tuple[Any, Any]], source: str) -> Dict[Any, Any]:
+    out: Dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise MigConfigError(f"{source}: duplicate key {key!r}; rename or remove one")
+        out[key] = value
+    return out
 
-    # libyaml's parser when PyYAML has it (much faster on mig-parted's 600-line default file), the
-    # pure-Python one otherwise; the safe constructor and the duplicate-key check are the same in both.
-    _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    class _StrictLoader(_BaseLoader):  # type: ignore[misc]
-        pass
-
-    def _construct_mapping(loader: Any, node: Any, deep: bool = False) -> Dict[Any, Any]:
-        seen: Dict[Any, Any] = {}
-        for key_node, _value_node in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen[key] = True
-        mapping: Dict[Any, Any] = loader.construct_mapping(node, deep=deep)
-        return mapping
-
-    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def read_config(data: Union[str, bytes], source: str) -> Tuple[MigConfigFile, Dict[str, Any]]:
+    """Load and validate a config file's content: ``(parsed, mapping)``, the mapping in plain types as the
+    other entry points take it (filters, ``mig_verify``'s layout), with unquoted hex device filters as
+    ``'0xDDDDVVVV'`` strings. Raises MigConfigError naming the file and, where it can, the line."""
+    data_ = load_yaml(data, source)
+    parsed = parse_config(data_, source)
+    for entries in data_["mig-configs"].values():
+        for entry in entries:
+            df = entry.get("device-filter")
+            if isinstance(df, HexInt):
+                entry["device-filter"] = str(parse_device_filter(df))
+            elif isinstance(df, list):
+                entry["device-filter"] = [str(parse_device_filter(x)) if isinstance(x, HexInt) else x for x in df]
+    plain: Dict[str, Any] = to_plain(data_)
+    return parsed, plain

@@ -40,6 +40,22 @@ class MigPlanError(ValueError):
     """A layout cannot be realised on the given GPUs (or the GPU list itself is invalid)."""
 
 
+# Sane hard bounds on what a caller may describe, checked before anything is sized from it: no node has more
+# GPUs than this (8 or 16 in practice), and no GPU more memory slices (8) or instances of one profile (7).
+MAX_GPUS = 64
+MAX_MEMORY_SLICES = 64
+MAX_INSTANCES = 64
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class _GiProfile:
     name: str  # canonical, e.g. "1g.10gb+me"
@@ -80,44 +96,69 @@ class GpuSpec:
         return None
 
 
-def _profiles_from_dicts(raw: Sequence[Mapping[str, Any]], where: str) -> Tuple[_GiProfile, ...]:
-    out: List[_GiProfile] = []
-    for p in raw:
-        try:
-            prof = parse_profile(p["name"])
-            placements = tuple((int(pl["start"]), int(pl["size"])) for pl in p["placements"])
-            out.append(
-                _GiProfile(
-                    name=prof.gpu_instance_name,
-                    id=int(p["id"]),
-                    max_instances=int(p["max_instances"]),
-                    compute_slices=prof.gpu_slices,
-                    placements=placements,
-                )
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+_PROFILE_SHAPE = "name, id, max_instances and placements [{start, size}] as mig_info returns them"
+
+
+def _profile_from_dict(p: Any, where: str) -> _GiProfile:
+    if not isinstance(p, Mapping):
+        raise MigPlanError(f"{where}: supported_profiles entry {_brief(p)} is malformed: not a mapping; each needs {_PROFILE_SHAPE}")
+    missing = [k for k in ("name", "id", "max_instances", "placements") if k not in p]
+    if missing:
+        raise MigPlanError(
+            f"{where}: supported_profiles entry {_brief(dict(p))} is incomplete: it lacks {', '.join(missing)}; each needs {_PROFILE_SHAPE}"
+        )
+    try:
+        prof = parse_profile(p["name"])
+    except MigConfigError as exc:
+        raise MigPlanError(f"{where}: supported_profiles: {exc}") from None
+    here = f"{where}: supported_profiles entry {prof.gpu_instance_name!r}"
+    if not _is_int(p["id"]) or p["id"] < 0:
+        raise MigPlanError(f"{here}: 'id' must be a non-negative integer, not {_brief(p['id'])}")
+    if not _is_int(p["max_instances"]) or not 0 <= p["max_instances"] <= MAX_INSTANCES:
+        raise MigPlanError(f"{here}: 'max_instances' must be an integer from 0 to {MAX_INSTANCES}, not {_brief(p['max_instances'])}")
+    if not isinstance(p["placements"], list):
+        raise MigPlanError(f"{here}: 'placements' must be a list of {{start, size}}, not {_brief(p['placements'])}")
+    placements: List[Tuple[int, int]] = []
+    for pl in p["placements"]:
+        start: Any = pl.get("start") if isinstance(pl, Mapping) else None
+        size: Any = pl.get("size") if isinstance(pl, Mapping) else None
+        if not (_is_int(start) and _is_int(size) and start >= 0 and size >= 1 and start + size <= MAX_MEMORY_SLICES):
             raise MigPlanError(
-                f"{where}: supported_profiles entry {dict(p)!r} is incomplete or malformed ({exc}); it needs name, id, "
-                "max_instances and placements [{start, size}] as mig_info returns them"
-            ) from None
-    return tuple(out)
+                f"{here}: placement {_brief(pl)} must be {{start, size}} with integers start >= 0, size >= 1 and "
+                f"start + size <= {MAX_MEMORY_SLICES} memory slices"
+            )
+        placements.append((start, size))
+    return _GiProfile(
+        name=prof.gpu_instance_name,
+        id=p["id"],
+        max_instances=p["max_instances"],
+        compute_slices=prof.gpu_slices,
+        placements=tuple(placements),
+    )
+
+
+def _profiles_from_dicts(raw: Sequence[Any], where: str) -> Tuple[_GiProfile, ...]:
+    return tuple(_profile_from_dict(p, where) for p in raw)
 
 
 def gpu_spec(gpu: Mapping[str, Any]) -> GpuSpec:
     """Build a GpuSpec from a dict: ``index`` plus ``pci_device_id`` and/or ``name``; ``supported_profiles`` optional."""
     if not isinstance(gpu, Mapping):
-        raise MigPlanError(f"each GPU must be a mapping with 'index' and 'pci_device_id' or 'name', not {gpu!r}")
-    index = gpu.get("index")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise MigPlanError(f"GPU {dict(gpu)!r}: 'index' must be a non-negative integer")
+        raise MigPlanError(f"each GPU must be a mapping with 'index' and 'pci_device_id' or 'name', not {_brief(gpu)}")
+    index: Any = gpu.get("index")
+    if not _is_int(index) or index < 0:
+        raise MigPlanError(f"GPU {_brief(dict(gpu))}: 'index' must be a non-negative integer")
     where = f"GPU {index}"
     device_id: Optional[str] = None
     if gpu.get("pci_device_id") not in (None, ""):
+        raw_id = gpu["pci_device_id"]
         try:
-            device_id = normalize_device_id(str(gpu["pci_device_id"]))
+            device_id = normalize_device_id(raw_id if _is_int(raw_id) else str(raw_id))
         except MigConfigError as exc:
             raise MigPlanError(f"{where}: {exc}") from None
     name = gpu.get("name")
+    if name is not None and not isinstance(name, str):
+        raise MigPlanError(f"{where}: 'name' must be the GPU's name as a string (such as 'NVIDIA A100-SXM4-40GB'), not {_brief(name)}")
     if device_id is None and not name:
         raise MigPlanError(f"{where}: give 'pci_device_id' (such as '0x20B010DE') or 'name' (such as 'NVIDIA A100-SXM4-40GB')")
     model: Optional[GpuModel] = None
@@ -128,7 +169,7 @@ def gpu_spec(gpu: Mapping[str, Any]) -> GpuSpec:
     subsystem = gpu.get("pci_subsystem_id") or None
     if subsystem is not None:
         try:
-            subsystem = normalize_device_id(str(subsystem))
+            subsystem = normalize_device_id(subsystem if _is_int(subsystem) else str(subsystem))
         except MigConfigError as exc:
             raise MigPlanError(f"{where}: pci_subsystem_id: {exc}") from None
     display = str(name) if name else (model.names[0] if model and model.names else "unknown GPU model")
@@ -152,8 +193,8 @@ def expand_gpus(gpus: Any) -> Any:
     """``{count: 8, pci_device_id: "0x20B010DE"}`` (or ``name``) is shorthand for GPUs 0..7 of one model."""
     if isinstance(gpus, Mapping) and "count" in gpus:
         count = gpus["count"]
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise MigPlanError(f"'gpus' shorthand {dict(gpus)!r}: 'count' must be a positive integer")
+        if not _is_int(count) or not 1 <= count <= MAX_GPUS:
+            raise MigPlanError(f"'gpus' shorthand {_brief(dict(gpus))}: 'count' must be a positive integer, at most {MAX_GPUS} GPUs per node")
         unknown = sorted(set(gpus) - {"count", "pci_device_id", "pci_subsystem_id", "name"})
         if unknown:
             raise MigPlanError(f"'gpus' shorthand {dict(gpus)!r}: unknown key(s) {', '.join(unknown)}")
@@ -169,6 +210,8 @@ def gpu_specs(gpus: Any) -> List[GpuSpec]:
             "'gpus' must be a non-empty list of GPUs (dicts with 'index' and 'pci_device_id' or 'name'), "
             "or {count: N, pci_device_id: ...} for N GPUs of one model"
         )
+    if len(gpus) > MAX_GPUS:
+        raise MigPlanError(f"'gpus' lists {len(gpus)} GPUs, more than the {MAX_GPUS} a node may have")
     specs = [gpu_spec(g) for g in gpus]
     seen: Dict[int, int] = {}
     for s in specs:
@@ -190,9 +233,9 @@ def find_placement(
     Backtracking over the real placement sets, largest instances first, with the compute
     slices of all instances bounded by the GPU's. Returns ``(profile, start, size)``.
     """
-    items: List[_GiProfile] = [p for p, n in wanted for _copy in range(n)]
-    if sum(p.compute_slices for p in items) > spec.compute_slices:
+    if sum(p.compute_slices * n for p, n in wanted) > spec.compute_slices:
         return None
+    items: List[_GiProfile] = [p for p, n in wanted for _copy in range(n)]
     items.sort(key=lambda p: (-max((size for _start, size in p.placements), default=0), -p.compute_slices, len(p.placements), p.name))
     chosen: List[Tuple[str, int, int]] = []
 
@@ -282,12 +325,24 @@ def _plan_gpu(spec: GpuSpec, entry: ConfigEntry, where: str) -> Dict[str, Any]:
     # instance of its own; smaller ones ("1c.3g.20gb") share one, packed as mig-parted packs them: largest
     # first, into the last GPU instance created while it has room, else into a new one.
     compute: Dict[str, Tuple[_GiProfile, List[int]]] = {}
-    for prof, count in devices:
+    for prof, _count in devices:
         gi = spec.profile(prof.gpu_instance_name)
         if gi is None:
             names = ", ".join(p.name for p in spec.profiles)
             raise MigPlanError(f"{here}: profile {str(prof)!r} is not supported by this GPU model (supported: {names})")
-        compute.setdefault(gi.name, (gi, []))[1].extend([prof.compute] * count)
+        compute.setdefault(gi.name, (gi, []))
+    # Capacity first, by arithmetic: no list is sized from a count the GPU cannot hold.
+    for gi, _sizes in compute.values():
+        same_gi = [(p, n) for p, n in devices if p.gpu_instance_name == gi.name]
+        least = -(-sum(p.compute * n for p, n in same_gi) // gi.compute_slices)  # GPU instances needed at the least
+        if least > gi.max_instances:
+            whole = all(p.compute == gi.compute_slices for p, _n in same_gi)
+            raise MigPlanError(
+                f"{here}: profile {gi.name!r} requested {least} times, but this GPU model allows at most {gi.max_instances}"
+                + ("" if whole else " (GPU instances needed for the compute instances asked)")
+            )
+    for prof, count in devices:
+        compute[prof.gpu_instance_name][1].extend([prof.compute] * count)
     wanted: Dict[str, Tuple[_GiProfile, int]] = {}
     for gi, sizes in compute.values():
         instances, room = 0, 0
@@ -353,26 +408,44 @@ def resource_name(profile: Union[str, MigProfile]) -> str:
     return RESOURCE_PREFIX + name
 
 
-def _plan_items(plan_: Any) -> List[Mapping[str, Any]]:
+def _check_plan_item(item: Mapping[str, Any]) -> None:
+    """A plan entry as mig_plan returns it: mig_enabled a bool, devices a mapping of profile to count."""
+    gpu = f"plan entry for GPU {item['index']}" if "index" in item else f"plan entry {_brief(dict(item))}"
+    if not isinstance(item["mig_enabled"], bool):
+        raise MigPlanError(f"{gpu}: 'mig_enabled' must be true or false, not {_brief(item['mig_enabled'])}")
+    devices = item["devices"]
+    if not isinstance(devices, Mapping):
+        raise MigPlanError(f"{gpu}: 'devices' must be a mapping of MIG profile to count, not {_brief(devices)}")
+    for prof, n in devices.items():
+        try:
+            parse_profile(prof)
+        except MigConfigError as exc:
+            raise MigPlanError(f"{gpu}: 'devices': {exc}") from None
+        if not _is_int(n) or n < 0:
+            raise MigPlanError(f"{gpu}: 'devices': count for {prof!r} must be a non-negative integer, not {_brief(n)}")
+
+
+def _plan_items(plan_: Any, depth: int = 0) -> List[Mapping[str, Any]]:
     if isinstance(plan_, Mapping):
         plan_ = [plan_]
     if not isinstance(plan_, list):
-        raise MigPlanError(f"a plan must be the list mig_plan returns, not {type(plan_).__name__}")
+        raise MigPlanError(f"a plan must be the list mig_plan returns, not {type(plan_).__name__} ({_brief(plan_)})")
     items: List[Mapping[str, Any]] = []
     for item in plan_:
-        if isinstance(item, list):  # a list of node plans
-            items.extend(_plan_items(item))
+        if isinstance(item, list) and depth == 0:  # a list of node plans
+            items.extend(_plan_items(item, depth + 1))
         elif isinstance(item, Mapping) and "mig_enabled" in item and "devices" in item:
+            _check_plan_item(item)
             items.append(item)
         else:
-            raise MigPlanError(f"plan entry {item!r} lacks 'mig_enabled'/'devices'; pass what mig_plan returns")
+            raise MigPlanError(f"plan entry {_brief(item)} lacks 'mig_enabled'/'devices'; pass what mig_plan returns")
     return items
 
 
 def resources(plan_: Any, strategy: str = "mixed") -> Dict[str, int]:
     """Extended resources a plan (or a list of node plans) yields under the device plugin's MIG strategy."""
-    if strategy not in STRATEGIES:
-        raise MigPlanError(f"unknown MIG strategy {strategy!r}; the device plugin knows {', '.join(STRATEGIES)}")
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise MigPlanError(f"unknown MIG strategy {_brief(strategy)}; the device plugin knows {', '.join(STRATEGIES)}")
     items = _plan_items(plan_)
     out: Dict[str, int] = {}
     if strategy == "mixed":
@@ -416,25 +489,43 @@ def _gpu_list(items: Iterable[Mapping[str, Any]]) -> str:
 # --------------------------------------------------------------------------- comparing with the hardware
 
 
+def _instances(gpu: Mapping[str, Any], key: str, fields: Tuple[str, ...], where: str) -> List[Mapping[str, Any]]:
+    raw = gpu.get(key) or []
+    if not isinstance(raw, list):
+        raise MigPlanError(f"{where}: '{key}' must be a list as mig_info returns it, not {_brief(raw)}")
+    for item in raw:
+        if not isinstance(item, Mapping) or not all(f in item for f in fields):
+            raise MigPlanError(f"{where}: '{key}' entry {_brief(item)} needs {', '.join(fields)} as mig_info returns them")
+    return raw
+
+
 def actual_devices(gpu: Mapping[str, Any]) -> Tuple[Dict[str, int], List[str]]:
     """MIG devices present on a GPU as ``mig_info`` reports it: ``({profile: count}, problems)``.
 
     A MIG device is a compute instance; it is named after its GPU instance when it spans it
     (``3g.20gb``) and ``<C>c.<GI>`` otherwise. A GPU instance without compute instance is
-    not a usable device and is reported as a problem.
+    not a usable device and is reported as a problem. Malformed input raises MigPlanError naming the GPU.
     """
+    where = f"GPU {gpu.get('index', '?')}"
     counts: Dict[str, int] = {}
     problems: List[str] = []
-    gis = {int(gi["id"]): gi for gi in gpu.get("gpu_instances") or []}
+    gis: Dict[Any, Mapping[str, Any]] = {}
+    for gi in _instances(gpu, "gpu_instances", ("id", "profile"), where):
+        if not _is_int(gi["id"]):
+            raise MigPlanError(f"{where}: GPU instance id {_brief(gi['id'])} is not an integer")
+        gis[gi["id"]] = gi
     with_ci = set()
-    for ci in gpu.get("compute_instances") or []:
-        gi_id = int(ci["gpu_instance_id"])
-        gi = gis.get(gi_id)
-        if gi is None:
+    for ci in _instances(gpu, "compute_instances", ("gpu_instance_id", "profile"), where):
+        gi_id = ci["gpu_instance_id"]
+        owner = gis.get(gi_id) if _is_int(gi_id) else None
+        if owner is None:
             problems.append(f"compute instance {ci.get('id')} belongs to unknown GPU instance {gi_id}")
             continue
         with_ci.add(gi_id)
-        gi_prof = parse_profile(gi["profile"])
+        try:
+            gi_prof = parse_profile(owner["profile"])
+        except MigConfigError as exc:
+            raise MigPlanError(f"{where}: GPU instance {gi_id}: {exc}") from None
         try:
             ci_prof = parse_profile(ci["profile"])
             c = ci_prof.compute
@@ -450,11 +541,23 @@ def actual_devices(gpu: Mapping[str, Any]) -> Tuple[Dict[str, int], List[str]]:
 
 def compare(expected: Sequence[Mapping[str, Any]], gpus: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Differences between a plan and the current state, one dict per (GPU, item):
-    ``{gpu, profile, expected, actual}``; ``profile`` is ``mig-mode`` for the MIG mode."""
-    by_index = {int(g["index"]): g for g in gpus}
+    ``{gpu, profile, expected, actual}``; ``profile`` is ``mig-mode`` for the MIG mode.
+    Malformed input raises MigPlanError naming the plan entry or the GPU."""
+    if not isinstance(expected, list):
+        raise MigPlanError(f"the plan must be the list mig_plan returns, not {_brief(expected)}")
+    if not isinstance(gpus, list):
+        raise MigPlanError(f"the GPUs must be a list as mig_info returns them, not {_brief(gpus)}")
+    by_index: Dict[int, Mapping[str, Any]] = {}
+    for g in gpus:
+        if not isinstance(g, Mapping) or not _is_int(g.get("index")):
+            raise MigPlanError(f"GPU {_brief(g)} must be a mapping with an integer 'index', as mig_info returns it")
+        by_index[g["index"]] = g
     mismatches: List[Dict[str, Any]] = []
     for exp in expected:
-        idx = int(exp["index"])
+        if not isinstance(exp, Mapping) or not _is_int(exp.get("index")) or "mig_enabled" not in exp or "devices" not in exp:
+            raise MigPlanError(f"plan entry {_brief(exp)} needs index, mig_enabled and devices; pass what mig_plan returns")
+        _check_plan_item(exp)
+        idx = exp["index"]
         gpu = by_index.get(idx)
         if gpu is None:
             mismatches.append({"gpu": idx, "profile": "gpu", "expected": "present", "actual": "absent"})

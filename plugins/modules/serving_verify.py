@@ -38,6 +38,8 @@ options:
     description:
       - Path of the kubeconfig. Defaults to the environment variable E(K8S_AUTH_KUBECONFIG), then C(~/.kube/config),
         then the in-cluster service account.
+      - The file is checked before the kubernetes client reads it; a file that is not YAML, not a kubeconfig, lacks the
+        context, or whose cluster server is not an http(s) URL fails naming the file and the line.
     type: path
   context:
     description:
@@ -183,6 +185,7 @@ attempts:
   sample: 1
 """
 
+import os
 import traceback
 from typing import Any, Dict
 
@@ -190,10 +193,14 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import (
+    KubeconfigError,
     KubeTransport,
     Verifier,
+    check_kubeconfig,
+    default_kubeconfig,
     failure_message,
 )
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import MAX_BYTES
 
 try:
     from kubernetes import config as kube_config
@@ -208,10 +215,23 @@ else:
 
 
 def _api_client(module: AnsibleModule) -> Any:
-    """The kubeconfig given, else the client's default one (KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
+    """The kubeconfig given, else the client's default one (KUBECONFIG, ~/.kube/config), else the in-cluster service account.
+    The file is checked first (check_kubeconfig) so that a malformed one is named with its line, not a Python exception."""
     path = module.params["kubeconfig"]
     loader: Any = kube_config  # the kubernetes package carries no type hints
     context = module.params["context"] or None
+    where = f"Loading the kubeconfig {path or '(default)'} (context {context or 'current'})"
+    checked = path or default_kubeconfig()
+    if checked:
+        try:
+            if os.path.getsize(checked) > MAX_BYTES:
+                module.fail_json(msg=f"{where}: {checked} is larger than {MAX_BYTES} bytes; is it the right file?")
+            with open(checked, "rb") as fh:
+                check_kubeconfig(fh.read(MAX_BYTES + 1), checked, context)
+        except OSError as exc:
+            module.fail_json(msg=f"{where}: cannot read {checked}: {exc.strerror}")
+        except KubeconfigError as exc:
+            module.fail_json(msg=f"{where}: {exc}")
     try:
         try:
             return loader.new_client_from_config(config_file=path, context=context, persist_config=False)
@@ -220,8 +240,8 @@ def _api_client(module: AnsibleModule) -> Any:
                 raise
         loader.load_incluster_config()
         return ApiClient()
-    except (ConfigException, OSError, ValueError, TypeError) as exc:
-        module.fail_json(msg=f"Loading the kubeconfig {path or '(default)'} (context {context or 'current'}): {exc}")
+    except Exception as exc:  # the kubernetes client answers odd files with any exception type: name the file instead
+        module.fail_json(msg=f"{where}: {type(exc).__name__}: {exc}")
 
 
 def main() -> None:

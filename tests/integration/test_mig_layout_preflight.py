@@ -90,7 +90,7 @@ def test_a_node_not_in_the_cluster_skips_the_cluster_checks(inventory: Path, kub
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["-e", "mig_layout_config=all-1g.5gb"], "1g.5gb"),  # an A100 profile on the H200
-    (["-e", '{"mig_layout_config": "bad name"}'], "Set mig_layout_config"),
+    (["-e", '{"mig_layout_config": "bad name"}'], "mig_layout_config 'bad name' is not in"),
     (["-e", "mig_layout_package_file=", "-e", "mig_layout_package_url=https://mirror.example/x.deb"], "mig_layout_package_checksum as sha256"),
     (["-e", "mig_layout_package_version=latest"], "exact mig_layout_package_version (got 'latest')"),
     (["-e", "mig_layout_backend=cuda"], "mig_layout_backend must be auto, nvml or nvidia_smi (got 'cuda')"),

@@ -269,7 +269,7 @@ def test_triton_alone_object_store_fixed_replicas(tmp_path: Path) -> None:
     proc = render(out, "--tags", "triton", "-e", "triton_model_source=object_store", "-e", "triton_model_url=s3://models-bucket/triton",
                   "-e", "triton_model_credentials_secret=triton-s3", "-e", "triton_replicas_managed_by_autoscaler=false", "-e", "triton_replicas=3")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert sorted(p.name for p in out.iterdir()) == ["helm-releases.yaml", "triton"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["helm-releases.yaml", "triton"]
     deploy = objects(out)["triton/Deployment/triton"]
     assert deploy["spec"]["replicas"] == 3
     (container,) = deploy["spec"]["template"]["spec"]["containers"]

@@ -230,7 +230,9 @@ def test_site_check_diff_reports_and_changes_nothing(bed: Dict[str, Any]) -> Non
     (bed["tmp"] / "site-check-diff.out").write_text(out)  # kept with the test's temporary files, to read after a failure
     assert proc.returncode == 0, out[-8000:] + proc.stderr[-2000:]
     stats = recap(out)
-    assert set(stats) == {"sim-a100-fresh", "sim-h200-fresh", converged, CONTROL}, stats
+    # localhost: playbooks/validate.yml remembers on it that the run was validated (no connection, no change)
+    assert set(stats) == {"sim-a100-fresh", "sim-h200-fresh", converged, CONTROL, "localhost"}, stats
+    assert stats["localhost"]["changed"] == 0
     assert all(s["failed"] == 0 and s["unreachable"] == 0 for s in stats.values()), stats
 
     # the nodes: the fresh ones would change, shown; the converged one would not
@@ -307,12 +309,17 @@ def test_check_with_tags_cluster_touches_no_node(bed: Dict[str, Any]) -> None:
     proc = playbook(bed, ["site.yml", "--check", "--diff", "--tags", "cluster"])
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-2000:]
     stats = recap(proc.stdout)
-    # on the GPU nodes only the node role's argument validation runs (tagged always by Ansible; it runs on the
-    # controller and opens no connection); nothing changed there, as the snapshots below show
-    nodes = set(stats) - {CONTROL}
-    assert all(stats[n]["changed"] == 0 and stats[n]["ok"] <= 1 for n in nodes), stats
+    # on the GPU nodes only checks that run on the controller and open no connection: playbooks/validate.yml's (tagged
+    # always) and the node role's argument validation (tagged always by Ansible); nothing changed there, as the
+    # snapshots below show
+    nodes = set(stats) - {CONTROL, "localhost"}
+    assert all(stats[n]["changed"] == 0 for n in nodes), stats
     node_tasks = {title for title, body in task_blocks(proc.stdout) if any(f"[{n}]" in body for n in nodes)}
-    assert all(title.startswith("gpu_ops.mig_serving.mig_layout : Validating arguments against arg spec") for title in node_tasks), node_tasks
+    validation = {"Check the node names its layout", "Load the layout file strictly and check the layout is in it",
+                  "Plan the layout on the GPUs the inventory gives the node", "Check the mode and the stages",
+                  "Check the run has hosts to work on", "Check the rollout's batch size", "Remember the run is validated"}
+    assert all(title.startswith("gpu_ops.mig_serving.mig_layout : Validating arguments against arg spec") or title in validation
+               for title in node_tasks), node_tasks
     after = host_state(bed)
     assert after == before
     assert [r for r in kube.requests if r.method not in ("GET", "HEAD") and r.query.get("dryRun") != ["All"] and not TRITON_READ.search(r.path)] == []

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import (
+    MAX_ENTRIES,
+    MAX_PROFILE_COUNT,
     DeviceFilter,
     MigConfigError,
     MigProfile,
@@ -14,6 +16,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config im
     parse_device_filter,
     parse_entries,
     parse_profile,
+    read_config,
 )
 
 
@@ -152,3 +155,74 @@ def test_yaml_syntax_error_names_source() -> None:
 def test_parse_config_rejects(data: object, message: str) -> None:
     with pytest.raises(MigConfigError, match=message):
         parse_config(data)
+
+
+def test_unquoted_hex_device_filter_is_read_as_written() -> None:
+    text = "version: v1\nmig-configs:\n  a:\n    - device-filter: 0x20B010DE\n      devices: all\n      mig-enabled: false\n"
+    (entry,) = parse_config(text, source="cfg.yaml").select("a")
+    assert [str(f) for f in entry.device_filter] == ["0x20B010DE"]
+    _parsed, plain = read_config(text.encode(), "cfg.yaml")
+    assert plain["mig-configs"]["a"][0]["device-filter"] == "0x20B010DE"
+
+
+@pytest.mark.parametrize("value", [548409566, [548409566]])
+def test_a_number_as_device_filter_is_refused_with_its_hex_form(value: object) -> None:
+    with pytest.raises(MigConfigError, match=r"malformed device-filter 548409566: .*it is a number \(0x20B010DE in hexadecimal\)"):
+        parse_entries([{"device-filter": value, "devices": "all", "mig-enabled": False}], "x")
+
+
+def test_a_number_as_pci_device_id_names_its_hex_form() -> None:
+    with pytest.raises(MigConfigError, match=r"0x20B010DE in hexadecimal"):
+        normalize_device_id(548409566)
+    with pytest.raises(MigConfigError, match=r"malformed PCI device id -1: .*it is a number, not a PCI id"):
+        normalize_device_id(-1)
+
+
+@pytest.mark.parametrize("count", [MAX_PROFILE_COUNT + 1, 10**12])
+def test_counts_beyond_any_gpu_are_refused_before_planning(count: int) -> None:
+    with pytest.raises(MigConfigError, match=f"count {count} for '1g.5gb' is more MIG devices than any GPU holds"):
+        parse_entries([{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.5gb": count}}], "x")
+
+
+def test_messages_name_the_line_of_the_entry_and_the_profile() -> None:
+    text = (
+        "version: v1\nmig-configs:\n  a:\n    - devices: all\n      mig-enabled: false\n"
+        "    - devices: [1]\n      mig-enabled: true\n      mig-devices:\n        \"1g.5gb\": 1\n        \"1g5gb\": 2\n"
+    )
+    with pytest.raises(MigConfigError) as exc:
+        parse_config(text, source="cfg.yaml")
+    assert str(exc.value).startswith("cfg.yaml, config 'a', entry 2 (line 6), mig-devices (line 10): malformed MIG profile '1g5gb'")
+
+
+def test_many_devices_are_checked_in_linear_time() -> None:
+    devices = list(range(50000))
+    (entry,) = parse_entries([{"devices": devices, "mig-enabled": False}], "x")
+    assert len(entry.devices) == 50000
+    with pytest.raises(MigConfigError, match=r"lists GPU index\(es\) \[7\] more than once"):
+        parse_entries([{"devices": [*devices, 7], "mig-enabled": False}], "x")
+
+
+def test_entries_are_bounded() -> None:
+    entries = [{"devices": "all", "mig-enabled": False}] * (MAX_ENTRIES + 1)
+    with pytest.raises(MigConfigError, match=f"x: {MAX_ENTRIES + 1} entries, more than the {MAX_ENTRIES} a config may have"):
+        parse_entries(entries, "x")
+    # the same list under many names (YAML aliases make that cheap to write) counts once per name
+    half = entries[: MAX_ENTRIES // 2 + 1]
+    with pytest.raises(MigConfigError, match=f"cfg: more than {MAX_ENTRIES} entries over all configs"):
+        parse_config({"version": "v1", "mig-configs": {"a": half, "b": half}}, source="cfg")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "cfg.yaml: empty"),
+        (b"\xff\xfe", "cfg.yaml, line 1, column 1: not UTF-8 text (byte 0xff)"),
+        (b"version: v1\nmig-configs:\n  ? [a]\n  : []\n", "cfg.yaml, line 3: a mapping key is a list"),
+        (b"- a\n- b\n", "cfg.yaml: must be a mapping with 'version: v1' and 'mig-configs', not list (['a', 'b'])"),
+        (b"version: v2\nmig-configs: {}\n", "cfg.yaml (line 1): 'version' must be 'v1'"),
+    ],
+)
+def test_file_content_refusals(data: bytes, message: str) -> None:
+    with pytest.raises(MigConfigError) as exc:
+        parse_config(data, source="cfg.yaml")
+    assert message in str(exc.value)
