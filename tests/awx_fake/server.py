@@ -25,12 +25,15 @@ the rules those modules rely on (see README.md next to this file for what it rep
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import importlib
 import json
 import re
 import secrets
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -153,6 +156,53 @@ class Request:
     body: Any
 
 
+CONNECTION_TIMEOUT_S = 30.0  # an idle keep-alive connection is dropped after this
+STOP_TIMEOUT_S = 10.0  # stop() joins every thread within this
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, each kept until it has ended and joined by FakeAWX.stop() (ThreadingMixIn joins
+    only non-daemon threads, and cannot end one blocked reading a kept-alive connection). Daemon threads only so
+    that a bug here cannot hold the interpreter at exit."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.live_lock = threading.Lock()
+        self.connections: Dict[threading.Thread, socket.socket] = {}  # guarded by live_lock
+        self.closing = False
+        super().__init__(("127.0.0.1", 0), handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.live_lock:
+            if self.closing:
+                self.shutdown_request(request)
+                return
+            self.connections = {t: s for t, s in self.connections.items() if t.is_alive()}
+            thread = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True, name="awx-fake-conn")
+            self.connections[thread] = request
+            thread.start()  # under the lock: close_connections() never sees a thread it cannot join
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(CONNECTION_TIMEOUT_S)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not self.closing:  # a connection stop() shut down is no error
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> List[threading.Thread]:
+        """Refuse new connections, shut the live ones down (a blocked read returns) and return their threads."""
+        with self.live_lock:
+            self.closing = True
+            connections = list(self.connections.items())
+        for _thread, sock in connections:
+            with contextlib.suppress(OSError):  # closed already: its fd is -1, no other socket is touched
+                sock.shutdown(socket.SHUT_RDWR)
+        return [thread for thread, _sock in connections]
+
+
 class FakeAWX:
     """In-memory AWX. ``playbooks``: what the fake project's checkout holds (AWX checks job templates against it)."""
 
@@ -170,7 +220,7 @@ class FakeAWX:
         self._secrets: Dict[int, Obj] = {}
         self._next_id = 1
         self._lock = threading.Lock()
-        self._server: Optional[ThreadingHTTPServer] = None
+        self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
         self._seed()
 
@@ -189,20 +239,29 @@ class FakeAWX:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._server = _Server(Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True, name="awx-fake")
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        """Stop serving, end every connection and join every thread, within STOP_TIMEOUT_S; RuntimeError names a
+        thread still alive then (a bug of the fake). A second call does nothing."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        threads: List[threading.Thread] = []
+        if server is not None:
+            server.shutdown()  # returns once serve_forever has: no connection is accepted after
+            server.server_close()
+            threads = server.close_connections()
+        if thread is not None:
+            threads.append(thread)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = sorted({t.name for t in threads if t.is_alive()})
+        if stuck:
+            raise RuntimeError(f"awx_fake: threads {stuck} still run {STOP_TIMEOUT_S:.0f} s after stop(): fix tests/awx_fake/server.py")
 
     def __enter__(self) -> FakeAWX:
         return self.start()

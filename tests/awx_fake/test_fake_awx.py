@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -119,3 +122,28 @@ def test_credentials_keep_secrets_and_types_check_injectors(awx: FakeAWX) -> Non
     good = dict(bad, injectors={"file": {"template.kubeconfig": "{{ kubeconfig }}"}, "env": {"K": "{{ tower.filename.kubeconfig }}"}})
     assert call(awx, "POST", "/api/v2/credential_types/", good)[0] == 201
     assert call(awx, "POST", "/api/v2/credential_types/", dict(good, name="k2", kind="ssh"))[0] == 400
+
+
+def test_stop_joins_every_connection_thread() -> None:
+    """A kept-alive connection, one whose request body never comes, one that never speaks: stop() ends them all and
+    returns with no thread of the fake running (asserted at once, no sleep, no retry)."""
+    awx = FakeAWX(playbooks={"site.yml"}).start()
+    port = int(awx.url.rsplit(":", 1)[1])
+    kept = socket.create_connection(("127.0.0.1", port), timeout=5)
+    kept.sendall(b"GET /api/v2/ping/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert kept.recv(4096).startswith(b"HTTP/1.")  # answered: its thread runs, waiting for the next request
+    body = socket.create_connection(("127.0.0.1", port), timeout=5)
+    body.sendall(b"POST /api/v2/organizations/ HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+    idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert "awx-fake-conn" in {t.name for t in threading.enumerate()}
+    started = time.monotonic()
+    try:
+        awx.stop()
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("awx-fake")]
+    finally:
+        for sock in (kept, body, idle):
+            sock.close()
+    assert time.monotonic() - started < 5, "ended by the shut-down sockets, not by a time limit"
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    awx.stop()  # a second stop does nothing

@@ -412,10 +412,10 @@ def test_plus_writable_api_needs_basic_auth(rendered: Dict[str, Rendered], tmp_p
         ([*PLUS, "-e", "nginx_lb_plus_api_write=true"], "nginx_lb_plus_api_write is true: set nginx_lb_plus_api_htpasswd"),
         (["-e", '{"nginx_lb_resolvers": []}'], "nginx_lb_resolvers must list the cluster DNS"),
         (["-e", '{"nginx_lb_resolvers": [""]}'], "nginx_lb_resolvers must list the cluster DNS"),
-        (["-e", "nginx_lb_resolver_valid=soon"], "nginx_lb_resolver_valid ('soon') and nginx_lb_resolver_timeout ('2s') must be nginx times"),
+        (["-e", "nginx_lb_resolver_valid=soon"], "nginx_lb_resolver_valid: 'soon' is not an nginx time"),
         (["-e", "nginx_lb_oss_version=latest"], "nginx_lb_oss_version must be the nginx version of nginx_lb_oss_image, such as 1.28.0, not 'latest'"),
         (["-e", "nginx_lb_grpc_port=8000"], "must be distinct ports"),
-        (["-e", '{"nginx_lb_status_allow": ["all"]}'], "nginx_lb_status_allow must list the cluster's own addresses"),
+        (["-e", '{"nginx_lb_status_allow": ["all"]}'], "nginx_lb_status_allow: 'all' admits every address"),
         (["-e", "nginx_lb_monitor_kind=Probe"], "value of nginx_lb_monitor_kind must be one of: PodMonitor, ServiceMonitor, none, got: Probe"),
     ],
 )

@@ -7,6 +7,8 @@ nothing, and bad input fails before anything is written. Run without network whe
 network namespace (unshare -n), which proves no cluster and no network are contacted."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -166,15 +168,26 @@ def test_capacity_report_from_the_inventory_layouts(rendered: Path) -> None:
     }
 
 
-def test_rerender_changes_nothing_and_removes_stale_files(rendered: Path) -> None:
+def test_rerender_changes_nothing_removes_stale_files_and_keeps_the_users(rendered: Path) -> None:
+    # a file an earlier render wrote (listed in the record with what it wrote) that this render no longer produces
+    content = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: left-over\n"
     stale = rendered / "gpu_plugins" / "09-configmap-left-over.yaml"
-    stale.write_text("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: left-over\n")
+    stale.write_text(content)
+    record = json.loads((rendered / ".gpu_ops-rendered").read_text())
+    record["components"]["gpu_plugins"][stale.name] = hashlib.sha1(content.encode()).hexdigest()  # the record's digest
+    (rendered / ".gpu_ops-rendered").write_text(json.dumps(record))
+    # the user's own file beside the manifests, which no render wrote
+    users = rendered / "gpu_plugins" / "sealedsecret-pull.yaml"
+    users.write_text("---\napiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\nmetadata:\n  name: pull\n")
     proc = render(rendered)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert not stale.exists()
+    assert users.read_text().endswith("name: pull\n")
     proc = render(rendered)
     assert proc.returncode == 0
     assert "changed=0" in proc.stdout, proc.stdout[-3000:]
+    assert users.is_file()
+    users.unlink()
 
 
 def _fails_before_writing(tmp_path: Path, extra: List[str], message: str) -> None:
@@ -193,7 +206,7 @@ def _fails_before_writing(tmp_path: Path, extra: List[str], message: str) -> Non
         (["-e", "gpu_plugins_chart_version=0.18"], "gpu_plugins_chart_version must be an exact chart version such as 0.18.0, not '0.18'"),
         (["-e", "gpu_plugins_chart_version=latest"], "not 'latest'"),
         (["-e", "gpu_plugins_chart_version=>=0.17.0"], "not '>=0.17.0'"),
-        (["-e", "gpu_plugins_chart_repository=ftp://mirror/charts"], "must be an https:// or oci:// URL"),
+        (["-e", "gpu_plugins_chart_repository=ftp://mirror/charts"], "is not an https:// or oci:// chart repository"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[str], message: str) -> None:

@@ -40,6 +40,9 @@ else:  # run as a script: python tests/kube_fake/__main__.py
     from kube_fake.server import FakeKube
 
 
+STOP_WAIT_S = 20.0  # more than FakeKube.stop() takes at most
+
+
 def _write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -63,6 +66,11 @@ def background(args: argparse.Namespace, argv: List[str]) -> int:
             return 1
         if time.monotonic() > deadline:
             child.terminate()
+            try:
+                child.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=STOP_WAIT_S)
             print(f"kube_fake: no kubeconfig at {args.kubeconfig_out} within 60 s; stopped it (see {log})", file=sys.stderr)
             return 1
         time.sleep(0.1)
@@ -112,10 +120,12 @@ def serve(args: argparse.Namespace) -> int:
                 break
             stop.wait(min(left, 1.0))
     finally:
-        kube.stop()
-        kube.write_state()
-        if args.pid_file is not None:
-            args.pid_file.unlink(missing_ok=True)
+        try:
+            kube.stop()  # RuntimeError when a thread of it does not end: reported, after the state and pid file
+        finally:
+            kube.write_state()
+            if args.pid_file is not None:
+                args.pid_file.unlink(missing_ok=True)
     print("kube_fake: stopped", flush=True)
     return 0
 

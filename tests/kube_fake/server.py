@@ -56,7 +56,10 @@ FieldPath = Tuple[str, ...]
 KUBE_VERSION = "v1.31.4"
 MAX_BODY = 3 * 1024 * 1024  # the API server's request body limit (3 MiB)
 CONNECTION_TIMEOUT_S = 30.0  # idle keep-alive connections and TLS handshakes are dropped after this
-STOP_TIMEOUT_S = 5.0
+UPSTREAM_TIMEOUT_S = 10.0  # a service-proxy request to a backend (the metrics adapter's Prometheus queries: metrics.py, the same)
+# stop() joins every thread within this: a connection ends as soon as its socket is shut down, a handler waiting on a
+# backend within UPSTREAM_TIMEOUT_S
+STOP_TIMEOUT_S = 15.0
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -1400,6 +1403,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection (process_request is ours, ThreadingMixIn's bookkeeping is not used). Every connection
+    thread is kept until it has ended and joined by FakeKube.stop(); the threads are daemons only so that a bug in the
+    fake cannot hold the interpreter at exit."""
+
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -1408,29 +1415,40 @@ class _Server(ThreadingHTTPServer):
         self.kube = kube
         self.ssl_context = context
         self.live_lock = threading.Lock()
+        # guarded by live_lock: the socket each connection reads from now (its TLS socket once wrapped), every
+        # connection thread not known to have ended, and whether stop() began (no connection starts or wraps after)
         self.live_sockets: Set[socket.socket] = set()
-        self.live_threads: Set[threading.Thread] = set()
+        self.threads: List[threading.Thread] = []
+        self.closing = False
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address), daemon=True, name="kube-fake-conn")
         with self.live_lock:
-            self.live_threads.add(thread)
+            if self.closing:
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
+            self.threads = [t for t in self.threads if t.is_alive()]
+            thread = threading.Thread(target=self._serve_connection, args=(request, client_address), daemon=True, name="kube-fake-conn")
+            self.threads.append(thread)
             self.live_sockets.add(request)
-        thread.start()
+            thread.start()  # under the lock: close_connections() never sees a thread it cannot join
 
     def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
         conn: Optional[socket.socket] = None
         try:
             request.settimeout(CONNECTION_TIMEOUT_S)
-            # the TLS socket takes the connection over: register it before the handshake, so that stop() can end a stalled one
-            conn = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+            # The TLS socket takes the connection over (wrapping detaches the plain socket). Wrapped under the lock, so
+            # that close_connections() shuts down whichever of the two is live, never a detached one.
             with self.live_lock:
+                if self.closing:
+                    return
+                conn = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
                 self.live_sockets.discard(request)
                 self.live_sockets.add(conn)
             conn.do_handshake()  # off the accept loop
             _Handler(conn, client_address, self)
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError, ValueError):  # ValueError: a read on a socket stop() closed
             pass
         finally:
             for sock in (conn, request):
@@ -1441,11 +1459,13 @@ class _Server(ThreadingHTTPServer):
                 self.live_sockets.discard(request)
                 if conn is not None:
                     self.live_sockets.discard(conn)
-                self.live_threads.discard(threading.current_thread())
 
     def close_connections(self) -> List[threading.Thread]:
+        """Refuse new connections, shut every live one down (a blocked read, handshake or write returns) and return
+        every connection thread that may still run, for the caller to join."""
         with self.live_lock:
-            sockets, threads = list(self.live_sockets), list(self.live_threads)
+            self.closing = True
+            sockets, threads = list(self.live_sockets), list(self.threads)
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -1558,27 +1578,27 @@ class FakeKube:
             self.cluster.reap()
 
     def stop(self) -> None:
+        """Stop serving, end every connection and join every thread this server started, within STOP_TIMEOUT_S in
+        all; remove the files. A thread still alive then is a bug of the fake: RuntimeError names it."""
         server, thread, reaper = self._server, self._thread, self._reaper
         self._server = self._thread = self._reaper = None
         self._stopping.set()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        threads: List[threading.Thread] = []
         if server is not None:
-            server.shutdown()
+            server.shutdown()  # returns once serve_forever has: no connection is accepted after
             server.server_close()
             threads = server.close_connections()
-            deadline = threading.Event()
-            timer = threading.Timer(STOP_TIMEOUT_S, deadline.set)
-            timer.start()
-            for t in threads:
-                while t.is_alive() and not deadline.is_set():
-                    t.join(0.05)
-            timer.cancel()
-        if thread is not None:
-            thread.join(STOP_TIMEOUT_S)
-        if reaper is not None:
-            reaper.join(STOP_TIMEOUT_S)
+        threads += [t for t in (thread, reaper) if t is not None]
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+        stuck = sorted({t.name for t in threads if t.is_alive()})
+        if stuck:
+            raise RuntimeError(f"kube_fake: threads {stuck} still run {STOP_TIMEOUT_S:.0f} s after stop() began: a connection "
+                               "or handler that does not end when its socket is shut down (fix it in tests/kube_fake/server.py)")
 
     def __enter__(self) -> FakeKube:
         return self.start()
@@ -1965,7 +1985,7 @@ class FakeKube:
         if content_type:
             request.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
+            with urllib.request.urlopen(request, timeout=UPSTREAM_TIMEOUT_S) as resp:
                 return int(resp.status), RawAnswer(resp.read(), resp.headers.get("Content-Type") or "application/octet-stream")
         except urllib.error.HTTPError as exc:
             return int(exc.code), RawAnswer(exc.read(), exc.headers.get("Content-Type") or "application/octet-stream")

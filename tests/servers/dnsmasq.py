@@ -23,9 +23,11 @@ import socket
 import struct
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+
+from .processes import PORT_ATTEMPTS, port_taken, stop_process_group
 
 DNSMASQ = Path(shutil.which("dnsmasq") or "/usr/sbin/dnsmasq")
 DEFAULT_HOST = "127.0.0.153"  # not 127.0.0.53 (systemd-resolved) nor 127.0.0.1
@@ -95,6 +97,8 @@ class DnsmasqProcess:
     pid: int
     hosts_file: Path
     log: Path
+    proc: Optional[subprocess.Popen[bytes]] = field(default=None, repr=False, compare=False)
+    stopped: bool = field(default=False, repr=False)
 
     @property
     def resolver(self) -> str:
@@ -109,9 +113,9 @@ class DnsmasqProcess:
             return
         deadline = time.monotonic() + READY_TIMEOUT_S
         for name, addresses in records.items():
-            while query_a(name, self.host, self.port) != sorted(addresses):
+            while _addresses(name, self.host, self.port) != sorted(addresses):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"dnsmasq still does not answer {name} -> {sorted(addresses)}")
+                    raise RuntimeError(f"dnsmasq still does not answer {name} -> {sorted(addresses)} after {READY_TIMEOUT_S:.0f} s")
                 time.sleep(0.02)
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -121,21 +125,18 @@ class DnsmasqProcess:
             return ""
 
     def stop(self, timeout: float = 5.0) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                done, _status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if done == self.pid:
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        """SIGTERM, SIGKILL after ``timeout``; returns once it has exited. A second call does nothing."""
+        if not self.stopped:
+            stop_process_group(self.pid, timeout=timeout, name="dnsmasq", proc=self.proc)
+            self.stopped = True
+
+
+def _addresses(name: str, host: str, port: int) -> List[str]:
+    """query_a, with a lost datagram (a timeout under load) answered as no address: the caller polls, bounded."""
+    try:
+        return query_a(name, host, port, timeout=0.5)
+    except OSError:
+        return []
 
 
 def _write_hosts(path: Path, records: Mapping[str, Sequence[str]]) -> None:
@@ -148,11 +149,43 @@ def _write_hosts(path: Path, records: Mapping[str, Sequence[str]]) -> None:
 @contextlib.contextmanager
 def dnsmasq_server(workdir: Path, records: Mapping[str, Sequence[str]], *, host: str = DEFAULT_HOST, port: int = 0,
                    ttl: int = 1) -> Iterator[DnsmasqProcess]:
-    """dnsmasq on host:port (0 = a free port) answering ``records`` (name -> addresses) with TTL ``ttl``."""
+    """dnsmasq on host:port (0 = a free port) answering ``records`` (name -> addresses) with TTL ``ttl``. With a port
+    left to the OS that another process takes before dnsmasq binds it, it starts again on another."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_udp_port(host)
     hosts = workdir / "hosts"
     _write_hosts(hosts, records)
+    attempts = 1 if port else PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        server = _start(workdir, hosts, host, port or free_udp_port(host), ttl)
+        try:
+            _wait_answering(server, records)
+            break
+        except _PortTaken:
+            server.stop()
+            if attempt == attempts:
+                raise RuntimeError(f"dnsmasq: the port was taken on each of {attempts} attempts: {_output(server)}") from None
+        except BaseException:
+            server.stop()
+            raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _output(server: DnsmasqProcess) -> str:
+    try:
+        err = (server.log.parent / "dnsmasq.err").read_text(errors="replace")
+    except OSError:
+        err = ""
+    return err + server.log_tail()
+
+
+def _start(workdir: Path, hosts: Path, host: str, port: int, ttl: int) -> DnsmasqProcess:
     log = workdir / "dnsmasq.log"
     argv = [
         str(DNSMASQ), "--keep-in-foreground", "--conf-file=/dev/null", f"--pid-file={workdir / 'dnsmasq.pid'}",
@@ -162,25 +195,19 @@ def dnsmasq_server(workdir: Path, records: Mapping[str, Sequence[str]], *, host:
     ]
     if os.geteuid() == 0:
         argv.append("--user=root")  # it would drop to 'dnsmasq'/'nobody', and then not read the hosts file on SIGHUP
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    server = DnsmasqProcess(host=host, port=port, pid=proc.pid, hosts_file=hosts, log=log)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        want: Dict[str, List[str]] = {name: sorted(addresses) for name, addresses in records.items()}
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"dnsmasq exited {proc.returncode}: {err}{server.log_tail()}")
-            try:
-                if all(query_a(name, host, port, timeout=0.2) == addresses for name, addresses in want.items()):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dnsmasq not answering on {host}:{port} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-            time.sleep(0.05)
-        yield server
-    finally:
-        server.stop()
-        if proc.stderr:
-            proc.stderr.close()
+    with (workdir / "dnsmasq.err").open("wb") as err:  # a file, not a pipe nobody reads while it runs
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+    return DnsmasqProcess(host=host, port=port, pid=proc.pid, hosts_file=hosts, log=log, proc=proc)
+
+
+def _wait_answering(server: DnsmasqProcess, records: Mapping[str, Sequence[str]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    want: Dict[str, List[str]] = {name: sorted(addresses) for name, addresses in records.items()}
+    while not all(_addresses(name, server.host, server.port) == addresses for name, addresses in want.items()):
+        if server.proc is not None and server.proc.poll() is not None:
+            if port_taken(_output(server)):
+                raise _PortTaken
+            raise RuntimeError(f"dnsmasq exited {server.proc.returncode}: {_output(server)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dnsmasq not answering on {server.host}:{server.port} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+        time.sleep(0.05)

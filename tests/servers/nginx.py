@@ -25,11 +25,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping
 
 import yaml
+
+from .processes import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NGINX = Path(shutil.which("nginx") or "/usr/sbin/nginx")
@@ -70,6 +72,7 @@ class NginxProcess:
     prefix: Path
     pid: int
     ready_url: str
+    stopped: bool = field(default=False, repr=False)
 
     @property
     def access_log(self) -> Path:
@@ -101,22 +104,11 @@ class NginxProcess:
         return dict(zip(("active", "accepts", "handled", "requests", "reading", "writing", "waiting"), numbers))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop (SIGQUIT: in-flight requests finish), SIGKILL after ``timeout``."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGQUIT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                done, _status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if done == self.pid:
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        """Graceful stop (SIGQUIT: in-flight requests finish), SIGKILL after ``timeout``; returns once neither the
+        master nor a worker runs. Once stopped, a second call does nothing (the PID may be another process's by then)."""
+        if not self.stopped:
+            stop_process_group(self.pid, sig=signal.SIGQUIT, timeout=timeout, name="nginx")
+            self.stopped = True
 
 
 def _answers(url: str) -> bool:

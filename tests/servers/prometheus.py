@@ -23,13 +23,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .triton import _stop_pid, free_port
+from .processes import PORT_ATTEMPTS, port_taken, stop_process_group
+from .triton import free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -81,6 +82,8 @@ class PrometheusProcess:
     pid: int
     log: Path
     config: Path
+    proc: Optional[subprocess.Popen[bytes]] = field(default=None, repr=False, compare=False)
+    stopped: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -126,7 +129,10 @@ class PrometheusProcess:
         return [rule for group in data["groups"] for rule in group["rules"]]
 
     def stop(self) -> None:
-        _stop_pid(self.pid)
+        """SIGTERM, SIGKILL after 10 s; returns once it has exited. A second call does nothing."""
+        if not self.stopped:
+            stop_process_group(self.pid, timeout=10.0, name="prometheus", proc=self.proc)
+            self.stopped = True
 
 
 def _ready(host: str, port: int) -> bool:
@@ -167,7 +173,38 @@ def prometheus_server(
     check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, timeout=60, check=False)
     if check.returncode != 0:
         raise RuntimeError(f"promtool check config failed:\n{check.stdout}{check.stderr}")
-    port = port or free_port(host)
+    # a port left to the OS that another process takes before Prometheus binds it: again, on another
+    attempts = 1 if port else PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        server = _start(workdir, config, host, port or free_port(host))
+        try:
+            _wait_ready(server)
+            break
+        except _PortTaken:
+            server.stop()
+            if attempt == attempts:
+                raise RuntimeError(f"prometheus: the port was taken on each of {attempts} attempts:\n{_tail(server.log)}") from None
+        except BaseException:
+            server.stop()
+            raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-4000:]
+    except OSError:
+        return ""
+
+
+def _start(workdir: Path, config: Path, host: str, port: int) -> PrometheusProcess:
     data = workdir / "data"
     shutil.rmtree(data, ignore_errors=True)
     log = workdir / "prometheus.log"
@@ -181,20 +218,19 @@ def prometheus_server(
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
-    server = PrometheusProcess(host=host, port=port, pid=proc.pid, log=log, config=config)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(host, port):
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready in {READY_TIMEOUT_S:.0f} s:\n{log.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        server.stop()
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=1)
+    return PrometheusProcess(host=host, port=port, pid=proc.pid, log=log, config=config, proc=proc)
+
+
+def _wait_ready(server: PrometheusProcess) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _ready(server.host, server.port):
+        if server.proc is not None and server.proc.poll() is not None:
+            if port_taken(_tail(server.log)):
+                raise _PortTaken
+            raise RuntimeError(f"prometheus exited {server.proc.returncode}:\n{_tail(server.log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"prometheus not ready in {READY_TIMEOUT_S:.0f} s:\n{_tail(server.log)}")
+        time.sleep(0.1)
 
 
 def is_number(value: float) -> bool:

@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import importlib
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+from .processes import PORT_ATTEMPTS, port_taken, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / "build" / "triton-venv"
@@ -121,40 +122,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """Stop the process, then whatever is left of its process group (tritonserver runs in a session of its own):
-    a tritonserver killed with SIGKILL leaves its python backend stubs behind, and they must not outlive the test."""
-    try:
-        _stop_leader(pid, timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-
-
-def _stop_leader(pid: int, timeout: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child: poll for existence
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            done = 0
-        if done == pid:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 @dataclass
 class TritonProcess:
     host: str
@@ -164,6 +131,8 @@ class TritonProcess:
     pid: int
     log: Path
     argv: List[str] = field(default_factory=list)
+    proc: Optional[subprocess.Popen[bytes]] = field(default=None, repr=False, compare=False)
+    stopped: bool = field(default=False, repr=False)
 
     @property
     def http_url(self) -> str:
@@ -180,7 +149,12 @@ class TritonProcess:
             return ""
 
     def stop(self) -> None:
-        _stop_pid(self.pid)
+        """SIGTERM, SIGKILL after 10 s, then whatever is left of its process group (it runs in a session of its own: a
+        tritonserver killed with SIGKILL leaves its python backend stubs behind, and they must not outlive the test);
+        returns once nothing of it runs. A second call does nothing (the PID may be another process's by then)."""
+        if not self.stopped:
+            stop_process_group(self.pid, timeout=10.0, name="tritonserver", proc=self.proc)
+            self.stopped = True
 
 
 def _ready(host: str, port: int) -> bool:
@@ -201,10 +175,34 @@ def triton_server(
     metrics_port: int = 0,
     extra_args: Sequence[str] = (),
 ) -> Iterator[TritonProcess]:
-    """Start tritonserver on ``host`` (0 = a free port), wait for /v2/health/ready, stop it by PID on exit."""
+    """Start tritonserver on ``host`` (0 = a free port), wait for /v2/health/ready, stop it by PID on exit.
+    With a port left to the OS that another process takes before Triton binds it, it starts again on other ports."""
     venv = ensure_triton_venv()
+    attempts = PORT_ATTEMPTS if 0 in (http_port, grpc_port, metrics_port) else 1
+    for attempt in range(1, attempts + 1):
+        server = _start_triton(repo, venv, host, [p or free_port(host) for p in (http_port, grpc_port, metrics_port)], extra_args)
+        try:
+            _wait_ready(server)
+            break
+        except _PortTaken:
+            server.stop()
+            if attempt == attempts:
+                raise RuntimeError(f"tritonserver: a port was taken on each of {attempts} attempts:\n{server.log_tail()}") from None
+        except BaseException:
+            server.stop()
+            raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _start_triton(repo: Path, venv: Path, host: str, ports: List[int], extra_args: Sequence[str]) -> TritonProcess:
     site = _site_tritonserver(venv)
-    ports = [p or free_port(host) for p in (http_port, grpc_port, metrics_port)]
     argv = [
         str(site / "bin" / "tritonserver"),
         f"--model-repository={repo}",
@@ -224,20 +222,20 @@ def triton_server(
     log = repo.parent / f"tritonserver-{host}-{ports[0]}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    server = TritonProcess(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid, log=log, argv=argv)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(host, ports[0]):
-            if proc.poll() is not None:
-                raise RuntimeError(f"tritonserver exited {proc.returncode} before ready:\n{server.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tritonserver not ready on {host}:{ports[0]} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        server.stop()
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=1)
+    return TritonProcess(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid, log=log, argv=argv, proc=proc)
+
+
+def _wait_ready(server: TritonProcess) -> None:
+    """Until /v2/health/ready answers (bounded); _PortTaken when it exited because a port was taken."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _ready(server.host, server.http_port):
+        if server.proc is not None and server.proc.poll() is not None:
+            if port_taken(server.log_tail()):
+                raise _PortTaken
+            raise RuntimeError(f"tritonserver exited before ready:\n{server.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tritonserver not ready on {server.host}:{server.http_port} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+        time.sleep(0.2)
 
 
 # --- load generation (tritonclient, HTTP) -------------------------------------------------------------

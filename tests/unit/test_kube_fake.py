@@ -11,10 +11,11 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List
 
 import pytest
 import yaml
@@ -24,8 +25,10 @@ from kubernetes.client.exceptions import ApiException
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:  # mypy names tests/kube_fake "tests.kube_fake" (tests/ is not on mypy_path)
     from tests.kube_fake import FakeKube
+    from tests.kube_fake.server import STOP_TIMEOUT_S
 else:
     from kube_fake import FakeKube
+    from kube_fake.server import STOP_TIMEOUT_S
 
 BIN = Path(sys.executable).parent
 Obj = Dict[str, Any]
@@ -238,15 +241,55 @@ def test_ansible_k8s_reports_an_apply_conflict(kube: FakeKube, tmp_path: Path) -
         ("helm", None, 201), ("gpu-ops", ["false"], 409), ("gpu-ops", ["true"], 200)]
 
 
+def _kube_fake_threads() -> List[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("kube-fake")]
+
+
 def test_stop_closes_everything() -> None:
+    """stop() returns only once every thread of the server has ended, whatever state its connections are in: a
+    connection that never speaks TLS, one half-way through the handshake, one kept alive after an answer, one whose
+    request body never comes. The assertion is made right after stop() returns: no sleep, no retry."""
     kube = FakeKube().start()
     host, port = "127.0.0.1", int(kube.url.rsplit(":", 1)[1])
     kubeconfig = kube.kubeconfig_path
+    context = ssl.create_default_context(cafile=str(kube.ca_path))
     idle = socket.create_connection((host, port), timeout=5)  # a connection that never speaks TLS
-    kube.stop()
-    idle.close()
+    half = socket.create_connection((host, port), timeout=5)
+    half.sendall(b"\x16\x03\x01\x02\x00\x01")  # the first bytes of a ClientHello, and no more
+    kept = context.wrap_socket(socket.create_connection((host, port), timeout=5), server_hostname="127.0.0.1")
+    kept.sendall(f"GET /version HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {kube.token}\r\n\r\n".encode())
+    assert kept.recv(4096).startswith(b"HTTP/1.1 200"), "answered: its connection thread is running"
+    body = context.wrap_socket(socket.create_connection((host, port), timeout=5), server_hostname="127.0.0.1")
+    body.sendall(f"POST /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {kube.token}\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+    running = _kube_fake_threads()
+    assert {"kube-fake", "kube-fake-kubelet", "kube-fake-conn"} <= {t.name for t in running}
+    started = time.monotonic()
+    try:
+        kube.stop()
+        assert not [t.name for t in _kube_fake_threads()], "stop() returned with threads of the server still running"
+        assert not [t.name for t in running if t.is_alive()]
+    finally:
+        for sock in (idle, half, kept, body):
+            sock.close()
+    assert time.monotonic() - started < STOP_TIMEOUT_S, "ended by the shut-down sockets, not by the time limit"
     assert not kube.running
     assert not kubeconfig.exists()
-    assert not [t for t in threading.enumerate() if t.name.startswith("kube-fake")]
     with pytest.raises(ConnectionRefusedError), socket.create_connection((host, port), timeout=2):
         pass
+    kube.stop()  # a second stop does nothing
+
+
+def test_start_stop_repeatedly_leaves_no_thread() -> None:
+    """Start and stop with a request in flight, many times over (the race the suite once lost under load)."""
+    deadline = time.monotonic() + 60
+    for _ in range(20):
+        assert time.monotonic() < deadline, "20 start/stop cycles took over 60 s"
+        kube = FakeKube().start()
+        host, port = "127.0.0.1", int(kube.url.rsplit(":", 1)[1])
+        sock = socket.create_connection((host, port), timeout=5)
+        try:
+            kube.stop()
+            assert not _kube_fake_threads()
+        finally:
+            sock.close()

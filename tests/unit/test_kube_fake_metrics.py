@@ -80,6 +80,8 @@ def test_hpa_status_metric_missing() -> None:
 
 
 class _Echo(BaseHTTPRequestHandler):
+    timeout = 10  # every read of a connection is bounded (HTTP/1.0: one request per connection)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -93,17 +95,22 @@ class _Echo(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+class _EchoServer(ThreadingHTTPServer):
+    daemon_threads = False  # with block_on_close (the default), server_close() joins every connection thread
+
+
 @pytest.fixture
 def echo() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    server = _EchoServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="echo")
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
-        server.server_close()
+        server.server_close()  # joins the connection threads, each bounded by _Echo.timeout
         thread.join(5)
+        assert not thread.is_alive()
 
 
 def _call(kube: FakeKube, method: str, path: str, body: Optional[bytes] = None, content_type: str = "application/json") -> Tuple[int, str, bytes]:
