@@ -23,6 +23,21 @@ options:
     description:
       - Path of the C(nvidia-smi) binary. By default it is looked up in E(PATH) and the usual system directories.
     type: path
+  timeout:
+    description:
+      - Seconds each command the module runs may take (every C(nvidia-smi) call, and any other command it runs), and,
+        with NVML, the whole NVML read. From 1 to 3600.
+      - On expiry the module fails naming the command (or the NVML call still pending) and the limit, and the command
+        is killed. A hung NVML read does not fall back to C(nvidia-smi) with O(backend=auto), which would hang on the
+        same driver.
+      - The default is a generous bound, not a measurement. Each C(nvidia-smi) listing returns in about a second on a
+        node with persistence mode on; a minute means the driver is hung.
+      - The bound is a C(SIGALRM) in the module process, so it holds even when the command is stuck in the kernel
+        (C(nvidia-smi) in an uninterruptible driver call). The module stops waiting, sends it C(SIGKILL) and reports.
+        An NVML call stuck in the kernel keeps the module's process from exiting until the driver answers, so bound
+        the task with the C(timeout) task keyword too where that matters.
+    type: int
+    default: 60
 requirements:
   - NVIDIA driver on the node (C(nvidia-smi) or C(libnvidia-ml.so.1)).
   - C(nvidia-ml-py) on the node for O(backend=nvml); optional for O(backend=auto).

@@ -9,6 +9,12 @@ possible placements) and, while MIG is enabled, the existing GPU and compute ins
 
 Only NVML getters are used; nothing here can change the state of a GPU. ``pynvml`` is imported
 lazily so that this module imports on hosts without nvidia-ml-py.
+
+NVML calls can hang with the driver. With a ``timeout`` the read runs in a daemon worker thread that the caller
+stops waiting for when the time is up (``NvmlTimeout`` names the call still pending). A C call cannot be
+interrupted from Python, so that thread stays blocked until the driver answers; the module reports and exits,
+and the process ends with it, unless the thread is stuck inside the kernel, where only the driver can release
+it (the task's own ``timeout`` keyword is the outer bound then).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import contextlib
 import ctypes
 import math
 import re
+import threading
 from typing import Any
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_info import (
@@ -40,6 +47,16 @@ class NvmlError(RuntimeError):
         super().__init__(f"NVML call {call} failed{where}: {detail}")
 
 
+class NvmlTimeout(NvmlError):
+    """NVML did not answer within the bound; ``call`` and ``gpu_index`` name the call still pending."""
+
+    def __init__(self, call: str, gpu_index: int | None, timeout: float) -> None:
+        super().__init__(call, gpu_index, f"did not return within {timeout:g} s (timeout)")
+        self.timeout = timeout
+        where = "" if gpu_index is None else f" on GPU {gpu_index}"
+        self.args = (f"NVML call {call}{where} did not return within {timeout:g} s (timeout)",)
+
+
 # Highest NVML_GPU_INSTANCE_PROFILE_* / NVML_COMPUTE_INSTANCE_PROFILE_* values known when this was written
 # (nvidia-ml-py 13.x). An older binding on a newer driver may define fewer constants; iterating up to the
 # larger of the two still finds every profile the driver knows (unknown values answer INVALID_ARGUMENT).
@@ -59,11 +76,12 @@ def available() -> bool:
     return True
 
 
-def collect(nvml: Any | None = None) -> list[GpuInfo]:
+def collect(nvml: Any | None = None, timeout: float | None = None) -> list[GpuInfo]:
     """Read the MIG inventory of every GPU through NVML.
 
     ``nvml`` is the pynvml module (the default) or an object with the same functions (tests).
-    Raises ``NvmlError`` naming the failed call and GPU.
+    Raises ``NvmlError`` naming the failed call and GPU; with ``timeout`` (seconds), ``NvmlTimeout`` naming the
+    call still pending when the time was up.
     """
     if nvml is None:
         try:
@@ -71,7 +89,27 @@ def collect(nvml: Any | None = None) -> list[GpuInfo]:
         except ImportError as exc:
             raise NvmlError("import pynvml", None, f"nvidia-ml-py is not installed ({exc})") from exc
         nvml = pynvml
-    return _Reader(nvml).collect()
+    reader = _Reader(nvml)
+    if timeout is None:
+        return reader.collect()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["gpus"] = reader.collect()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="gpu-ops-nvml", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        call, gpu_index = reader.pending
+        raise NvmlTimeout(call, gpu_index, timeout)
+    if "error" in outcome:
+        raise outcome["error"]
+    gpus: list[GpuInfo] = outcome["gpus"]
+    return gpus
 
 
 def _text(value: Any) -> str:
@@ -122,8 +160,11 @@ class _Reader:
         self.nvml = nvml
         self.error_type: type[BaseException] = nvml.NVMLError
         self.skip_profile = frozenset({nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_INVALID_ARGUMENT})
+        # the call in progress (or the last one), read by collect()'s caller when NVML does not answer in time
+        self.pending: tuple[str, int | None] = ("nvmlInit", None)
 
     def _call(self, name: str, gpu_index: int | None, *args: Any) -> Any:
+        self.pending = (name, gpu_index)
         try:
             return getattr(self.nvml, name)(*args)
         except self.error_type as exc:

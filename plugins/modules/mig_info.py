@@ -48,9 +48,10 @@ EXAMPLES = r"""
   vars:
     layouts: "{{ lookup('ansible.builtin.file', 'files/mig-config.yaml') | ansible.builtin.from_yaml }}"
 
-- name: Force the nvidia-smi parser
+- name: Force the nvidia-smi parser, and give a slow node more time per command
   gpu_ops.mig_serving.mig_info:
     backend: nvidia_smi
+    timeout: 120
 """
 
 RETURN = r"""
@@ -131,22 +132,24 @@ gpus:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
-    BACKENDS,
     GpuReadError,
+    gpu_backend_argument_spec,
     read_gpus,
+    timeout_problem,
 )
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
-            "nvidia_smi_path": {"type": "path"},
-        },
+        argument_spec=gpu_backend_argument_spec(),
         supports_check_mode=True,
     )
+    p = module.params
+    problem = timeout_problem(p["timeout"])
+    if problem:
+        module.fail_json(msg=f"Reading the node's GPUs: {problem}")
     try:
-        gpus, used, note = read_gpus(module, module.params["backend"], module.params["nvidia_smi_path"])
+        gpus, used, note = read_gpus(module, p["backend"], p["nvidia_smi_path"], p["timeout"])
     except GpuReadError as exc:
         module.fail_json(msg=f"Reading the node's GPUs: {exc}")
     module.exit_json(changed=False, gpus=gpus, backend=used, backend_note=note)

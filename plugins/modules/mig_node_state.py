@@ -47,6 +47,7 @@ options:
     default: false
 notes:
   - Checksums are SHA-1, as M(ansible.builtin.copy) and M(ansible.builtin.template) compare them.
+  - O(timeout) bounds every command the module runs, C(dpkg-query) or C(rpm) and C(systemctl) as well as C(nvidia-smi).
 seealso:
   - module: gpu_ops.mig_serving.mig_info
   - module: gpu_ops.mig_serving.mig_verify
@@ -61,6 +62,13 @@ EXAMPLES = r"""
       - /etc/systemd/system/nvidia-mig-manager.service.d/zz-gpu-ops.conf
     units: [nvidia-mig-manager.service]
   register: __state
+
+- name: List the processes still holding a GPU, and nothing else (a hung driver fails it after 30 s)
+  gpu_ops.mig_serving.mig_node_state:
+    gpus: false
+    compute_apps: true
+    timeout: 30
+  register: __holders
 
 - name: Plan and compare on the controller
   ansible.builtin.set_fact:
@@ -120,15 +128,18 @@ compute_apps:
   sample: [{"pid": "4242", "process_name": "tritonserver", "gpu_uuid": "GPU-5e4c..."}]
 """
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
-    BACKENDS,
+    CommandTimeout,
     GpuReadError,
+    gpu_backend_argument_spec,
+    path_runner,
     read_gpus,
     smi_runner,
+    timeout_problem,
 )
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_state import (
     NodeStateError,
@@ -148,19 +159,16 @@ def main() -> None:
             "files": {"type": "list", "elements": "path", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
             "compute_apps": {"type": "bool", "default": False},
-            "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
-            "nvidia_smi_path": {"type": "path"},
+            **gpu_backend_argument_spec(),
         },
         supports_check_mode=True,
     )
     p = module.params
-
-    def run(argv: List[str]) -> Tuple[int, str, str]:
-        binary = module.get_bin_path(argv[0])
-        if binary is None:
-            return 127, "", f"{argv[0]}: command not found"
-        rc, out, err = module.run_command([binary, *argv[1:]], environ_update={"LC_ALL": "C", "LANG": "C"}, check_rc=False)
-        return rc, out, err
+    problem = timeout_problem(p["timeout"])
+    if problem:
+        module.fail_json(msg=f"Reading the node's state: {problem}")
+    # every command (dpkg-query or rpm, systemctl, nvidia-smi) bounded by the timeout option
+    run = path_runner(module, p["timeout"])
 
     result: Dict[str, Any] = {"changed": False}
     step = "reading the OS family"
@@ -168,7 +176,7 @@ def main() -> None:
         result["os_family"] = read_os_family()
         if p["gpus"]:
             step = "reading the GPUs"
-            result["gpus"], result["backend"], result["backend_note"] = read_gpus(module, p["backend"], p["nvidia_smi_path"])
+            result["gpus"], result["backend"], result["backend_note"] = read_gpus(module, p["backend"], p["nvidia_smi_path"], p["timeout"])
         if p["package"]:
             step = f"reading the installed version of {p['package']}"
             result["package_version"] = package_version(run, result["os_family"], p["package"])
@@ -178,8 +186,8 @@ def main() -> None:
         result["units"], result["systemd_running"] = unit_states(run, p["units"])
         if p["compute_apps"]:
             step = "listing the processes holding the GPUs"
-            result["compute_apps"] = compute_apps(smi_runner(module, p["nvidia_smi_path"]))
-    except (GpuReadError, NodeStateError) as exc:
+            result["compute_apps"] = compute_apps(smi_runner(module, p["nvidia_smi_path"], p["timeout"]))
+    except (GpuReadError, NodeStateError, CommandTimeout) as exc:
         module.fail_json(msg=f"Reading the node's state: {step}: {exc}", **result)
     module.exit_json(**result)
 

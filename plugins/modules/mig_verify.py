@@ -30,6 +30,8 @@ options:
       - >-
         Path of an nvidia-mig-parted config file (C(version: v1)) on the node.
       - Requires O(config).
+      - Read with the same strict loader as the P(gpu_ops.mig_serving.mig_config#lookup) lookup on the controller - a
+        binary, non-UTF-8 or non-YAML file, a duplicate key or a list as a key is refused naming the file and the line.
     type: path
   config:
     description:
@@ -120,11 +122,12 @@ mismatches:
   sample: [{"gpu": 0, "profile": "mig-mode", "expected": "enabled", "actual": "disabled"}]
 """
 
+import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, parse_config
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, MigConfigFile, parse_config, parse_entries
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
     MigPlanError,
     actual_devices,
@@ -133,10 +136,11 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan impo
     plan,
 )
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
-    BACKENDS,
     GpuReadError,
+    gpu_backend_argument_spec,
     read_gpus,
 )
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import MAX_BYTES
 
 
 def main() -> None:
@@ -146,8 +150,7 @@ def main() -> None:
             "config": {"type": "str"},
             "layout": {"type": "list", "elements": "dict"},
             "fail_on_mismatch": {"type": "bool", "default": True},
-            "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
-            "nvidia_smi_path": {"type": "path"},
+            **gpu_backend_argument_spec(),  # backend, nvidia_smi_path, timeout
         },
         mutually_exclusive=[("config_file", "layout")],
         required_one_of=[("config_file", "layout")],
@@ -156,24 +159,27 @@ def main() -> None:
     )
     p = module.params
     name = p["config"] or "<inline layout>"
-    # Parse the layout before touching the GPUs: bad input fails first, with its own message.
+    # Parse and validate the layout before touching the GPUs: bad input fails first, with its own message
+    # (a file is read with the collection's strict loader, as the mig_config lookup reads it on the controller).
     try:
         if p["config_file"]:
             try:
-                with open(p["config_file"], encoding="utf-8") as fh:
-                    text = fh.read()
+                if os.path.getsize(p["config_file"]) > MAX_BYTES:
+                    module.fail_json(msg=f"Reading MIG config file {p['config_file']}: larger than {MAX_BYTES} bytes; is it the right file?")
+                with open(p["config_file"], "rb") as fh:
+                    text = fh.read(MAX_BYTES + 1)
             except OSError as exc:
                 module.fail_json(msg=f"Reading MIG config file {p['config_file']}: {exc.strerror}")
             parsed = parse_config(text, source=p["config_file"])
             parsed.select(name)
-            source: Any = parsed
         else:
-            source = p["layout"]
+            parsed = MigConfigFile(version="v1", configs={name: parse_entries(p["layout"], f"layout {name!r}")})
+        source: Any = parsed
     except MigConfigError as exc:
         module.fail_json(msg=f"Verifying MIG layout {name!r}: {exc}")
 
     try:
-        gpus, used, note = read_gpus(module, p["backend"], p["nvidia_smi_path"])
+        gpus, used, note = read_gpus(module, p["backend"], p["nvidia_smi_path"], p["timeout"])
     except GpuReadError as exc:
         module.fail_json(msg=f"Verifying MIG layout {name!r}: reading the node's GPUs: {exc}")
     if not gpus:

@@ -10,14 +10,16 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bad_inputs_table.py"
 
 
-def _table():  # type: ignore[no-untyped-def]
+def _table() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bad_inputs_table", SCRIPT)
-    assert spec and spec.loader
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -653,6 +654,45 @@ def test_injected_apply_failure_changes_nothing(sim: Sim) -> None:
     assert sim.log()[-1]["op"] == "set-apply-failure"
     sim.parted("apply", "-f", config, "-c", "all-1g.5gb")
     assert sim.parted("assert", "-f", config, "-c", "all-1g.5gb").returncode == 0
+
+
+def test_hang_switch_makes_matching_nvidia_smi_calls_sleep(sim: Sim) -> None:
+    """gpu-sim set-hang: nvidia-smi on a hung driver. Matching calls sleep (then answer as usual), others do not;
+    the state lock is not held while one sleeps; a killed sleeper leaves the state as it was."""
+    sim.init("H200", 1)
+    sim.admin("set-hang", "on", "--match", "mig -lgip", "--seconds", "2")
+    entry = sim.log()[-1]
+    assert (entry["op"], entry["detail"]) == ("set-hang", "on: nvidia-smi calls matching 'mig -lgip' sleep 2 s")
+    started = time.monotonic()
+    listed = sim.smi("-L")
+    assert time.monotonic() - started < 2
+    assert listed.stdout.startswith("GPU 0: NVIDIA H200")
+    started = time.monotonic()
+    slow = sim.smi("mig", "-lgip")
+    assert time.monotonic() - started >= 2
+    assert slow.stdout == read(FIXTURES / "h200-mig-disabled" / "nvidia-smi_mig_-lgip.txt")
+    assert "gpu-sim: nvidia-smi mig -lgip: hanging for 2 s (gpu-sim set-hang)" in slow.stderr
+    entry = sim.log()[-1]
+    assert (entry["op"], entry["detail"]) == ("hang", "nvidia-smi mig -lgip: sleeping 2 s")
+
+    sim.admin("set-hang", "on", "--seconds", "600")  # every call, "forever" for a test
+    hung = subprocess.Popen([PYTHON, str(BIN / "nvidia-smi"), "--query-gpu=index", "--format=csv"], env=sim.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            hung.wait(timeout=1.5)
+        before = sim.admin("show").stdout  # the lock is free while it sleeps
+    finally:
+        hung.kill()
+        hung.communicate(timeout=TIMEOUT)
+    assert hung.returncode == -9
+    assert sim.admin("show").stdout == before
+    sim.admin("set-hang", "off")
+    assert sim.log()[-1]["detail"] == "off"
+    started = time.monotonic()
+    assert sim.smi("mig", "-lgip").stdout.startswith("+")
+    assert time.monotonic() - started < 2
+    assert sim.run("gpu-sim", "set-hang", "on", "--seconds", "0", ok=False).returncode != 0
 
 
 def test_generate_config_covers_the_gpus_present(sim: Sim) -> None:

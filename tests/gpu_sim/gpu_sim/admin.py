@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``gpu-sim``: set up and inspect the simulated GPUs (init, show, set-busy, clear-busy, set-resettable,
-set-persistence, set-apply-failure, reset-available, boot, log). The state file is ``$GPU_SIM_STATE`` (default
+set-persistence, set-apply-failure, set-hang, reset-available, boot, log). The state file is ``$GPU_SIM_STATE`` (default
 /var/lib/gpu-sim/state.json)."""
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from . import state as st
 from .tables import DEFAULT_DRIVER, LAYOUTS, MODELS
 
 DEFAULT_APPLY_FAILURE = "error setting MIGConfig: injected failure (gpu-sim set-apply-failure)"
+# A hung nvidia-smi sleeps this long by default: longer than any bound a test sets, never forever (no process is left
+# behind for good when a test does not kill it).
+DEFAULT_HANG_SECONDS = 600
 
 
 def _gpus(state: st.State, which: str) -> list[st.Gpu]:
@@ -63,6 +66,10 @@ def parser() -> argparse.ArgumentParser:
     failure = sub.add_parser("set-apply-failure", help="on: every nvidia-mig-parted apply fails after its apply-start hook, changing nothing")
     failure.add_argument("value", type=_on_off)
     failure.add_argument("--message", default=DEFAULT_APPLY_FAILURE, help="the error text (default: %(default)s)")
+    hang = sub.add_parser("set-hang", help="on: every nvidia-smi whose arguments contain --match sleeps --seconds first (a hung driver)")
+    hang.add_argument("value", type=_on_off)
+    hang.add_argument("--match", default="", help="only nvidia-smi calls whose arguments, joined by spaces, contain this (default: every call)")
+    hang.add_argument("--seconds", type=int, default=DEFAULT_HANG_SECONDS, help="how long each such call sleeps (default: %(default)s)")
     sub.add_parser("reset-available", help="exit 0 when every GPU can be reset without a reboot, 1 otherwise (changes nothing)")
     sub.add_parser("boot", help="what a reboot does to the GPUs")
     sub.add_parser("log", help="the operations log, one JSON object a line")
@@ -108,6 +115,14 @@ def main(argv: list[str]) -> int:
                 if state.apply_failure != wanted:
                     state.apply_failure = wanted
                     state.record("set-apply-failure", None, f"on: {wanted}" if wanted else "off")
+            elif command == "set-hang":
+                if args.value and args.seconds <= 0:
+                    raise SystemExit(f"gpu-sim: --seconds must be > 0, got {args.seconds}")
+                wanted_hang = {"match": str(args.match), "seconds": int(args.seconds)} if args.value else None
+                if state.hang != wanted_hang:
+                    state.hang = wanted_hang
+                    detail = f"on: nvidia-smi calls matching {args.match!r} sleep {args.seconds} s" if wanted_hang else "off"
+                    state.record("set-hang", None, detail)
             elif command == "reset-available":
                 fixed = [gpu for gpu in state.gpus if not gpu.resettable]
                 for gpu in fixed:

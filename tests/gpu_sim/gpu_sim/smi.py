@@ -9,6 +9,7 @@ real tool would not print go to stderr, prefixed ``gpu-sim:``.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 from . import state as st
@@ -572,7 +573,25 @@ def run(argv: list[str]) -> tuple[int, Output]:
         return 9, out
 
 
+def hang_if_set(argv: list[str]) -> None:
+    """gpu-sim set-hang: a call whose arguments contain the switch's text sleeps first, as nvidia-smi on a hung driver
+    does (logged as op ``hang``). The state lock is not held while sleeping: other commands carry on."""
+    shown = " ".join(argv)
+    try:
+        with st.session() as state:
+            hang = state.hang
+        if hang is None or hang["match"] not in shown:
+            return
+        with st.session(write=True) as state:
+            state.record("hang", None, f"nvidia-smi {shown}: sleeping {hang['seconds']} s")
+    except (StateMissing, ValueError):
+        return
+    print(f"gpu-sim: nvidia-smi {shown}: hanging for {hang['seconds']} s (gpu-sim set-hang)", file=sys.stderr, flush=True)
+    time.sleep(hang["seconds"])
+
+
 def main(argv: list[str]) -> int:
+    hang_if_set(argv)
     rc, out = run(argv)
     if out.lines:
         sys.stdout.write("\n".join(out.lines) + "\n")

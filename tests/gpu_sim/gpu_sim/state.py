@@ -111,6 +111,8 @@ class State:
     log: list[LogEntry] = field(default_factory=list)
     format: int = FORMAT
     apply_failure: str | None = None  # gpu-sim set-apply-failure: the message every mig-parted apply fails with
+    # gpu-sim set-hang: {"match": text, "seconds": n}; an nvidia-smi whose arguments contain the text sleeps n seconds
+    hang: dict[str, Any] | None = None
 
     def record(self, op: str, gpu: int | None, detail: str) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
@@ -158,7 +160,12 @@ def _from_json(data: Any) -> State:
     failure = data.get("apply_failure")
     if failure is not None and not isinstance(failure, str):
         raise ValueError("apply_failure must be a string or null in the state file")
-    return State(data["driver"], gpus, data["next_uuid"], [LogEntry(**e) for e in data["log"]], apply_failure=failure)
+    hang = data.get("hang")
+    if hang is not None and not (
+        isinstance(hang, dict) and isinstance(hang.get("match"), str) and isinstance(hang.get("seconds"), int) and hang["seconds"] > 0
+    ):
+        raise ValueError("hang must be null or {match: string, seconds: integer > 0} in the state file")
+    return State(data["driver"], gpus, data["next_uuid"], [LogEntry(**e) for e in data["log"]], apply_failure=failure, hang=hang)
 
 
 def _write_atomic(path: Path, text: str) -> None:

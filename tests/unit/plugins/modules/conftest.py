@@ -4,5 +4,6 @@
 from __future__ import annotations
 
 from mig_module_harness import run_module
+from scripted_node import run_real
 
-__all__ = ["run_module"]
+__all__ = ["run_module", "run_real"]

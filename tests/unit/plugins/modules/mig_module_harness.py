@@ -77,7 +77,7 @@ def run_module(monkeypatch: pytest.MonkeyPatch) -> Callable[..., ModuleExit]:
         else:  # NVML through the fake pynvml (tests/unit/plugins/module_utils/fake_pynvml.py)
             real_collect = _nvml.collect
             monkeypatch.setattr(_nvml, "available", lambda: True)
-            monkeypatch.setattr(_nvml, "collect", lambda nvml_module=None: real_collect(nvml))
+            monkeypatch.setattr(_nvml, "collect", lambda nvml_module=None, timeout=None: real_collect(nvml, timeout=timeout))
         with patch_module_args(args), pytest.raises(ModuleExit) as exc:
             main()
         # the result must be JSON-serialisable, as Ansible sends it
