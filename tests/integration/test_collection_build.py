@@ -27,7 +27,9 @@ EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.mig_resources",
     "gpu_ops.mig_serving.mig_cluster_expected",
     "gpu_ops.mig_serving.mig_cluster_compare",
+    "gpu_ops.mig_serving.input_problems",
 }
+EXPECTED_LOOKUPS = {"gpu_ops.mig_serving.mig_config"}
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -63,5 +65,7 @@ def test_build_install_offline_and_ansible_doc(tmp_path: Path) -> None:
     assert set(modules) == EXPECTED_MODULES
     filters = json.loads(_run([str(BIN / "ansible-doc"), "-t", "filter", "-l", "-j", "gpu_ops.mig_serving"], env, tmp_path))
     assert set(filters) == EXPECTED_FILTERS
+    lookups = json.loads(_run([str(BIN / "ansible-doc"), "-t", "lookup", "-l", "-j", "gpu_ops.mig_serving"], env, tmp_path))
+    assert set(lookups) == EXPECTED_LOOKUPS
     doc = json.loads(_run([str(BIN / "ansible-doc"), "-j", "gpu_ops.mig_serving.mig_verify"], env, tmp_path))
     assert "fail_on_mismatch" in doc["gpu_ops.mig_serving.mig_verify"]["doc"]["options"]
