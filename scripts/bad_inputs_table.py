@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The bad-input table: every case of tests/data/bad_inputs/*.yaml, as the Markdown section of docs/testing.md.
 
-    scripts/bad_inputs_table.py          rewrite the section in docs/testing.md
-    scripts/bad_inputs_table.py --check  exit 1 when the section is not current (tests/quality runs this)
+    .venv/bin/python scripts/bad_inputs_table.py          rewrite the section in docs/testing.md
+    .venv/bin/python scripts/bad_inputs_table.py --check  exit 1 when the section is not current (tests/quality runs it)
 """
 from __future__ import annotations
 
@@ -60,7 +59,7 @@ def render_doc(text: str, cases: List[Dict[str, Any]]) -> str:
     if START not in text or END not in text:
         raise SystemExit(f"{DOC.relative_to(ROOT)} lacks the markers {START!r} and {END!r}")
     head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    tail = rest.split(END, 1)[1]
     return head + section(cases) + tail.lstrip("\n")
 
 

@@ -199,7 +199,7 @@ def _split_rule(rule: Any) -> Tuple[str, str, bool]:
     if not isinstance(rule, str) or not rule:
         raise InputRuleError(f"a rule must be a non-empty string, got {rule!r}")
     optional = rule.endswith("?")
-    kind, _, arg = rule.rstrip("?").partition(":")
+    kind, _sep, arg = rule.rstrip("?").partition(":")
     if kind not in _CHECKS:
         raise InputRuleError(f"unknown rule kind {kind!r}; known: {', '.join(KINDS)}")
     return kind, arg, optional

@@ -71,8 +71,11 @@ def test_good_nginx_times_pass(value: str) -> None:
     assert problems({"t": "nginx_time"}, {"t": value}) == []
 
 
-@pytest.mark.parametrize(("value", "ok"), [(1, True), ("2", True), ("25%", True), ("100%", True), ([1, "50%"], True),
-                                      (0, False), (-1, False), ("abc", False), ("0%", False), ("101%", False), (True, False)])
+SERIALS = [(1, True), ("2", True), ("25%", True), ("100%", True), ([1, "50%"], True),
+           (0, False), (-1, False), ("abc", False), ("0%", False), ("101%", False), (True, False)]
+
+
+@pytest.mark.parametrize(("value", "ok"), SERIALS)
 def test_serial_values(value: Any, ok: bool) -> None:
     assert (problems({"gpu_ops_mig_serial": "serial"}, {"gpu_ops_mig_serial": value}) == []) is ok
 

@@ -283,7 +283,7 @@ def test_stop_closes_everything() -> None:
 def test_start_stop_repeatedly_leaves_no_thread() -> None:
     """Start and stop with a request in flight, many times over (the race the suite once lost under load)."""
     deadline = time.monotonic() + 60
-    for _ in range(20):
+    for _cycle in range(20):
         assert time.monotonic() < deadline, "20 start/stop cycles took over 60 s"
         kube = FakeKube().start()
         host, port = "127.0.0.1", int(kube.url.rsplit(":", 1)[1])
