@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
-from .processes import PORT_ATTEMPTS, port_taken, stop_process_group
+from .processes import PORT_ATTEMPTS, PortTaken, port_taken, start_retrying_port, stop_process_group
 
 DNSMASQ = Path(shutil.which("dnsmasq") or "/usr/sbin/dnsmasq")
 DEFAULT_HOST = "127.0.0.153"  # not 127.0.0.53 (systemd-resolved) nor 127.0.0.1
@@ -155,26 +155,12 @@ def dnsmasq_server(workdir: Path, records: Mapping[str, Sequence[str]], *, host:
     hosts = workdir / "hosts"
     _write_hosts(hosts, records)
     attempts = 1 if port else PORT_ATTEMPTS
-    for attempt in range(1, attempts + 1):
-        server = _start(workdir, hosts, host, port or free_udp_port(host), ttl)
-        try:
-            _wait_answering(server, records)
-            break
-        except _PortTaken:
-            server.stop()
-            if attempt == attempts:
-                raise RuntimeError(f"dnsmasq: the port was taken on each of {attempts} attempts: {_output(server)}") from None
-        except BaseException:
-            server.stop()
-            raise
+    server = start_retrying_port(lambda: _start(workdir, hosts, host, port or free_udp_port(host), ttl),
+                                 lambda s: _wait_answering(s, records), attempts=attempts, name="dnsmasq", output=_output)
     try:
         yield server
     finally:
         server.stop()
-
-
-class _PortTaken(Exception):
-    pass
 
 
 def _output(server: DnsmasqProcess) -> str:
@@ -206,7 +192,7 @@ def _wait_answering(server: DnsmasqProcess, records: Mapping[str, Sequence[str]]
     while not all(_addresses(name, server.host, server.port) == addresses for name, addresses in want.items()):
         if server.proc is not None and server.proc.poll() is not None:
             if port_taken(_output(server)):
-                raise _PortTaken
+                raise PortTaken
             raise RuntimeError(f"dnsmasq exited {server.proc.returncode}: {_output(server)}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"dnsmasq not answering on {server.host}:{server.port} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")

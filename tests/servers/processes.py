@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Protocol, TypeVar
 
 POLL_S = 0.02  # exit of a process that is not our child cannot be waited for: it is polled
 KILL_WAIT_S = 5.0  # after SIGKILL
@@ -96,3 +96,33 @@ PORT_ATTEMPTS = 3  # a server given a free port (port 0) that another process to
 def port_taken(output: str) -> bool:
     """Whether a server's output says its port was taken (between asking the OS for a free one and binding it)."""
     return re.search(r"address already in use|already in use|address in use", output, re.IGNORECASE) is not None
+
+
+class PortTaken(Exception):
+    """A server lost the port the OS offered it to another process before it bound it."""
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Stoppable)
+
+
+def start_retrying_port(start: Callable[[], _S], wait: Callable[[_S], None], *, attempts: int, name: str,
+                        output: Callable[[_S], str]) -> _S:
+    """``start()`` a server and ``wait`` until it serves; when ``wait`` raises PortTaken, stop it and start again (on
+    new free ports), ``attempts`` times in all. Any other failure stops the server and is raised as it is."""
+    for attempt in range(1, attempts + 1):
+        server = start()
+        try:
+            wait(server)
+            return server
+        except PortTaken:
+            server.stop()
+            if attempt == attempts:
+                raise RuntimeError(f"{name}: the port was taken on each of {attempts} attempts:\n{output(server)}") from None
+        except BaseException:
+            server.stop()
+            raise
+    raise ValueError(f"{name}: attempts must be at least 1, got {attempts}")

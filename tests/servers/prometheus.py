@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .processes import PORT_ATTEMPTS, port_taken, stop_process_group
+from .processes import PORT_ATTEMPTS, PortTaken, port_taken, start_retrying_port, stop_process_group
 from .triton import free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -175,26 +175,12 @@ def prometheus_server(
         raise RuntimeError(f"promtool check config failed:\n{check.stdout}{check.stderr}")
     # a port left to the OS that another process takes before Prometheus binds it: again, on another
     attempts = 1 if port else PORT_ATTEMPTS
-    for attempt in range(1, attempts + 1):
-        server = _start(workdir, config, host, port or free_port(host))
-        try:
-            _wait_ready(server)
-            break
-        except _PortTaken:
-            server.stop()
-            if attempt == attempts:
-                raise RuntimeError(f"prometheus: the port was taken on each of {attempts} attempts:\n{_tail(server.log)}") from None
-        except BaseException:
-            server.stop()
-            raise
+    server = start_retrying_port(lambda: _start(workdir, config, host, port or free_port(host)), _wait_ready,
+                                 attempts=attempts, name="prometheus", output=lambda s: _tail(s.log))
     try:
         yield server
     finally:
         server.stop()
-
-
-class _PortTaken(Exception):
-    pass
 
 
 def _tail(log: Path) -> str:
@@ -226,7 +212,7 @@ def _wait_ready(server: PrometheusProcess) -> None:
     while not _ready(server.host, server.port):
         if server.proc is not None and server.proc.poll() is not None:
             if port_taken(_tail(server.log)):
-                raise _PortTaken
+                raise PortTaken
             raise RuntimeError(f"prometheus exited {server.proc.returncode}:\n{_tail(server.log)}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"prometheus not ready in {READY_TIMEOUT_S:.0f} s:\n{_tail(server.log)}")

@@ -15,9 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 if TYPE_CHECKING:
-    from tests.servers.processes import group_members, port_taken, stop_process_group
+    from tests.servers.processes import PortTaken, group_members, port_taken, start_retrying_port, stop_process_group
 else:
-    from servers.processes import group_members, port_taken, stop_process_group
+    from servers.processes import PortTaken, group_members, port_taken, start_retrying_port, stop_process_group
 
 # a leader that starts two children in its group, then waits; optionally deaf to SIGTERM (as a stuck server is)
 LEADER = "import subprocess, sys, time\n{trap}kids = [subprocess.Popen(['sleep', '60']) for _ in range(2)]\nprint('up', flush=True)\ntime.sleep(60)\n"
@@ -85,3 +85,42 @@ def test_a_zombie_is_not_a_running_member() -> None:
 ])
 def test_port_taken(output: str, taken: bool) -> None:
     assert port_taken(output) is taken
+
+
+class _FakeServer:
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_start_retrying_port_starts_again_then_gives_up() -> None:
+    started: list[_FakeServer] = []
+
+    def start() -> _FakeServer:
+        started.append(_FakeServer())
+        return started[-1]
+
+    def taken_twice(server: _FakeServer) -> None:
+        if len(started) < 3:
+            raise PortTaken
+
+    assert start_retrying_port(start, taken_twice, attempts=3, name="x", output=lambda s: "") is started[-1]
+    assert [s.stopped for s in started] == [True, True, False]
+
+    def always_taken(server: _FakeServer) -> None:
+        raise PortTaken
+
+    started.clear()
+    with pytest.raises(RuntimeError, match="x: the port was taken on each of 2 attempts:\nlog"):
+        start_retrying_port(start, always_taken, attempts=2, name="x", output=lambda s: "log")
+    assert [s.stopped for s in started] == [True, True]
+
+    def broken(server: _FakeServer) -> None:
+        raise OSError("no binary")
+
+    started.clear()
+    with pytest.raises(OSError, match="no binary"):
+        start_retrying_port(start, broken, attempts=3, name="x", output=lambda s: "")
+    assert [s.stopped for s in started] == [True]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
-from .processes import PORT_ATTEMPTS, port_taken, stop_process_group
+from .processes import PORT_ATTEMPTS, PortTaken, port_taken, start_retrying_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / "build" / "triton-venv"
@@ -179,26 +179,13 @@ def triton_server(
     With a port left to the OS that another process takes before Triton binds it, it starts again on other ports."""
     venv = ensure_triton_venv()
     attempts = PORT_ATTEMPTS if 0 in (http_port, grpc_port, metrics_port) else 1
-    for attempt in range(1, attempts + 1):
-        server = _start_triton(repo, venv, host, [p or free_port(host) for p in (http_port, grpc_port, metrics_port)], extra_args)
-        try:
-            _wait_ready(server)
-            break
-        except _PortTaken:
-            server.stop()
-            if attempt == attempts:
-                raise RuntimeError(f"tritonserver: a port was taken on each of {attempts} attempts:\n{server.log_tail()}") from None
-        except BaseException:
-            server.stop()
-            raise
+    server = start_retrying_port(
+        lambda: _start_triton(repo, venv, host, [p or free_port(host) for p in (http_port, grpc_port, metrics_port)], extra_args),
+        _wait_ready, attempts=attempts, name="tritonserver", output=lambda s: s.log_tail())
     try:
         yield server
     finally:
         server.stop()
-
-
-class _PortTaken(Exception):
-    pass
 
 
 def _start_triton(repo: Path, venv: Path, host: str, ports: List[int], extra_args: Sequence[str]) -> TritonProcess:
@@ -231,7 +218,7 @@ def _wait_ready(server: TritonProcess) -> None:
     while not _ready(server.host, server.http_port):
         if server.proc is not None and server.proc.poll() is not None:
             if port_taken(server.log_tail()):
-                raise _PortTaken
+                raise PortTaken
             raise RuntimeError(f"tritonserver exited before ready:\n{server.log_tail()}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"tritonserver not ready on {server.host}:{server.http_port} within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
