@@ -16,7 +16,10 @@ the rules those modules rely on (see README.md next to this file for what it rep
 - project updates that finish at once (``summary_fields.current_update``), the project's playbook list
   checked when a job template names a playbook;
 - secret credential inputs stored but returned as ``$encrypted$``;
-- schedules with an RRULE parsed by dateutil (as AWX does) and prompts checked against the template.
+- schedules with an RRULE parsed by dateutil (as AWX does) and prompts checked against the template;
+- job launches (``POST /api/v2/job_templates/N/launch/``: survey answers validated and merged into the extra vars,
+  prompts accepted or ignored as AWX does) and the jobs themselves, run as AWX runs them (jobs.py: project checkout,
+  inventory import, private data dir, credentials, ansible-playbook): ``GET /api/v2/jobs/N/`` and its ``stdout/``.
 
     with FakeAWX(playbooks={"site.yml"}) as awx:
         run(["ansible-playbook", ..., "-e", f"awx_configure_controller_host={awx.url}", "-e", f"awx_configure_controller_token={awx.token}"])
@@ -31,13 +34,20 @@ import importlib
 import json
 import re
 import secrets
+import shlex
 import socket
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import yaml
+
+from .jobs import JobError, JobHost, ScmSource, dump_extra_vars, path_setting, read_ansible_config, render_injectors, safe_env, script_data, strip_ansi
 
 Obj = Dict[str, Any]
 
@@ -113,8 +123,23 @@ RESOURCES: Dict[str, Obj] = {
     "notification_templates": {"type": "notification_template", "required": ["name"], "defaults": {}, "fk": {}, "unique": [], "sublists": []},
     "users": {"type": "user", "required": ["username"], "defaults": {}, "fk": {}, "unique": None, "sublists": []},
     "teams": {"type": "team", "required": ["name"], "defaults": {}, "fk": {}, "unique": [], "sublists": []},
+    # made by a launch and its dependencies, never by a POST to their list (READ_ONLY)
+    "jobs": {"type": "job", "required": [], "defaults": {}, "unique": None, "sublists": ["credentials"],
+             "fk": {"job_template": "job_templates", "project": "projects", "inventory": "inventories",
+                    "execution_environment": "execution_environments", "project_update": "project_updates"}},
+    "inventory_updates": {"type": "inventory_update", "required": [], "defaults": {}, "unique": None, "sublists": [],
+                          "fk": {"inventory_source": "inventory_sources", "inventory": "inventories"}},
 }
 UNIFIED = ("projects", "inventory_sources", "job_templates")  # what /unified_job_templates/ lists here
+READ_ONLY = ("jobs", "inventory_updates", "project_updates")
+FINISHED = ("successful", "failed", "error", "canceled")
+# A job field and the template's flag that lets a launch set it (JobTemplate.get_ask_mapping, awx/main/models/jobs.py)
+ASK_FIELDS = {"inventory": "ask_inventory_on_launch", "limit": "ask_limit_on_launch", "job_type": "ask_job_type_on_launch",
+              "job_tags": "ask_tags_on_launch", "skip_tags": "ask_skip_tags_on_launch", "diff_mode": "ask_diff_mode_on_launch",
+              "verbosity": "ask_verbosity_on_launch", "scm_branch": "ask_scm_branch_on_launch", "credentials": "ask_credential_on_launch",
+              "execution_environment": "ask_execution_environment_on_launch", "forks": "ask_forks_on_launch",
+              "timeout": "ask_timeout_on_launch", "job_slice_count": "ask_job_slice_count_on_launch", "labels": "ask_labels_on_launch",
+              "instance_groups": "ask_instance_groups_on_launch"}
 
 # The managed credential types AWX ships (the input fields used here; AWX has more optional ones).
 MANAGED_CREDENTIAL_TYPES: List[Obj] = [
@@ -139,6 +164,14 @@ MANAGED_CREDENTIAL_TYPES: List[Obj] = [
 SURVEY_TYPES = ("text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect")
 CUSTOM_CREDENTIAL_KINDS = ("cloud", "net")
 _INJECTOR_REF = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*}}")
+
+
+class TextBody(str):
+    """A response body sent as text/plain (the job output's txt and ansi formats)."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
 
 
 class ApiError(Exception):
@@ -204,10 +237,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeAWX:
-    """In-memory AWX. ``playbooks``: what the fake project's checkout holds (AWX checks job templates against it)."""
+    """In-memory AWX. ``playbooks``: what the fake project's checkout holds (AWX checks job templates against it).
 
-    def __init__(self, playbooks: Iterable[str], page_size: int = 2, username: str = "admin", password: Optional[str] = None) -> None:
+    To run jobs: ``scm`` maps a project's git URL to what it holds (jobs.ScmSource), ``job_host`` says where and how
+    jobs run (jobs.JobHost). Without them a launch still creates the job, which then fails saying what is missing."""
+
+    def __init__(self, playbooks: Iterable[str], page_size: int = 2, username: str = "admin", password: Optional[str] = None,
+                 scm: Optional[Dict[str, ScmSource]] = None, job_host: Optional[JobHost] = None) -> None:
         self.playbooks = sorted(playbooks)
+        self.scm: Dict[str, ScmSource] = dict(scm or {})
+        self.job_host = job_host
         self.page_size = page_size
         self.username = username
         self.password = password or secrets.token_urlsafe(12)
@@ -222,6 +261,14 @@ class FakeAWX:
         self._lock = threading.Lock()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
+        # jobs: launched ids waiting for the worker (one job at a time), its wake-up, the imported inventories
+        self._changed = threading.Condition(self._lock)
+        self._queue: List[int] = []
+        self._stopping = False
+        self._worker: Optional[threading.Thread] = None
+        self._inventory_data: Dict[int, Obj] = {}
+        self._host_ids: Dict[Tuple[int, str], int] = {}
+        self._output: Dict[Tuple[str, int], str] = {}
         self._seed()
 
     # ----------------------------------------------------------------- lifecycle
@@ -242,13 +289,18 @@ class FakeAWX:
         self._server = _Server(Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True, name="awx-fake")
         self._thread.start()
+        self._stopping = False
+        if self.job_host is not None:
+            self.job_host.allow()
+        self._worker = threading.Thread(target=self._work, daemon=True, name="awx-fake-jobs")
+        self._worker.start()
         return self
 
     def stop(self) -> None:
         """Stop serving, end every connection and join every thread, within STOP_TIMEOUT_S; RuntimeError names a
         thread still alive then (a bug of the fake). A second call does nothing."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        server, thread, worker = self._server, self._thread, self._worker
+        self._server = self._thread = self._worker = None
         threads: List[threading.Thread] = []
         if server is not None:
             server.shutdown()  # returns once serve_forever has: no connection is accepted after
@@ -256,6 +308,13 @@ class FakeAWX:
             threads = server.close_connections()
         if thread is not None:
             threads.append(thread)
+        if worker is not None:  # a running job is killed, queued ones never start
+            with self._changed:
+                self._stopping = True
+                self._changed.notify_all()
+            if self.job_host is not None:
+                self.job_host.kill()
+            threads.append(worker)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -305,6 +364,24 @@ class FakeAWX:
     def writes(self) -> List[Request]:
         return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE") and not r.path.startswith("/api/v2/tokens/")]
 
+    def wait_job(self, job_id: int, timeout: float) -> Obj:
+        """The job once it has finished (successful, failed, error, canceled); AssertionError after ``timeout`` s."""
+        with self._changed:
+            done = self._changed.wait_for(lambda: self._store["jobs"][job_id]["status"] in FINISHED, timeout)
+            job = self._render("jobs", self._store["jobs"][job_id])
+        assert done, f"job {job_id} still {job['status']} after {timeout:.0f} s"
+        return job
+
+    def job_output(self, job_id: int) -> str:
+        """The job's output as ``stdout/?format=txt`` gives it."""
+        with self._lock:
+            return strip_ansi(self._output.get(("jobs", job_id), ""))
+
+    def imported_inventory(self, inventory_id: int) -> Obj:
+        """What the last inventory update stored (variables, groups, hosts)."""
+        with self._lock:
+            return copy.deepcopy(self._inventory_data.get(inventory_id, {}))
+
     # ----------------------------------------------------------------- state
     def _seed(self) -> None:
         self._create("organizations", {"name": "Default", "description": ""}, internal=True)
@@ -339,7 +416,12 @@ class FakeAWX:
             related["update"] = f"{base}update/"
             related["playbooks"] = f"{base}playbooks/"
             if obj.get("_current_update"):
-                summary["current_update"] = {"id": obj["_current_update"], "status": "successful"}
+                update = self._store["project_updates"].get(obj["_current_update"], {})
+                summary["current_update"] = {"id": obj["_current_update"], "status": update.get("status", "successful")}
+        if resource in ("jobs", "inventory_updates"):
+            related["stdout"] = f"{base}stdout/"
+        if resource == "inventories":
+            related["script"] = f"{base}script/"
         if resource == "credentials":
             ctype = self._store["credential_types"][obj["credential_type"]]
             summary["credential_type"] = {"id": ctype["id"], "name": ctype["name"]}
@@ -591,9 +673,10 @@ class FakeAWX:
                     status, body = self._route(h.command, parts.path, query, data)
                 except ApiError as err:
                     status, body = err.status, err.body
-        payload = b"" if body is None else json.dumps(body).encode()
+        text = isinstance(body, TextBody)
+        payload = b"" if body is None else body.encode() if isinstance(body, TextBody) else json.dumps(body).encode()
         h.send_response(status)
-        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
         h.send_header("X-API-Product-Name", "AWX")
         h.send_header("X-API-Product-Version", AWX_VERSION)
         h.send_header("Content-Length", str(len(payload)))
@@ -627,6 +710,8 @@ class FakeAWX:
             return 200, self._page(path, query, [self._render(res, o) for res, o in sorted(items, key=lambda ro: ro[1]["id"])])
         if resource not in RESOURCES:
             raise ApiError(404, {"detail": "Not found."})
+        if resource in READ_ONLY and method != "GET":
+            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'})
         if obj_id is None:
             if method == "GET":
                 return 200, self._page(path, query, [self._render(resource, o) for o in self._store[resource].values()])
@@ -644,6 +729,19 @@ class FakeAWX:
             return self._detail(resource, obj, method, data)
         if resource == "job_templates" and sub == "survey_spec":
             return self._survey_view(obj_id, method, data)
+        if resource == "job_templates" and sub == "launch":
+            return self._launch_view(obj, method, data)
+        if resource in ("jobs", "inventory_updates", "project_updates") and sub == "stdout" and method == "GET":
+            return self._stdout_view(resource, obj, query)
+        if resource == "inventories" and sub == "script" and method == "GET":
+            data_ = script_data(self._inventory_data.get(obj["id"], {"variables": {}, "groups": {}, "hosts": {}}), self._ids_of(obj["id"]))
+            if query.get("hostvars") not in ("1", "true", "True"):
+                data_.pop("_meta")
+            elif query.get("towervars") not in ("1", "true", "True"):
+                for host_vars in data_["_meta"]["hostvars"].values():
+                    host_vars.pop("remote_tower_enabled")
+                    host_vars.pop("remote_tower_id")
+            return 200, data_
         if sub in RESOURCES[resource]["sublists"]:
             return self._sublist_view(resource, obj_id, sub, method, path, query, data)
         raise ApiError(404, {"detail": "Not found."})
@@ -722,6 +820,376 @@ class FakeAWX:
         if data["id"] not in current:
             current.append(data["id"])
         return 204, None
+
+    # ----------------------------------------------------------------- launch (AWX's rules, awx/api/views/__init__.py)
+    def _launch_view(self, jt: Obj, method: str, data: Any) -> Tuple[int, Any]:
+        """GET: what the launch form needs; POST: create the job (JobTemplateLaunch.post). The job template's prompts
+        follow JobTemplate._accept_or_ignore_job_kwargs with 'prompts' excluded from the errors, as a manual launch
+        does: a field the template does not prompt for is ignored (listed in ``ignored_fields``), the job starts
+        anyway. Survey answers are validated (SurveyJobTemplateMixin._survey_element_validation) and errors refuse
+        the launch."""
+        survey = self._surveys.get(jt["id"], {}) if jt.get("survey_enabled") else {}
+        needed = [q["variable"] for q in survey.get("spec", []) if q.get("required")]
+        if method == "GET":
+            return 200, {"can_start_without_user_input": not needed and jt.get("inventory") is not None, "passwords_needed_to_start": [],
+                         "variables_needed_to_start": needed, "survey_enabled": bool(jt.get("survey_enabled")),
+                         "credential_needed_to_start": False, "inventory_needed_to_start": jt.get("inventory") is None,
+                         "job_template_data": {"name": jt["name"], "id": jt["id"], "description": jt["description"]},
+                         **{ask: jt.get(ask, False) for ask in ASK_FIELDS.values()}, "ask_variables_on_launch": jt.get("ask_variables_on_launch", False)}
+        if method != "POST":
+            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'})
+        data = dict(data) if isinstance(data, dict) else {}
+        errors: Dict[str, Any] = {}
+        ignored: Obj = {}
+        prompted: Obj = {}
+        raw = data.get("extra_vars", {})
+        if isinstance(raw, str):
+            try:
+                raw = yaml.safe_load(raw) if raw.strip() else {}
+            except yaml.YAMLError as exc:
+                raise ApiError(400, {"extra_vars": [f"Cannot parse as JSON or YAML: {exc}"]}) from None
+        if not isinstance(raw, dict):
+            raise ApiError(400, {"extra_vars": ["Must be a JSON object or YAML mapping."]})
+        template_vars = self._template_vars(jt)
+        accepted, rejected, var_errors = self._accept_variables(jt, survey, raw, template_vars)
+        errors.update(var_errors)
+        if rejected:
+            ignored["extra_vars"] = rejected
+        current_credentials = sorted(self._sublists.get(("job_templates", jt["id"], "credentials"), []))
+        for job_field, ask in ASK_FIELDS.items():
+            if job_field not in data:
+                continue
+            value = data[job_field]
+            old = current_credentials if job_field == "credentials" else jt.get(job_field)
+            if (sorted(value) if job_field == "credentials" and isinstance(value, list) else value) == old:
+                continue  # the template's own value: neither accepted nor ignored
+            if jt.get(ask):
+                prompted[job_field] = value
+            else:
+                ignored[job_field] = value
+        if "job_type" in prompted and prompted["job_type"] not in ("run", "check"):
+            errors["job_type"] = [f'"{prompted["job_type"]}" is not a valid choice.']
+        if "inventory" in prompted and prompted["inventory"] not in self._store["inventories"]:
+            errors["inventory"] = [f'Invalid pk "{prompted["inventory"]}" - object does not exist.']
+        if prompted.get("inventory", jt.get("inventory")) is None:
+            errors["resources_needed_to_start"] = ["Job Template inventory is missing or undefined."]
+        if errors:
+            raise ApiError(400, errors)
+        # template extra vars <- survey defaults <- launch answers (SurveyJobTemplateMixin._update_unified_job_kwargs)
+        defaults = {q["variable"]: q["default"] for q in survey.get("spec", [])
+                    if q.get("default") is not None and not self._survey_errors(q, {q["variable"]: q["default"]})}
+        extra_vars = {**template_vars, **defaults, **accepted}
+        job_id = self._new_id()
+        job: Obj = {"id": job_id, "name": jt["name"], "description": jt["description"], "job_template": jt["id"], "unified_job_template": jt["id"],
+                    "launch_type": "manual", "status": "pending", "failed": False, "started": None, "finished": None, "elapsed": 0.0,
+                    "job_explanation": "", "result_traceback": "", "project": jt["project"], "project_update": None,
+                    "inventory": prompted.get("inventory", jt["inventory"]), "playbook": jt["playbook"],
+                    "execution_environment": prompted.get("execution_environment", jt.get("execution_environment")),
+                    "extra_vars": json.dumps(extra_vars), "scm_revision": "", "job_args": "", "job_cwd": "", "job_env": {},
+                    "created": "2026-01-01T00:00:03.000000Z", "modified": "2026-01-01T00:00:03.000000Z"}
+        for job_field in ("job_type", "limit", "verbosity", "forks", "job_tags", "skip_tags", "diff_mode", "timeout", "scm_branch",
+                          "become_enabled", "force_handlers", "start_at_task", "use_fact_cache", "allow_simultaneous", "job_slice_count"):
+            job[job_field] = prompted.get(job_field, jt.get(job_field))
+        self._store["jobs"][job_id] = job
+        self._sublists[("jobs", job_id, "credentials")] = list(prompted.get("credentials", current_credentials))
+        self._queue.append(job_id)
+        self._changed.notify_all()
+        return 201, {"job": job_id, "ignored_fields": ignored, **self._render("jobs", job)}
+
+    def _template_vars(self, jt: Obj) -> Obj:
+        text = jt.get("extra_vars") or ""
+        loaded = yaml.safe_load(text) if text.strip() else {}
+        return dict(loaded) if isinstance(loaded, dict) else {}
+
+    def _accept_variables(self, jt: Obj, survey: Obj, data: Obj, template_vars: Obj) -> Tuple[Obj, Obj, Dict[str, Any]]:
+        """SurveyJobTemplateMixin._accept_or_ignore_variables for a manual launch: survey answers validated, the
+        other variables accepted only with ask_variables_on_launch, else ignored (those equal to the template's own
+        extra vars are dropped first)."""
+        extra, accepted, rejected = dict(data), {}, {}
+        errors: Dict[str, Any] = {}
+        if survey.get("spec"):
+            survey_errors: List[str] = []
+            for question in survey["spec"]:
+                key = question["variable"]
+                found = self._survey_errors(question, data)
+                if found:
+                    survey_errors += found
+                    if key in extra:
+                        rejected[key] = extra.pop(key)
+                elif key in extra:
+                    accepted[key] = extra.pop(key)
+            if survey_errors:
+                errors["variables_needed_to_start"] = survey_errors
+        if jt.get("ask_variables_on_launch"):
+            accepted.update(extra)
+            extra = {}
+        for key in [k for k in extra if k in template_vars and template_vars[k] == extra[k]]:
+            extra.pop(key)
+        rejected.update(extra)
+        return accepted, rejected, errors
+
+    @staticmethod
+    def _survey_errors(q: Obj, data: Obj) -> List[str]:
+        """SurveyJobTemplateMixin._survey_element_validation: AWX's own messages."""
+        var, kind = q["variable"], q["type"]
+        if var not in data:
+            return [f"'{var}' value missing"] if q.get("required") else []
+        value = data[var]
+
+        def bound(key: str) -> Optional[int]:
+            return int(q[key]) if q.get(key) not in ("", None) else None
+
+        errors: List[str] = []
+        if kind in ("text", "textarea", "password"):
+            if not isinstance(value, str):
+                return [f"Value {value} for '{var}' expected to be a string."]
+            low, high = bound("min"), bound("max")
+            if low is not None and len(value) < low:
+                errors.append(f"'{var}' value {value} is too small (length is {len(value)} must be at least {low}).")
+            if high is not None and len(value) > high:
+                errors.append(f"'{var}' value {value} is too large (must be no more than {high}).")
+        elif kind in ("integer", "float"):
+            numeric = type(value) is int or (kind == "float" and type(value) is float)
+            if not numeric:
+                return [f"Value {value} for '{var}' expected to be " + ("an integer." if kind == "integer" else "a numeric type.")]
+            low, high = bound("min"), bound("max")
+            if low is not None and value < low:
+                errors.append(f"'{var}' value {value} is too small (must be at least {low}).")
+            if high is not None and value > high:
+                errors.append(f"'{var}' value {value} is too large (must be no more than {high}).")
+        elif kind in ("multiplechoice", "multiselect"):
+            choices = q.get("choices", [])
+            if isinstance(choices, str):
+                choices = [c for c in choices.splitlines() if c.strip() != ""]
+            if kind == "multiselect":
+                if not isinstance(value, list):
+                    return [f"'{var}' value is expected to be a list."]
+                errors += [f"Value {v} for '{var}' expected to be one of {choices}." for v in value if v not in choices]
+            elif value not in choices:
+                errors.append(f"Value {value} for '{var}' expected to be one of {choices}.")
+        return errors
+
+    def _stdout_view(self, resource: str, obj: Obj, query: Dict[str, str]) -> Tuple[int, Any]:
+        """UnifiedJobStdout: ?format=txt (colours stripped), ansi (as written), json ({range, content}); txt_download and
+        ansi_download as txt and ansi."""
+        raw = self._output.get((resource, obj["id"]), "")
+        fmt = query.get("format", "json")
+        if fmt in ("txt", "txt_download"):
+            return 200, TextBody(strip_ansi(raw))
+        if fmt in ("ansi", "ansi_download"):
+            return 200, TextBody(raw)
+        if fmt == "json":
+            lines = raw.count("\n")
+            return 200, {"range": {"start": 0, "end": lines, "absolute_end": lines}, "content": raw}
+        raise ApiError(404, {"detail": f"Not found: format {fmt!r}."})
+
+    def _ids_of(self, inventory_id: int) -> Dict[str, int]:
+        return {name: hid for (inv, name), hid in self._host_ids.items() if inv == inventory_id}
+
+    # ----------------------------------------------------------------- running jobs (jobs.py does the work)
+    def _work(self) -> None:
+        """The one job worker: jobs run one at a time, in launch order (the templates do not allow simultaneous runs)."""
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._stopping or bool(self._queue), timeout=1.0)
+                if self._stopping:
+                    for job_id in self._queue:
+                        self._finish("jobs", job_id, "canceled", explanation="The fake AWX was stopped before the job ran.")
+                    self._queue.clear()
+                    self._changed.notify_all()
+                    return
+                if not self._queue:
+                    continue
+                job_id = self._queue.pop(0)
+                self._store["jobs"][job_id].update(status="running", started=_now())
+            try:
+                self._run_job(job_id)
+            except JobError as exc:
+                with self._changed:
+                    self._finish("jobs", job_id, "failed", explanation=str(exc))
+            except Exception:  # a bug of the fake, or the machine: AWX says 'error' and keeps the traceback
+                with self._changed:
+                    self._finish("jobs", job_id, "error", traceback_text=traceback.format_exc())
+
+    def _finish(self, resource: str, obj_id: int, status: str, explanation: str = "", traceback_text: str = "") -> None:
+        """Under self._changed."""
+        obj = self._store[resource][obj_id]
+        obj.update(status=status, failed=status != "successful", finished=_now())
+        if explanation:
+            obj["job_explanation"] = explanation
+        if traceback_text:
+            obj["result_traceback"] = traceback_text
+        self._changed.notify_all()
+
+    def _run_job(self, job_id: int) -> None:
+        """RunJob.run: its dependencies (project update, inventory updates on launch), then the private data dir,
+        the credentials, the command line and ansible-playbook in the execution environment's stand-in."""
+        host = self.job_host
+        with self._changed:
+            job = copy.deepcopy(self._store["jobs"][job_id])
+            jt = copy.deepcopy(self._store["job_templates"][job["job_template"]])
+            project = copy.deepcopy(self._store["projects"][job["project"]])
+            sources = [copy.deepcopy(s) for s in self._store["inventory_sources"].values()
+                       if s["inventory"] == job["inventory"] and s.get("update_on_launch")]
+            credentials = [(copy.deepcopy(self._store["credentials"][c]), dict(self._secrets.get(c, {})),
+                            copy.deepcopy(self._store["credential_types"][self._store["credentials"][c]["credential_type"]]))
+                           for c in self._sublists.get(("jobs", job_id, "credentials"), []) if c in self._store["credentials"]]
+            inventory = copy.deepcopy(self._store["inventories"][job["inventory"]])
+        if host is None:
+            raise JobError("This fake AWX has no job_host: it records launches but cannot run jobs.")
+        source = self.scm.get(project.get("scm_url", ""))
+        # the project update AWX runs first (scm_update_on_launch), then the inventory updates (update_on_launch)
+        if project.get("scm_update_on_launch"):
+            update_id = self._dependency("project_updates", {"name": project["name"], "project": project["id"], "job_type": "check"})
+            if source is None:
+                self._dependency_failed("project_updates", update_id, f"no repository for scm_url {project.get('scm_url')!r} in this fake",
+                                        job_id, "project_update", project["name"])
+            with self._changed:
+                self._finish("project_updates", update_id, "successful")
+                self._store["jobs"][job_id]["project_update"] = update_id
+        if source is None:
+            raise JobError(f"The project's scm_url {project.get('scm_url')!r} names no repository of this fake (FakeAWX scm=...).")
+        for src in sources:
+            update_id = self._dependency("inventory_updates", {"name": f"{inventory['name']} - {src['name']}", "inventory_source": src["id"],
+                                                               "inventory": src["inventory"], "source": src["source"],
+                                                               "source_path": src.get("source_path", "")})
+            src_project = self._store["projects"].get(src.get("source_project") or -1, {})
+            scm = self.scm.get(src_project.get("scm_url", ""))
+            try:
+                if src["source"] != "scm" or scm is None:
+                    raise JobError(f"inventory source {src['name']!r}: only source 'scm' with a project of this fake is reproduced")
+                imported, revision, text = host.import_inventory(scm, src["source_path"], update_id)
+            except JobError as exc:
+                with self._changed:
+                    self._output[("inventory_updates", update_id)] = str(exc)
+                self._dependency_failed("inventory_updates", update_id, str(exc), job_id, "inventory_update", src["name"])
+            with self._changed:
+                self._inventory_data[src["inventory"]] = imported  # overwrite, overwrite_vars: the source is the truth
+                for name in imported["hosts"]:
+                    if (src["inventory"], name) not in self._host_ids:
+                        self._host_ids[(src["inventory"], name)] = self._new_id()
+                self._output[("inventory_updates", update_id)] = text
+                self._store["inventory_updates"][update_id]["scm_revision"] = revision
+                self._finish("inventory_updates", update_id, "successful")
+        self._run_playbook(job_id, job, jt, project, source, credentials, host)
+
+    def _dependency(self, resource: str, fields: Obj) -> int:
+        with self._changed:
+            obj_id = self._new_id()
+            self._store[resource][obj_id] = {"id": obj_id, "status": "running", "failed": False, "launch_type": "dependency", "started": _now(),
+                                             "finished": None, "job_explanation": "", "result_traceback": "", **fields}
+            return obj_id
+
+    def _dependency_failed(self, resource: str, obj_id: int, why: str, job_id: int, job_type: str, name: str) -> None:
+        with self._changed:
+            self._finish(resource, obj_id, "failed", explanation=why)
+        raise JobError(f'Previous Task Failed: {{"job_type": "{job_type}", "job_name": "{name}", "job_id": "{obj_id}"}}')
+
+    def _run_playbook(self, job_id: int, job: Obj, jt: Obj, project: Obj, source: ScmSource,
+                      credentials: List[Tuple[Obj, Obj, Obj]], host: JobHost) -> None:
+        pdd = host.new_private_data_dir(f"awx_{job_id}_")
+        try:
+            revision = source.checkout(pdd / "project")
+            (pdd / "cp").mkdir(mode=0o700)
+            runner_root = host.in_job(pdd, pdd)
+            with self._changed:
+                inventory = self._inventory_data.get(job["inventory"], {"variables": {}, "groups": {}, "hosts": {}})
+                data = script_data(inventory, self._ids_of(job["inventory"]))
+                self._store["projects"][project["id"]]["scm_revision"] = revision
+            script = pdd / "inventory" / "hosts"
+            script.write_text(f"#! /usr/bin/env python3\n# the inventory of job {job_id}, from the database\nprint({json.dumps(data)!r})\n")
+            script.chmod(0o700)
+            # extra vars: the launch's merge, then AWX's own variables (Job.awx_meta_vars) over them
+            extra_vars = json.loads(job["extra_vars"])
+            for prefix in ("awx", "tower"):
+                extra_vars.update({f"{prefix}_job_id": job_id, f"{prefix}_job_launch_type": job.get("launch_type", "manual"),
+                                   f"{prefix}_user_name": self.username, f"{prefix}_project_revision": revision,
+                                   f"{prefix}_project_scm_branch": project.get("scm_branch", ""), f"{prefix}_job_template_id": jt["id"],
+                                   f"{prefix}_job_template_name": jt["name"]})
+            extravars = pdd / "env" / "extravars"
+            extravars.write_text(dump_extra_vars(extra_vars, self._template_vars(jt)))
+            extravars.chmod(0o600)
+            args, cred_env = self._credential_args(job, credentials, pdd, host)
+            (pdd / "env" / "cmdline").write_text(shlex.join(args))
+            playbook_argv = [str(host.bin_dir / "ansible-playbook"), *args, "-i", host.in_job(pdd, script), "-e", f"@{host.in_job(pdd, extravars)}",
+                             job["playbook"]]
+            config = read_ansible_config(pdd / "project", ["roles_path", "collections_path"])
+            env = host.base_env()
+            env.update({"AWX_PRIVATE_DATA_DIR": str(pdd), "JOB_ID": str(job_id), "INVENTORY_ID": str(job["inventory"]),
+                        "PROJECT_REVISION": revision, "ANSIBLE_RETRY_FILES_ENABLED": "False", "MAX_EVENT_RES": "700000",
+                        "AWX_HOST": self.url if self._server is not None else "", "ANSIBLE_SSH_CONTROL_PATH_DIR": f"{runner_root}/cp",
+                        "ANSIBLE_ROLES_PATH": path_setting("~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles", config.get("roles_path"),
+                                                           "requirements_roles", runner_root),
+                        "ANSIBLE_COLLECTIONS_PATH": path_setting("~/.ansible/collections:/usr/share/ansible/collections",
+                                                                 config.get("collections_path"), "requirements_collections", runner_root),
+                        "HOME": runner_root})
+            env.update(cred_env)
+            cwd = host.in_job(pdd, pdd / "project")
+            with self._changed:
+                self._store["jobs"][job_id].update(scm_revision=revision, job_args=json.dumps(playbook_argv), job_cwd=cwd, job_env=safe_env(env))
+            timeout = float(job.get("timeout") or 0) or host.timeout_s
+            rc, output, timed_out = host.run(playbook_argv, env, pdd, cwd, isolated=True, timeout_s=timeout)
+            with self._changed:
+                self._output[("jobs", job_id)] = output
+                if timed_out:
+                    self._finish("jobs", job_id, "failed", explanation="Job terminated due to timeout")
+                else:
+                    self._finish("jobs", job_id, "successful" if rc == 0 else "failed")
+        finally:
+            host.cleanup(pdd)
+
+    def _credential_args(self, job: Obj, credentials: List[Tuple[Obj, Obj, Obj]], pdd: Path, host: JobHost) -> Tuple[List[str], Dict[str, str]]:
+        """RunJob.build_args and the credential injection. Machine: -u (root when none), --become-method,
+        --become-user; its SSH key is written 0600 into the private data dir and given with --private-key (ansible-runner
+        loads it into ssh-agent instead). Vault: the password goes through a 0600 file (--vault-password-file, or
+        --vault-id ID@file) where AWX answers ansible-playbook's prompt. Custom types: their injectors (jobs.py)."""
+        args: List[str] = []
+        env: Dict[str, str] = {}
+        machine = next(((c, s) for c, s, t in credentials if t["kind"] == "ssh"), None)
+        if job.get("job_type") == "check":
+            args.append("--check")
+        username = (machine[0]["inputs"].get("username") if machine else "") or "root"
+        args += ["-u", username]
+        if job.get("become_enabled"):
+            args.append("--become")
+        if job.get("diff_mode"):
+            args.append("--diff")
+        if machine and machine[0]["inputs"].get("become_method"):
+            args += ["--become-method", machine[0]["inputs"]["become_method"]]
+        if machine and machine[0]["inputs"].get("become_username"):
+            args += ["--become-user", machine[0]["inputs"]["become_username"]]
+        if machine and machine[1].get("ssh_key_data"):
+            key = pdd / "artifacts" / str(job["id"]) / "ssh_key_data"
+            key.parent.mkdir(parents=True, exist_ok=True)
+            key.write_text(machine[1]["ssh_key_data"] if machine[1]["ssh_key_data"].endswith("\n") else machine[1]["ssh_key_data"] + "\n")
+            key.chmod(0o600)
+            args += ["--private-key", host.in_job(pdd, key)]
+        for number, (cred, secret, ctype) in enumerate(credentials):
+            if ctype["kind"] == "vault" and secret.get("vault_password"):
+                path = pdd / "env" / f"vault-password-{number}"
+                path.write_text(secret["vault_password"] + "\n")
+                path.chmod(0o600)
+                vault_id = cred["inputs"].get("vault_id")
+                args += ["--vault-id", f"{vault_id}@{host.in_job(pdd, path)}"] if vault_id else ["--vault-password-file", host.in_job(pdd, path)]
+            elif ctype["kind"] in ("cloud", "net") and not ctype.get("managed"):
+                injected_env, injected_args, _files = render_injectors(ctype, {**cred["inputs"], **secret}, pdd, host)
+                env.update(injected_env)
+                args += injected_args
+        if job.get("forks"):
+            args.append(f"--forks={job['forks']}")
+        if job.get("force_handlers"):
+            args.append("--force-handlers")
+        if job.get("limit"):
+            args += ["-l", job["limit"]]
+        if job.get("verbosity"):
+            args.append("-" + "v" * min(5, int(job["verbosity"])))
+        if job.get("job_tags"):
+            args += ["-t", job["job_tags"]]
+        if job.get("skip_tags"):
+            args.append(f"--skip-tags={job['skip_tags']}")
+        if job.get("start_at_task"):
+            args.append(f"--start-at-task={job['start_at_task']}")
+        return args, env
 
     # ----------------------------------------------------------------- list views
     def _page(self, path: str, query: Dict[str, str], items: List[Obj]) -> Obj:

@@ -9,6 +9,7 @@ does not run here.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 VENV_COLLECTIONS = Path(yaml.__file__).resolve().parents[1] / "ansible_collections"
+STAGED_PACKAGE = "nvidia-mig-manager_0.13.0-1_amd64.deb"
+PACKAGES_DIR = "/opt/gpu-ops/packages"
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +48,9 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(work))
     shutil.copy(ROOT / "execution-environment.yml", work)
     shutil.copytree(ROOT / "ee", work / "ee")
+    # a package staged for the image (a stand-in: the context build copies it, nothing reads it)
+    (work / "build" / "ee" / "packages").mkdir(parents=True)
+    (work / "build" / "ee" / "packages" / STAGED_PACKAGE).write_bytes(b"stand-in nvidia-mig-manager package\n")
     _run([str(BIN / "ansible-galaxy"), "collection", "build", "--force", "--output-path", str(work / "build" / "ee"), str(ROOT)], work, env)
     offline = os.geteuid() == 0 and shutil.which("unshare") is not None
     proc = _run([str(BIN / "ansible-builder"), "create", "-f", "execution-environment.yml", "-c", "context", "-v", "3"], work, env, offline=offline)
@@ -159,3 +165,53 @@ def test_a_wrong_helm_download_stops_the_build(context: Dict[str, Any], tmp_path
     assert proc.returncode != 0
     assert "FAILED" in proc.stdout + proc.stderr
     assert not calls.exists(), f"ran after a failed checksum: {calls.read_text()}"
+
+
+def package_step(containerfile: str) -> str:
+    steps = [ln for ln in containerfile.splitlines() if ln.startswith("RUN ") and PACKAGES_DIR in ln]
+    assert len(steps) == 1, steps
+    return steps[0]
+
+
+def test_packages_for_the_nodes_land_at_a_fixed_path(context: Dict[str, Any]) -> None:
+    """mig_layout_package_file can name /opt/gpu-ops/packages/<file> in AWX, where the controller is the EE."""
+    packages = context["dir"] / "_build" / "packages"
+    assert sorted(p.name for p in packages.iterdir()) == ["SHA256SUMS", STAGED_PACKAGE]
+    containerfile = context["containerfile"]
+    copy = f"COPY _build/packages/ {PACKAGES_DIR}/"
+    assert copy in containerfile.splitlines()
+    # in the final image: after the final stage's bindep install, and checked right after the copy
+    assert containerfile.index("install-from-bindep &&") < containerfile.index(copy) < containerfile.index(package_step(containerfile))
+    # the path the inventory and the docs name
+    for doc in ("inventories/dgx/group_vars/gpu_nodes.yml", "docs/awx.md", "ee/packages/README.md"):
+        assert f"{PACKAGES_DIR}/nvidia-mig-manager_0.13.0-1_amd64.deb" in (ROOT / doc).read_text(), doc
+
+
+def test_an_unlisted_or_altered_package_stops_the_build(context: Dict[str, Any], tmp_path: Path) -> None:
+    """The step itself, run on a stand-in of the image's directory: each carried file must match its SHA256SUMS line."""
+    step = package_step(context["containerfile"])[len("RUN "):].replace(PACKAGES_DIR, str(tmp_path / "packages"))
+    staged = tmp_path / "packages"
+
+    def build(files: Dict[str, bytes], sums: str) -> subprocess.CompletedProcess[str]:
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir()
+        (staged / "SHA256SUMS").write_text(sums)
+        for name, data in files.items():
+            (staged / name).write_bytes(data)
+        return subprocess.run(["sh", "-c", step], capture_output=True, text=True, timeout=60, check=False)
+
+    deb = b"stand-in nvidia-mig-manager package\n"
+    good = f"{hashlib.sha256(deb).hexdigest()}  {STAGED_PACKAGE}\n"
+    assert build({}, (ROOT / "ee" / "packages" / "SHA256SUMS").read_text()).returncode == 0, "no package carried: the shipped list is enough"
+    proc = build({STAGED_PACKAGE: deb}, good)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{STAGED_PACKAGE}: OK" in proc.stdout
+    proc = build({STAGED_PACKAGE: deb}, "")
+    assert proc.returncode != 0
+    assert f"{STAGED_PACKAGE}: no sha256 line in ee/packages/SHA256SUMS" in proc.stderr
+    proc = build({STAGED_PACKAGE: deb + b"tampered"}, good)
+    assert proc.returncode != 0
+    assert "FAILED" in proc.stdout + proc.stderr
+    # a line for a similar name does not stand for this file
+    proc = build({STAGED_PACKAGE: deb, "nvidia-mig-manager_0.13.0-1_amd64Xdeb": deb}, good.replace(STAGED_PACKAGE, "nvidia-mig-manager_0.13.0-1_amd64Xdeb"))
+    assert proc.returncode != 0

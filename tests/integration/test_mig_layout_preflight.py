@@ -7,6 +7,7 @@ through kubernetes.core, delegated, against tests/kube_fake. The node is localho
 H200 capture (read-only listings only), so nothing can change on it."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,8 +92,7 @@ def test_a_node_not_in_the_cluster_skips_the_cluster_checks(inventory: Path, kub
 @pytest.mark.parametrize(("extra", "message"), [
     (["-e", "mig_layout_config=all-1g.5gb"], "1g.5gb"),  # an A100 profile on the H200
     (["-e", '{"mig_layout_config": "bad name"}'], "mig_layout_config 'bad name' is not in"),
-    (["-e", "mig_layout_package_file=", "-e", "mig_layout_package_url=https://mirror.example/x.deb"], "mig_layout_package_checksum as sha256"),
-    (["-e", "mig_layout_package_version=latest"], "exact mig_layout_package_version (got 'latest')"),
+    (["-e", "mig_layout_package_version=latest"], "exact mig_layout_package_version such as 0.13.0 (got 'latest')"),
     (["-e", "mig_layout_backend=cuda"], "mig_layout_backend must be auto, nvml or nvidia_smi (got 'cuda')"),
     (["-e", '{"mig_layout_gpu_clients": ["dcgm; rm -rf /"]}'], "mig_layout_gpu_clients"),
 ])
@@ -100,3 +100,38 @@ def test_bad_input_fails_naming_it(inventory: Path, extra: list[str], message: s
     proc = preflight(inventory, "-e", "mig_layout_take_over_from_gpu_operator=true", *extra)
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout[-3000:]
+
+
+# The package source: this node has no nvidia-mig-manager (dpkg on the machine running the test), so it needs the
+# install and its source is checked, after the node was read; each message names the node, the version and the source.
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"mig_layout_package_file": ""}, "and has no package source: set mig_layout_package_url (the site mirror)"),
+    ({"mig_layout_package_file": "files/nvidia-mig-manager_0.13.0-1_amd64.deb"},
+     "mig_layout_package_file 'files/nvidia-mig-manager_0.13.0-1_amd64.deb' is not an absolute path on the controller"),
+    # what inventories/dgx used to say, as an AWX job sees it: inventory_dir is AWX's copy of the inventory
+    ({"mig_layout_package_file": "/runner/inventory/../packages/nvidia-mig-manager_0.13.0-1_amd64.deb"},
+     "but mig_layout_package_file '/runner/inventory/../packages/nvidia-mig-manager_0.13.0-1_amd64.deb' is not a file on the controller"),
+    ({"mig_layout_package_file": "", "mig_layout_package_url": "https://mirror.example.internal/x.deb"},
+     "from https://mirror.example.internal/x.deb, and mig_layout_package_checksum must be its checksum as sha256:<64 hex digits>"),
+    ({"mig_layout_package_file": "", "mig_layout_package_url": "https://mirror.example.internal/x.deb",
+      "mig_layout_package_checksum": "sha256:REPLACE-WITH-THE-SHA256-OF-THE-MIRRORED-FILE"}, "got 'sha256:REPLACE-WITH-THE-SHA256-OF"),
+    ({"mig_layout_package_file": "", "mig_layout_package_url": "ftp://mirror.example.internal/x.deb", "mig_layout_package_checksum": "sha256:" + "a" * 64},
+     "mig_layout_package_url 'ftp://mirror.example.internal/x.deb' is not an http://, https:// or file:// URL"),
+])
+def test_a_node_that_needs_the_install_needs_a_good_source(inventory: Path, extra: Dict[str, Any], message: str) -> None:
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "nvidia-mig-manager"], capture_output=True, text=True, check=False)
+    assert "install ok installed" not in installed.stdout, "this machine has nvidia-mig-manager: the node would need no install"
+    proc = preflight(inventory, "-e", "mig_layout_take_over_from_gpu_operator=true", "-e", json.dumps(extra))
+    assert proc.returncode != 0
+    flat = " ".join(proc.stdout.split())
+    assert f"{NODE} needs nvidia-mig-manager 0.13.0 (installed: none)" in flat, proc.stdout[-3000:]
+    assert message in flat, proc.stdout[-3000:]
+    # checked once the node was read (whether it needs the install), never before
+    assert "Read the node's GPUs, package, files and units" in proc.stdout
+
+
+def test_a_good_mirror_source_passes(inventory: Path) -> None:
+    extra = {"mig_layout_package_file": "", "mig_layout_package_url": "https://mirror.example.internal/nvidia-mig-manager_0.13.0-1_amd64.deb",
+             "mig_layout_package_checksum": "sha256:" + "0123456789abcdef" * 4}
+    proc = preflight(inventory, "-e", "mig_layout_take_over_from_gpu_operator=true", "-e", json.dumps(extra))
+    assert proc.returncode == 0, proc.stdout[-3000:]
