@@ -4,6 +4,7 @@
 """An in-memory Kubernetes API server over HTTPS for tests: see server.py and README.md."""
 from __future__ import annotations
 
+from .crds import load_crds
 from .server import RESOURCES, ApiError, FakeKube, RecordedRequest, ResourceType
 
-__all__ = ["RESOURCES", "ApiError", "FakeKube", "RecordedRequest", "ResourceType"]
+__all__ = ["RESOURCES", "ApiError", "FakeKube", "RecordedRequest", "ResourceType", "load_crds"]

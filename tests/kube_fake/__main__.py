@@ -4,7 +4,8 @@
 """The fake API server as a process of its own, for Molecule scenarios and anything else that is not pytest.
 
     python -m tests.kube_fake serve --kubeconfig-out PATH --requests-out PATH.jsonl --state-out PATH.json \\
-        [--seed FILE.yaml] [--pid-file PATH] [--max-seconds 1800] [--pod-exit-seconds 0] [--background [--log-out PATH]]
+        [--seed FILE.yaml] [--crds all|NAME,...] [--nfd-master [--nfd-extra-label-ns nvidia.com]] [--pid-file PATH] \\
+        [--max-seconds 1800] [--pod-exit-seconds 0] [--background [--log-out PATH]]
     python tests/kube_fake/__main__.py serve ...      (the same, without the package import)
 
 Run from the repository root. It binds 127.0.0.1 on a free port, seeds the objects of --seed (multi-document
@@ -32,11 +33,14 @@ from typing import TYPE_CHECKING, List, Optional
 import yaml
 
 if TYPE_CHECKING:
+    from tests.kube_fake.crds import DEFAULT_EXTRA_LABEL_NS
     from tests.kube_fake.server import FakeKube
 elif __package__:
+    from .crds import DEFAULT_EXTRA_LABEL_NS
     from .server import FakeKube
 else:  # run as a script: python tests/kube_fake/__main__.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from kube_fake.crds import DEFAULT_EXTRA_LABEL_NS
     from kube_fake.server import FakeKube
 
 
@@ -90,8 +94,11 @@ def serve(args: argparse.Namespace) -> int:
     for path in (args.kubeconfig_out, args.requests_out, args.state_out):
         path.parent.mkdir(parents=True, exist_ok=True)
     args.requests_out.write_text("", encoding="utf-8")  # this run's requests only
-    kube = FakeKube(pod_exit_seconds=args.pod_exit_seconds, requests_out=args.requests_out, state_out=args.state_out)
+    kube = FakeKube(pod_exit_seconds=args.pod_exit_seconds, requests_out=args.requests_out, state_out=args.state_out, nfd_master=args.nfd_master,
+                    nfd_extra_label_ns=args.nfd_extra_label_ns.split(",") if args.nfd_extra_label_ns else ())
     try:
+        if args.crds is not None:
+            kube.load_crds(None if args.crds == "all" else [n.strip() for n in args.crds.split(",") if n.strip()])
         kube.seed(documents)
     except (ValueError, KeyError, TypeError) as exc:
         print(f"kube_fake: bad seed object in {args.seed}: {exc}", file=sys.stderr)
@@ -142,6 +149,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--max-seconds", type=float, default=1800.0, help="stop by itself after this long (default 1800)")
     run.add_argument("--pod-exit-seconds", type=float, default=0.0,
                      help="how long pods take to stop after a graceful delete or eviction (default 0: at once)")
+    run.add_argument("--crds", help="create vendored CRDs first: 'all' or comma-separated CRD names, kinds or plurals (NodeFeature,ServiceMonitor)")
+    run.add_argument("--nfd-master", action="store_true", help="run nfd-master's part: NodeFeature objects' spec.labels become node labels")
+    run.add_argument("--nfd-extra-label-ns", default=",".join(DEFAULT_EXTRA_LABEL_NS),
+                     help="with --nfd-master: nfd-master's extraLabelNs, comma-separated (default: nvidia.com, as the device plugin chart sets it)")
     run.add_argument("--background", action="store_true", help="start the server in a session of its own, return once it listens")
     run.add_argument("--log-out", type=Path, help="with --background: where the server's output goes (appended)")
     arguments = list(sys.argv[1:] if argv is None else argv)

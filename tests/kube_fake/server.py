@@ -5,9 +5,10 @@
 
 It serves what ``kubernetes.core.k8s`` (server-side apply) and ``kubernetes.core.k8s_info`` call through the
 official ``kubernetes`` Python client: discovery, GET/LIST, POST, PUT, PATCH (apply, merge, strategic, JSON
-patch) and DELETE of a fixed set of built-in resources, with errors as ``Status`` objects and server-side
-apply field ownership (``metadata.managedFields``) and conflicts. See README.md next to this file for the
-rules it reproduces and the ones it does not.
+patch) and DELETE of a fixed set of built-in resources and of the custom resources of the CRDs it holds, with
+errors as ``Status`` objects, server-side apply field ownership (``metadata.managedFields``) and conflicts, schema
+validation, immutable fields and Pod Security admission. See README.md next to this file for the rules it
+reproduces and the ones it does not.
 
     with FakeKube() as kube:
         kube.add_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"}, "status": {...}})
@@ -39,7 +40,7 @@ import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import yaml
@@ -48,7 +49,27 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import admission as psa
+from .crds import (
+    DEFAULT_EXTRA_LABEL_NS,
+    NODE_FEATURE_KEY,
+    apply_node_labels,
+    crd_status,
+    is_qualified_name,
+    is_valid_label_value,
+    node_labels,
+    served_versions,
+    version_priority,
+)
 from .metrics import MetricError, MetricsAdapter, hpa_status
+
+if TYPE_CHECKING:
+    from tests import k8s_schemas
+else:
+    try:  # imported as tests.kube_fake (python -m tests.kube_fake)
+        from .. import k8s_schemas
+    except ImportError:  # tests/ on sys.path (pytest, python tests/kube_fake/__main__.py)
+        import k8s_schemas
 
 Obj = Dict[str, Any]
 FieldPath = Tuple[str, ...]
@@ -82,6 +103,7 @@ class ResourceType:
     short_names: Tuple[str, ...] = ()
     has_status: bool = False  # status is a subresource: the main resource ignores writes to it
     has_generation: bool = False  # metadata.generation counts spec changes
+    custom: bool = False  # a custom resource: served while its CRD exists, validated against the CRD's schema
     subresources: Tuple[Tuple[str, str, str, Tuple[str, ...]], ...] = ()  # (name, group/version, kind, verbs) served below an object
 
     @property
@@ -110,23 +132,34 @@ class ResourceType:
 
 RESOURCES: Tuple[ResourceType, ...] = (
     ResourceType("", "v1", "configmaps", "configmap", "ConfigMap", True, ("cm",)),
+    ResourceType("", "v1", "events", "event", "Event", True, ("ev",)),
     ResourceType("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",), has_status=True),
     ResourceType("", "v1", "nodes", "node", "Node", False, ("no",), has_status=True),
+    ResourceType("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", True, ("pvc",), has_status=True),
+    ResourceType("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", False, ("pv",), has_status=True),
     ResourceType("", "v1", "pods", "pod", "Pod", True, ("po",), has_status=True, subresources=(("eviction", "policy/v1", "Eviction", ("create",)),)),
     ResourceType("", "v1", "secrets", "secret", "Secret", True),
     ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
     ResourceType("", "v1", "services", "service", "Service", True, ("svc",), has_status=True),
+    ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", False,
+                 ("crd", "crds"), has_status=True, has_generation=True),
     ResourceType("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", False, has_status=True),
     ResourceType("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",), has_status=True, has_generation=True),
     ResourceType("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",), has_status=True, has_generation=True),
+    ResourceType("apps", "v1", "replicasets", "replicaset", "ReplicaSet", True, ("rs",), has_status=True, has_generation=True),
+    ResourceType("apps", "v1", "statefulsets", "statefulset", "StatefulSet", True, ("sts",), has_status=True, has_generation=True),
     ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", True, ("hpa",),
                  has_status=True),
+    ResourceType("batch", "v1", "cronjobs", "cronjob", "CronJob", True, ("cj",), has_status=True, has_generation=True),
+    ResourceType("batch", "v1", "jobs", "job", "Job", True, (), has_status=True, has_generation=True),
+    ResourceType("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", True, ("netpol",), has_generation=True),
     ResourceType("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", False),
     ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True, ("pdb",), has_status=True,
                  has_generation=True),
 )
-GROUPS: Tuple[str, ...] = ("apiregistration.k8s.io", "apps", "autoscaling", "node.k8s.io", "policy")
-GROUP_VERSIONS: Dict[str, str] = {r.group: r.version for r in RESOURCES if r.group}  # one served version per group
+GROUPS: Tuple[str, ...] = ("apiextensions.k8s.io", "apiregistration.k8s.io", "apps", "autoscaling", "batch", "networking.k8s.io", "node.k8s.io",
+                           "policy")
+GROUP_VERSIONS: Dict[str, str] = {r.group: r.version for r in RESOURCES if r.group}  # one served version per built-in group
 
 # metadata the API server sets or that identifies the object: never part of a manager's field set
 _UNOWNED_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
@@ -147,7 +180,9 @@ class ApiError(Exception):
         self.details = details
 
     def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message, "reason": self.reason}
+        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message}
+        if self.reason:  # StatusReasonUnknown is "" and omitted
+            body["reason"] = self.reason
         body["details"] = self.details if self.details is not None else {}
         body["code"] = self.code
         return body
@@ -190,6 +225,27 @@ def invalid(kind: str, group: str, name: str, causes: List[Obj]) -> ApiError:
     return ApiError(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {joined}', details)
 
 
+def forbidden(resource: str, name: str, message: str) -> ApiError:
+    """errors.NewForbidden: `pods "x" is forbidden: <reason>`."""
+    return ApiError(403, "Forbidden", f'{resource} "{name}" is forbidden: {message}', {"name": name, "kind": resource.split(".", 1)[0]})
+
+
+_REQUEST = threading.local()  # per handler thread: the warnings of the request being answered
+
+
+def warn(text: str) -> None:
+    """Add a warning to the answer of the request being served (a ``Warning: 299 - "<text>"`` header, deduplicated);
+    outside a request (seeding, controllers started by a test) it is dropped."""
+    warnings: Optional[List[str]] = getattr(_REQUEST, "warnings", None)
+    if warnings is not None and text not in warnings:
+        warnings.append(text)
+
+
+def warning_header(text: str) -> str:
+    """k8s.io/apimachinery/pkg/util/net NewWarningHeader(299, "-", text): the text quoted, `"` and `\\` escaped."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 METHOD_NOT_ALLOWED = ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 PATH_NOT_FOUND = ApiError(404, "NotFound", "the server could not find the requested resource")
 
@@ -207,11 +263,16 @@ class RecordedRequest:
     body: Any = None
     user_agent: Optional[str] = None
     time: str = ""  # when it was answered, RFC 3339 UTC with microseconds
+    warnings: Tuple[str, ...] = ()  # the Warning headers' texts answered with it
 
     def to_json(self) -> Obj:
-        """The record as one line of --requests-out: method, path, query, content_type, field_manager, user_agent, status, body, time."""
-        return {"time": self.time, "method": self.method, "path": self.path, "query": self.query, "content_type": self.content_type,
-                "field_manager": self.field_manager, "user_agent": self.user_agent, "status": self.status, "body": self.body}
+        """The record as one line of --requests-out: method, path, query, content_type, field_manager, user_agent, status, body, time,
+        and warnings when the answer carried any."""
+        record: Obj = {"time": self.time, "method": self.method, "path": self.path, "query": self.query, "content_type": self.content_type,
+                       "field_manager": self.field_manager, "user_agent": self.user_agent, "status": self.status, "body": self.body}
+        if self.warnings:
+            record["warnings"] = list(self.warnings)
+        return record
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -665,6 +726,186 @@ def _decode(body: bytes, content_type: str, yaml_ok: bool) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Validation the API server writes by hand (pkg/apis/*/validation), for the kinds our roles render
+
+_GO_JSON_KINDS = {"string": "string", "integer": "number", "number": "number", "boolean": "bool", "array": "array", "object": "object"}
+_SMD_KINDS = {"integer": "numeric (int or float)", "number": "numeric (int or float)", "string": "string", "boolean": "bool", "array": "list",
+              "object": "map"}
+_LABEL_NAME_MESSAGE = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character "
+                       "(e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+_LABEL_PREFIX_MESSAGE = ("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must "
+                         "start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+                         "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+_LABEL_VALUE_MESSAGE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                        "with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is "
+                        "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+_APPS_WORKLOADS = ("Deployment", "DaemonSet", "StatefulSet", "ReplicaSet")
+_IMMUTABLE_WHEN_SET = "field is immutable when `immutable` is set"
+# PersistentVolumeSpec fields that are not the volume source (PersistentVolumeSource is inlined in the spec)
+_PV_NOT_SOURCE = ("accessModes", "capacity", "claimRef", "mountOptions", "nodeAffinity", "persistentVolumeReclaimPolicy", "storageClassName",
+                  "volumeMode", "volumeAttributesClassName")
+
+
+def _cause(reason: str, field: str, message: str) -> Obj:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def _smd_message(finding: k8s_schemas.Finding) -> str:
+    """structured-merge-diff's words for a field an applied configuration cannot carry."""
+    if finding.kind == "unknown":
+        return "field not declared in schema"
+    wanted = finding.message.removeprefix("expected ").split(",")[0].split(" ")[0]
+    expected = _SMD_KINDS.get(wanted, wanted)
+    if expected.startswith("numeric"):
+        return f"expected {expected}, got {finding.got}"
+    return f"expected {expected}, got &value.valueUnstructured{{Value:{k8s_schemas.go_value(finding.value)}}}"
+
+
+def go_selector(selector: Any) -> str:
+    """A *metav1.LabelSelector as field.Invalid prints it (%#v of the dereferenced value)."""
+    selector = selector if isinstance(selector, dict) else {}
+    labels, expressions = selector.get("matchLabels"), selector.get("matchExpressions")
+    labels_text = "map[string]string(nil)" if labels is None else k8s_schemas.go_value(labels) if labels else "map[string]string{}"
+    if expressions is None:
+        expressions_text = "[]v1.LabelSelectorRequirement(nil)"
+    else:
+        items = []
+        for e in expressions:
+            values = "[]string(nil)" if e.get("values") is None else k8s_schemas.go_value(list(e.get("values") or [])) if e.get("values") else "[]string{}"
+            items.append(f'v1.LabelSelectorRequirement{{Key:{json.dumps(e.get("key", ""))}, Operator:{json.dumps(e.get("operator", ""))}, Values:{values}}}')
+        expressions_text = "[]v1.LabelSelectorRequirement{" + ", ".join(items) + "}"
+    return f"v1.LabelSelector{{MatchLabels:{labels_text}, MatchExpressions:{expressions_text}}}"
+
+
+def _label_causes(labels: Any, field: str) -> List[Obj]:
+    """ValidateLabels: every key a qualified name, every value a label value."""
+    causes: List[Obj] = []
+    for raw_key, value in (labels or {}).items() if isinstance(labels, dict) else ():
+        key = str(raw_key)
+        if not is_qualified_name(key):
+            prefix, slash, _name = key.rpartition("/")
+            message = _LABEL_PREFIX_MESSAGE if slash and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", prefix) \
+                else _LABEL_NAME_MESSAGE
+            causes.append(_cause("FieldValueInvalid", field, f"Invalid value: {json.dumps(key)}: {message}"))
+        if isinstance(value, str) and not is_valid_label_value(value):
+            causes.append(_cause("FieldValueInvalid", field, f"Invalid value: {json.dumps(value)}: {_LABEL_VALUE_MESSAGE}"))
+    return causes
+
+
+def _pod_spec_causes(spec: Any, field: str) -> List[Obj]:
+    """validateContainers: a container needs an image (pods and pod templates)."""
+    causes: List[Obj] = []
+    if not isinstance(spec, dict):
+        return causes
+    for key in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(key) or []):
+            if isinstance(container, dict) and not container.get("image"):
+                causes.append(_cause("FieldValueRequired", f"{field}.{key}[{index}].image", "Required value"))
+    return causes
+
+
+def validate_object(rt: ResourceType, obj: Obj) -> List[Obj]:
+    """The hand-written create and update validation kept here: labels, container images, an apps/v1 workload's selector
+    matching its template (ValidateDeploymentSpec and friends), a CRD's name."""
+    causes = _label_causes((obj.get("metadata") or {}).get("labels"), "metadata.labels")
+    raw_spec = obj.get("spec")
+    spec: Obj = raw_spec if isinstance(raw_spec, dict) else {}
+    if rt.kind == "Pod" and not rt.custom:
+        causes += _pod_spec_causes(spec, "spec")
+    template_spec = psa.pod_template(rt.kind, obj) if rt.kind in psa.POD_CONTROLLERS and not rt.custom else None
+    if template_spec is not None:
+        field = "spec.jobTemplate.spec.template" if rt.kind == "CronJob" else "spec.template"
+        causes += _label_causes(template_spec[0].get("labels"), f"{field}.metadata.labels")
+        causes += _pod_spec_causes(template_spec[1], f"{field}.spec")
+    if rt.kind in _APPS_WORKLOADS and rt.group == "apps" and isinstance(spec.get("selector"), dict):
+        selector = spec["selector"]
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+            causes.append(_cause("FieldValueInvalid", "spec.selector",
+                                 f"Invalid value: {go_selector(selector)}: empty selector is invalid for {rt.kind.lower()}"))
+        elif not selector_matches(selector, labels):
+            causes.append(_cause("FieldValueInvalid", "spec.template.metadata.labels",
+                                 f"Invalid value: {k8s_schemas.go_value(labels)}: `selector` does not match template `labels`"))
+    if rt.kind == "CustomResourceDefinition":
+        names = spec.get("names") or {}
+        wanted = f"{names.get('plural', '')}.{spec.get('group', '')}"
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        if name != wanted:
+            causes.append(_cause("FieldValueInvalid", "metadata.name", f'Invalid value: {json.dumps(name)}: must be spec.names.plural+"."+spec.group'))
+    return causes
+
+
+def _immutable(field: str, value: Any) -> Obj:
+    return _cause("FieldValueInvalid", field, f"Invalid value: {value}: field is immutable")
+
+
+def _cluster_ips(service: Obj) -> List[str]:
+    spec = service.get("spec") or {}
+    ips = spec.get("clusterIPs")
+    if isinstance(ips, list) and ips:
+        return [str(ip) for ip in ips]
+    return [str(spec["clusterIP"])] if spec.get("clusterIP") else []
+
+
+def validate_update(rt: ResourceType, live: Obj, new: Obj) -> List[Obj]:
+    """ValidateXUpdate: the fields that may not change (apps selectors, Service clusterIPs, immutable Secrets and
+    ConfigMaps, a Secret's type, a PVC's spec, a PV's source and volumeMode, a Job's selector and template, a StatefulSet's
+    spec outside the updatable fields)."""
+    if rt.custom:
+        return []
+    old_spec, new_spec = live.get("spec") or {}, new.get("spec") or {}
+    causes: List[Obj] = []
+    selector_kind = (rt.group == "apps" and rt.kind in _APPS_WORKLOADS) or (rt.group == "batch" and rt.kind == "Job")
+    if selector_kind and old_spec.get("selector") is not None and old_spec.get("selector") != new_spec.get("selector"):
+        causes.append(_immutable("spec.selector", go_selector(new_spec.get("selector"))))
+    if rt.kind == "StatefulSet":
+        allowed = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
+        if {k: v for k, v in old_spec.items() if k not in allowed} != {k: v for k, v in new_spec.items() if k not in allowed}:
+            causes.append(_cause("FieldValueForbidden", "spec", "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                                 "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"))
+    if rt.kind == "Job" and old_spec.get("template") != new_spec.get("template"):
+        causes.append(_immutable("spec.template", json.dumps(new_spec.get("template"), sort_keys=True)))
+    if rt.kind == "Job" and old_spec.get("completions") != new_spec.get("completions"):
+        causes.append(_immutable("spec.completions", json.dumps(new_spec.get("completions"))))
+    if rt.kind == "Service":
+        old_ips, new_ips = _cluster_ips(live), _cluster_ips(new)
+        types = (old_spec.get("type"), new_spec.get("type"))
+        headless = old_ips == ["None"] and new_ips == ["None"]
+        if "ExternalName" not in types and not headless and old_ips:
+            if len(old_ips) == len(new_ips):
+                causes += [_cause("FieldValueInvalid", f"spec.clusterIPs[{i}]", f"Invalid value: {k8s_schemas.go_value(new_ips)}: may not change once set")
+                           for i, ip in enumerate(old_ips) if ip != new_ips[i]]
+            elif len(old_ips) < len(new_ips) and new_ips[0] != old_ips[0]:
+                causes.append(_cause("FieldValueInvalid", "spec.clusterIPs[0]", f"Invalid value: {k8s_schemas.go_value(new_ips)}: may not change once set"))
+    if rt.kind in ("Secret", "ConfigMap") and live.get("immutable") is True:
+        fields = ("data",) if rt.kind == "Secret" else ("data", "binaryData")
+        if new.get("immutable") is not True:
+            causes.append(_cause("FieldValueForbidden", "immutable", f"Forbidden: {_IMMUTABLE_WHEN_SET}"))
+        causes += [_cause("FieldValueForbidden", f, f"Forbidden: {_IMMUTABLE_WHEN_SET}") for f in fields if (live.get(f) or {}) != (new.get(f) or {})]
+    if rt.kind == "Secret" and (live.get("type") or "Opaque") != (new.get("type") or "Opaque"):
+        causes.append(_immutable("type", json.dumps(new.get("type") or "")))
+    if rt.kind == "PersistentVolumeClaim":
+        bound = (live.get("status") or {}).get("phase") == "Bound"
+        old_cmp, new_cmp = copy.deepcopy(old_spec), copy.deepcopy(new_spec)
+        if bound:  # a bound claim may change its storage request (expansion)
+            for spec in (old_cmp, new_cmp):
+                spec.get("resources", {}).pop("requests", None)
+        if old_cmp != new_cmp:
+            causes.append(_cause("FieldValueForbidden", "spec", "Forbidden: spec is immutable after creation except resources.requests for bound claims\n"
+                                 f"  old: {json.dumps(old_spec, sort_keys=True)}\n  new: {json.dumps(new_spec, sort_keys=True)}"))
+    if rt.kind == "PersistentVolume":
+        old_source = {k: v for k, v in old_spec.items() if k not in _PV_NOT_SOURCE}
+        new_source = {k: v for k, v in new_spec.items() if k not in _PV_NOT_SOURCE}
+        if old_source != new_source:
+            causes.append(_cause("FieldValueForbidden", "spec.persistentvolumesource",
+                                 "Forbidden: spec.persistentvolumesource is immutable after creation\n"
+                                 f"  old: {json.dumps(old_source, sort_keys=True)}\n  new: {json.dumps(new_source, sort_keys=True)}"))
+        if (old_spec.get("volumeMode") or "Filesystem") != (new_spec.get("volumeMode") or "Filesystem"):
+            causes.append(_immutable("spec.volumeMode", json.dumps(new_spec.get("volumeMode"))))
+    return causes
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The object store and the REST semantics
 
 
@@ -679,12 +920,70 @@ class Cluster:
         self.terminations: Dict[Tuple[str, str, str], float] = {}  # (namespace, name, uid) of a terminating pod -> monotonic removal time
         self.controller_scale: Dict[Tuple[str, str], int] = {}  # (namespace, controller uid or kind/name) -> most pods seen at once
         self.listeners: List[Callable[[], None]] = []  # called (under the lock) after every stored change
+        self.kube_version = KUBE_VERSION
+        self.custom_types: Tuple[ResourceType, ...] = ()  # the custom resources of the stored CRDs, one per served version
+        self.crd_schemas: Dict[Tuple[str, str], Optional[Obj]] = {}  # (group/version, kind) -> openAPIV3Schema
+        self.refusals: Dict[Tuple[str, str, str], Obj] = {}  # (kind, namespace, name) -> the pod create a controller could not make
+        self._workload_state: Dict[Tuple[str, str, str], str] = {}  # what each controller last evaluated (no repeat, no churn)
+        self.nfd_master = False  # nfd-master's part: NodeFeature objects to node labels
+        self.nfd_namespace = "node-feature-discovery"
+        self.nfd_extra_label_ns: Tuple[str, ...] = DEFAULT_EXTRA_LABEL_NS
+        self.nfd_deny_label_ns: Tuple[str, ...] = ()
         self._dry_depth = 0
         self._settling = False
 
     @staticmethod
     def key(rt: ResourceType) -> str:
         return f"{rt.group}/{rt.name}"
+
+    # -- what is served: the built-in resources and the custom resources of the stored CRDs
+
+    def served(self) -> Tuple[ResourceType, ...]:
+        return RESOURCES + self.custom_types
+
+    def resource_for(self, api_version: str, kind: str) -> ResourceType:
+        for rt in self.served():
+            if rt.group_version == api_version and rt.kind == kind:
+                return rt
+        raise ValueError(f"kube_fake does not serve {api_version} {kind}")
+
+    def groups(self) -> List[Tuple[str, List[str]]]:
+        """Every served API group with its versions, preferred first: the built-in groups, then those of the CRDs by name."""
+        out: List[Tuple[str, List[str]]] = [(g, [GROUP_VERSIONS[g]]) for g in GROUPS]
+        custom: Dict[str, List[str]] = {}
+        for rt in self.custom_types:
+            versions = custom.setdefault(rt.group, [])
+            if rt.version not in versions:
+                versions.append(rt.version)
+        for group in sorted(custom):
+            if group in GROUP_VERSIONS:
+                continue  # a CRD cannot add to a built-in group (the API server refuses such names)
+            out.append((group, sorted(custom[group], key=version_priority)))
+        return out
+
+    def _sync_crds(self) -> None:
+        """The apiextensions controllers: serve the custom resources of every stored CRD (each served version), stop serving
+        those of deleted CRDs and delete their objects, as the CRD finalizer does."""
+        crds = [o for (res, _ns, _n), o in sorted(self.objects.items()) if res == "apiextensions.k8s.io/customresourcedefinitions"]
+        types: List[ResourceType] = []
+        schemas: Dict[Tuple[str, str], Optional[Obj]] = {}
+        for crd in crds:
+            spec = crd.get("spec") or {}
+            names = spec.get("names") or {}
+            for version in served_versions(crd):
+                subresources = version.get("subresources") or {}
+                rt = ResourceType(str(spec.get("group", "")), str(version.get("name", "")), str(names.get("plural", "")),
+                                  str(names.get("singular") or str(names.get("kind", "")).lower()), str(names.get("kind", "")),
+                                  spec.get("scope") != "Cluster", tuple(names.get("shortNames") or ()), has_status="status" in subresources,
+                                  has_generation=True, custom=True)
+                types.append(rt)
+                schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                schemas[(rt.group_version, rt.kind)] = schema if isinstance(schema, dict) else None
+        self.custom_types = tuple(types)
+        self.crd_schemas = schemas
+        served = {self.key(rt) for rt in self.served()}
+        for key in [k for k in self.objects if k[0] not in served]:
+            del self.objects[key]
 
     def _bump(self) -> str:
         self.revision += 1
@@ -698,6 +997,105 @@ class Cluster:
     def _require_namespace(self, rt: ResourceType, namespace: str) -> None:
         if rt.namespaced and (self.key(NAMESPACES), "", namespace) not in self.objects:
             raise not_found(NAMESPACES, namespace)
+
+    # -- decoding, validation and admission of a write, in the API server's order
+
+    def _admit(self, rt: ResourceType, live: Optional[Obj], new: Obj, namespace: str, field_validation: str,
+               apply_config: Optional[Obj] = None) -> Obj:
+        """Run what the API server runs between reading a write and storing it; return the object to store.
+
+        1. decoding: an applied configuration must fit the schema (structured-merge-diff, 500 as in 1.31); unknown fields
+           of a create, update or patch are refused (fieldValidation=Strict, 400), warned about (Warn, the default) or
+           dropped silently (Ignore), and dropped from what is stored; a wrong JSON type of a built-in kind is 400;
+        2. validation (422 Invalid, every cause at once): required fields, enums, a custom resource's schema, the
+           hand-written rules kept here (validate_object) and, for an update, the immutable fields (validate_update);
+        3. validating admission: Pod Security (403 for a pod, warnings for a pod controller, namespace label checks).
+        """
+        name = str((new.get("metadata") or {}).get("name", ""))
+        if apply_config is not None:
+            typed = self._review(rt, apply_config).of("unknown", "type")
+            if typed:
+                texts = [f"{f.smd}: {_smd_message(f)}" for f in typed]
+                joined = texts[0] if len(texts) == 1 else "errors:\n  " + "\n  ".join(texts)
+                gvk = f"{rt.group}/{rt.version}, Kind={rt.kind}"
+                raise ApiError(500, "", f"failed to create typed patch object ({namespace}/{name}; {gvk}): {joined}")
+        review = self._review(rt, new)
+        unknown = review.of("unknown")
+        if unknown and apply_config is None:
+            if field_validation == "Strict":
+                raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{f.field}"' for f in unknown))
+            if field_validation == "Warn":
+                for finding in unknown:
+                    warn(f'unknown field "{finding.field}"')
+        new = review.pruned
+        causes: List[Obj] = []
+        for finding in review.of("type"):
+            if not rt.custom:
+                raise bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: cannot unmarshal '
+                                  f"{_GO_JSON_KINDS.get(finding.got, finding.got)} into Go struct field {finding.go_struct}.{finding.json} "
+                                  f"of type {finding.go_type}")
+            causes.append(_cause("FieldValueTypeInvalid", finding.field, finding.message))
+        reasons = {"required": "FieldValueRequired", "enum": "FieldValueNotSupported", "invalid": "FieldValueInvalid"}
+        causes += [_cause(reasons[f.kind], f.field, f.message) for f in review.of("required", "enum", "invalid")]
+        causes += validate_object(rt, new)
+        if live is not None:
+            causes += validate_update(rt, live, new)
+        if rt.kind == "Namespace":
+            causes += self._namespace_labels(live, new)
+        if causes:
+            raise invalid(rt.kind, rt.group, name, causes)
+        self._pod_security(rt, live, new, namespace, name)
+        return new
+
+    def _review(self, rt: ResourceType, obj: Obj) -> k8s_schemas.Review:
+        version = self.kube_version.lstrip("v")
+        obj = {**obj, "apiVersion": rt.group_version, "kind": rt.kind}  # a merged apply result carries neither
+        if rt.custom:
+            return k8s_schemas.review(obj, version, self.crd_schemas.get((rt.group_version, rt.kind)) or {"type": "object",
+                                                                                                          "x-kubernetes-preserve-unknown-fields": True})
+        return k8s_schemas.review(obj, version)
+
+    def _namespace_labels(self, live: Optional[Obj], new: Obj) -> List[Obj]:
+        """Admission.ValidateNamespace: invalid pod-security labels are refused on create, and on update when the error
+        changed; an update that tightens the enforce level warns about the existing pods it would refuse."""
+        labels = (new.get("metadata") or {}).get("labels") or {}
+        policy, errors = psa.policy_to_evaluate(labels)
+        if live is None:
+            return errors
+        old_policy, old_errors = psa.policy_to_evaluate((live.get("metadata") or {}).get("labels") or {})
+        if errors and (not old_errors or [e["message"] for e in errors] != [e["message"] for e in old_errors]):
+            return errors
+        old_level, new_level = old_policy.enforce, policy.enforce
+        if new_level == old_level or new_level.level == "privileged":
+            return []
+        if new_level.minor == old_level.minor and psa.LEVELS.index(new_level.level) <= psa.LEVELS.index(old_level.level):
+            return []
+        name = str(new["metadata"].get("name", ""))
+        for text in psa.namespace_warnings(name, new_level, self._pods(name)):
+            warn(text)
+        return []
+
+    def _pod_security(self, rt: ResourceType, live: Optional[Obj], new: Obj, namespace: str, name: str) -> None:
+        """Admission.ValidatePod / ValidatePodController against the namespace's labels."""
+        if rt.kind != "Pod" and rt.kind not in psa.POD_CONTROLLERS:
+            return
+        if rt.custom or not rt.namespaced:
+            return
+        ns_obj = self.objects.get((self.key(NAMESPACES), "", namespace)) or {}
+        policy, _errors = psa.policy_to_evaluate((ns_obj.get("metadata") or {}).get("labels") or {})
+        privileged = [lv.level == "privileged" for lv in (policy.enforce, policy.audit, policy.warn)]
+        if all(privileged) or (rt.kind != "Pod" and all(privileged[1:])):
+            return
+        if rt.kind == "Pod" and live is not None and not psa.significant_pod_update(new, live):
+            return
+        template = psa.pod_template(rt.kind, new)
+        if template is None:
+            return
+        decision = psa.review_pod(policy, template[0], template[1], enforce=rt.kind == "Pod")
+        if decision.forbidden is not None:
+            raise forbidden(rt.qualified, name, decision.forbidden)
+        for text in decision.warnings:
+            warn(text)
 
     def _validate_name(self, rt: ResourceType, name: str) -> None:
         if rt.kind == "Namespace":
@@ -763,6 +1161,13 @@ class Cluster:
             elif rt.kind == "Pod":  # a seeded pod keeps its status; one created through the API is run by a kubelet at once
                 if subresource != "*" or not isinstance(new.get("status"), dict) or not new["status"]:
                     new["status"] = _kubelet_pod_status(new)
+            elif rt.custom:
+                if rt.has_status and subresource != "*":  # the status subresource: a create does not set it
+                    new.pop("status", None)
+            elif rt.kind == "PersistentVolume":  # the PV controller marks a new volume Available at once
+                new["status"] = {"phase": "Available"}
+            elif rt.kind == "PersistentVolumeClaim":  # no binder runs here: a claim stays Pending
+                new["status"] = {"phase": "Pending"}
             elif rt.has_status and rt.kind != "Node":  # nodes, like kubelet registrations, may be created with their status
                 new["status"] = {}
         else:
@@ -786,6 +1191,8 @@ class Cluster:
                 meta["generation"] = int(live["metadata"].get("generation", 1)) + 1
         if rt.kind == "Namespace":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        if rt.kind == "CustomResourceDefinition" and subresource != "status":  # the naming and establishing controllers, at once
+            new["status"] = crd_status(new, live, _now())
         if rt.kind in ("Node", "Pod"):  # NodeSpec/PodSpec are structs: always serialized, "spec": {} at least
             node_spec = new.get("spec")
             if not isinstance(node_spec, dict):
@@ -806,6 +1213,8 @@ class Cluster:
     def _after_write(self, rt: ResourceType, namespace: str, name: str) -> None:
         if self._dry_depth:
             return
+        if rt.kind == "CustomResourceDefinition" and not rt.custom:
+            self._sync_crds()
         if not self._settling:
             self._settling = True
             try:
@@ -813,10 +1222,190 @@ class Cluster:
                     self._sync_node_taint(name)
                 if rt.kind in ("Pod", "PodDisruptionBudget"):
                     self._sync_disruption_budgets(namespace)
+                if self.nfd_master and (rt.kind in ("Node", "CustomResourceDefinition") or (rt.group, rt.kind) == NODE_FEATURE_KEY):
+                    self._sync_nfd(name if rt.kind == "Node" else None)
+                if not rt.custom and rt.kind in WORKLOAD_KINDS:
+                    self._sync_workloads(rt.kind, namespace, name)
+                elif not rt.custom and rt.kind == "Namespace":
+                    self._sync_workloads(None, name, None)
+                elif not rt.custom and rt.kind == "Node":
+                    self._sync_workloads("DaemonSet", None, None)
             finally:
                 self._settling = False
         for listener in self.listeners:
             listener()
+
+    # -- the controllers that create pods: the pod create each would make, through Pod Security admission
+
+    def _sync_workloads(self, kind: Optional[str], namespace: Optional[str], name: Optional[str]) -> None:
+        """Evaluate, as the controller's pod create would be, the pod template of each matching workload against its
+        namespace's enforce level; record a refusal where a real cluster shows it (see _refuse)."""
+        for (res, ns, obj_name), obj in sorted(self.objects.items()):
+            rt = next((r for r in RESOURCES if self.key(r) == res), None)
+            if rt is None or rt.kind not in WORKLOAD_KINDS or (kind is not None and rt.kind != kind):
+                continue
+            if (namespace is not None and ns != namespace) or (name is not None and obj_name != name):
+                continue
+            self._sync_workload(rt, copy.deepcopy(obj))
+        if kind is not None and namespace is not None and name is not None and self.get(self._kind_type(kind), namespace, name) is None:
+            self._workload_state.pop((kind, namespace, name), None)  # deleted: its controller creates nothing any more
+            self.refusals.pop((kind, namespace, name), None)
+
+    @staticmethod
+    def _kind_type(kind: str) -> ResourceType:
+        return next(r for r in RESOURCES if r.kind == kind)
+
+    def _pods_wanted(self, rt: ResourceType, obj: Obj) -> int:
+        """How many pods the controller would create now: replicas (1 when unset), parallelism for a Job, and for a
+        DaemonSet the nodes its template can run on."""
+        spec = obj.get("spec") or {}
+        if rt.kind in ("Deployment", "ReplicaSet", "StatefulSet"):
+            return int(spec["replicas"]) if isinstance(spec.get("replicas"), int) else 1
+        if rt.kind == "Job":
+            if spec.get("suspend") is True:
+                return 0
+            return int(spec["parallelism"]) if isinstance(spec.get("parallelism"), int) else 1
+        if rt.kind == "DaemonSet":
+            return len(self._daemon_nodes(obj))
+        return 0
+
+    def _daemon_nodes(self, daemonset: Obj) -> List[str]:
+        """The nodes a DaemonSet's pods go to (nodeShouldRunDaemonPod): nodeSelector, required node affinity, taints
+        tolerated (with the tolerations the DaemonSet controller adds to its pods)."""
+        template = ((daemonset.get("spec") or {}).get("template") or {}).get("spec") or {}
+        tolerations = [t for t in template.get("tolerations") or [] if isinstance(t, dict)] + _DAEMON_TOLERATIONS
+        names = []
+        for node in [o for (res, _ns, _n), o in sorted(self.objects.items()) if res == self.key(NODES)]:
+            labels = (node.get("metadata") or {}).get("labels") or {}
+            if any(labels.get(k) != v for k, v in (template.get("nodeSelector") or {}).items()):
+                continue
+            if not _node_affinity_matches(template.get("affinity"), node):
+                continue
+            taints = [t for t in (node.get("spec") or {}).get("taints") or [] if isinstance(t, dict) and t.get("effect") in ("NoSchedule", "NoExecute")]
+            if all(any(_tolerates(tol, taint) for tol in tolerations) for taint in taints):
+                names.append(str(node["metadata"]["name"]))
+        return names
+
+    def _sync_workload(self, rt: ResourceType, obj: Obj) -> None:
+        namespace, name = str(obj["metadata"].get("namespace", "")), str(obj["metadata"]["name"])
+        key = (rt.kind, namespace, name)
+        ns_obj = self.objects.get((self.key(NAMESPACES), "", namespace)) or {}
+        policy, _errors = psa.policy_to_evaluate((ns_obj.get("metadata") or {}).get("labels") or {})
+        template = psa.pod_template(rt.kind, obj)
+        wanted = self._pods_wanted(rt, obj) if template is not None else 0
+        failed = psa.evaluate(policy.enforce, template[0], template[1]) if template is not None and wanted > 0 else []
+        state = json.dumps([str(policy.enforce), template, wanted > 0, failed, obj["metadata"].get("uid")], sort_keys=True)
+        if self._workload_state.get(key) == state:
+            return  # nothing the controller sees changed: no new attempt, no new message
+        self._workload_state[key] = state
+        if not failed:
+            self.refusals.pop(key, None)
+            if rt.kind in ("Deployment", "ReplicaSet"):
+                self._set_replica_failure(rt, obj, None)
+            return
+        message = f'violates PodSecurity "{policy.enforce}": {psa.forbidden_detail(failed)}'
+        self._refuse(rt, obj, forbidden(PODS.qualified, self._controller_pod_name(rt, obj), message).message)
+
+    def _controller_pod_name(self, rt: ResourceType, obj: Obj) -> str:
+        """The name of the pod the controller would create: Deployment <name>-<pod-template-hash>-<5>, StatefulSet
+        <name>-0, others <name>-<5> (generateName)."""
+        name = str(obj["metadata"]["name"])
+        suffix = "".join(secrets.choice(_GENERATE_CHARS) for _char in range(5))
+        if rt.kind == "Deployment":
+            return f"{name}-{pod_template_hash((obj.get('spec') or {}).get('template') or {})}-{suffix}"
+        if rt.kind == "StatefulSet":
+            return f"{name}-0"
+        return f"{name}-{suffix}"
+
+    def _refuse(self, rt: ResourceType, obj: Obj, message: str) -> None:
+        """Record a pod create a controller could not make, where the real cluster shows it: a Deployment's (and a
+        ReplicaSet's) status condition ReplicaFailure/FailedCreate with the API's message (the ReplicaSet controller's
+        condition, copied to the Deployment by the deployment controller); for a DaemonSet, StatefulSet or Job a Warning
+        Event FailedCreate on the object (their controllers only emit events)."""
+        namespace, name = str(obj["metadata"].get("namespace", "")), str(obj["metadata"]["name"])
+        self.refusals[(rt.kind, namespace, name)] = {"kind": rt.kind, "namespace": namespace, "name": name, "message": message}
+        if rt.kind in ("Deployment", "ReplicaSet"):
+            self._set_replica_failure(rt, obj, message)
+            return
+        if rt.kind == "StatefulSet":
+            pod = f"{name}-0"
+            text = f"create Pod {pod} in StatefulSet {name} failed error: {message}"
+        else:
+            text = f"Error creating: {message}"
+        component = {"DaemonSet": "daemonset-controller", "StatefulSet": "statefulset-controller", "Job": "job-controller"}.get(rt.kind, "")
+        self.record_event(obj, rt, "Warning", "FailedCreate", text, component)
+
+    def record_event(self, obj: Obj, rt: ResourceType, kind: str, reason: str, message: str, component: str) -> None:
+        """A core/v1 Event about ``obj``, as a controller's EventRecorder writes it (a repeat bumps count and lastTimestamp)."""
+        namespace, name = str(obj["metadata"].get("namespace") or "default"), str(obj["metadata"]["name"])
+        now = _now()
+        for (res, ns, event_name), event in sorted(self.objects.items()):
+            involved = event.get("involvedObject") or {}
+            if res == self.key(EVENTS) and ns == namespace and involved.get("uid") == obj["metadata"].get("uid") and event.get("reason") == reason \
+                    and event.get("message") == message:
+                new = copy.deepcopy(event)
+                new["count"] = int(event.get("count") or 1) + 1
+                new["lastTimestamp"] = now
+                track_update(EVENTS, event, new, component)
+                self._finish_write(EVENTS, event, new, namespace, event_name)
+                return
+        event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+                 "involvedObject": {"kind": rt.kind, "namespace": namespace, "name": name, "uid": obj["metadata"].get("uid"),
+                                    "apiVersion": rt.group_version, "resourceVersion": obj["metadata"].get("resourceVersion")},
+                 "reason": reason, "message": message, "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now,
+                 "count": 1, "type": kind, "reportingComponent": component, "reportingInstance": ""}
+        track_update(EVENTS, None, event, component)
+        self._finish_write(EVENTS, None, event, namespace, event["metadata"]["name"])
+
+    def _set_replica_failure(self, rt: ResourceType, obj: Obj, message: Optional[str]) -> None:
+        """status.conditions ReplicaFailure (True, FailedCreate, message) set, or removed once a pod create succeeds."""
+        namespace, name = str(obj["metadata"].get("namespace", "")), str(obj["metadata"]["name"])
+        live = self.get(rt, namespace, name)
+        if live is None:
+            return
+        status = copy.deepcopy(live.get("status") or {})
+        conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+        old = next((c for c in conditions if c.get("type") == "ReplicaFailure"), None)
+        others = [c for c in conditions if c.get("type") != "ReplicaFailure"]
+        if message is None:
+            if old is None:
+                return
+            conditions = others
+        else:
+            if old is not None and old.get("message") == message:
+                return
+            now = _now()
+            condition = {"type": "ReplicaFailure", "status": "True", "lastUpdateTime": now, "lastTransitionTime": now, "reason": "FailedCreate",
+                         "message": message}
+            if rt.kind == "ReplicaSet":
+                condition.pop("lastUpdateTime")
+            conditions = [*others, condition]
+        if conditions:
+            status["conditions"] = conditions
+        else:
+            status.pop("conditions", None)
+        new = copy.deepcopy(live)
+        new["status"] = status
+        manager = "kube-controller-manager"
+        track_update(rt, live, new, manager, subresource="status")
+        self._finish_write(rt, live, new, namespace, name, subresource="status")
+
+    # -- nfd-master
+
+    def _sync_nfd(self, only_node: Optional[str]) -> None:
+        """nfd-master: each node's labels from the NodeFeature objects naming it (crds.node_labels), as JSON patches by
+        the manager nfd-master; the labels it set before and no longer wants are removed."""
+        features = [o for (res, _ns, _n), o in sorted(self.objects.items()) if res == f"{NODE_FEATURE_KEY[0]}/nodefeatures"]
+        for (res, _ns, node_name), node in sorted(self.objects.items()):
+            if res != self.key(NODES) or (only_node is not None and node_name != only_node):
+                continue
+            wanted = node_labels(node_name, features, self.nfd_namespace, self.nfd_extra_label_ns, self.nfd_deny_label_ns)
+            new = apply_node_labels(node, wanted)
+            if new is None:
+                continue
+            live = copy.deepcopy(node)
+            track_update(NODES, live, new, "nfd-master")
+            self._finish_write(NODES, live, new, "", node_name)
 
     def _sync_node_taint(self, name: str) -> None:
         """The node lifecycle controller: an unschedulable Node carries the node.kubernetes.io/unschedulable:NoSchedule taint."""
@@ -937,7 +1526,8 @@ class Cluster:
                 items.append(item)
             return {"kind": f"{rt.kind}List", "apiVersion": rt.group_version, "metadata": {"resourceVersion": str(self.revision)}, "items": items}
 
-    def create(self, rt: ResourceType, namespace: str, body: Any, manager: str, dry_run: bool, seed: bool = False) -> Obj:
+    def create(self, rt: ResourceType, namespace: str, body: Any, manager: str, dry_run: bool, seed: bool = False,
+               field_validation: str = "Warn") -> Obj:
         obj = self._check_identity(rt, copy.deepcopy(body), namespace, None)
         meta = obj["metadata"]
         name = meta.get("name") or ""
@@ -954,6 +1544,8 @@ class Cluster:
             if self.get(rt, namespace, name) is not None:
                 raise already_exists(rt, name)
             meta.pop("managedFields", None)
+            meta["name"] = name
+            obj = self._admit(rt, None, obj, namespace, field_validation)
             track_update(rt, None, obj, manager)
             if dry_run:
                 return self._dry(rt, None, obj, namespace, name)
@@ -968,7 +1560,7 @@ class Cluster:
             self.objects, self.revision = saved
             self._dry_depth -= 1
 
-    def replace(self, rt: ResourceType, namespace: str, name: str, body: Any, manager: str, dry_run: bool) -> Obj:
+    def replace(self, rt: ResourceType, namespace: str, name: str, body: Any, manager: str, dry_run: bool, field_validation: str = "Warn") -> Obj:
         obj = self._check_identity(rt, copy.deepcopy(body), namespace, name)
         with self.lock:
             live = self.get(rt, namespace, name)
@@ -979,6 +1571,8 @@ class Cluster:
                 raise modified_conflict(rt, name)
             if obj["metadata"].get("managedFields") is None:
                 obj["metadata"]["managedFields"] = live["metadata"].get("managedFields")
+            obj["metadata"]["name"] = name
+            obj = self._admit(rt, live, obj, namespace, field_validation)
             track_update(rt, live, obj, manager)
             return (self._dry if dry_run else self._finish_write)(rt, live, obj, namespace, name)
 
@@ -986,6 +1580,7 @@ class Cluster:
               user_agent_manager: str, dry_run: bool) -> Tuple[int, Obj]:
         manager = (query.get("fieldManager") or [""])[0]
         force_raw = query.get("force")
+        field_validation = field_validation_of(query)
         if content_type == APPLY_PATCH:
             if not manager:
                 cause = {"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}
@@ -1010,6 +1605,8 @@ class Cluster:
                 new = server_side_apply(rt, live, config, manager, force)
                 if live is None and rt.kind == "Node" and "status" in config:
                     new["status"] = copy.deepcopy(config["status"])
+                new.setdefault("metadata", {})["name"] = name
+                new = self._admit(rt, live, new, namespace, field_validation, apply_config=config)
                 result = (self._dry if dry_run else self._finish_write)(rt, live, new, namespace, name)
                 return (201 if live is None else 200), result
         if force_raw is not None:
@@ -1031,6 +1628,7 @@ class Cluster:
             if wanted_rv and wanted_rv != live["metadata"].get("resourceVersion"):
                 raise modified_conflict(rt, name)
             new["metadata"]["managedFields"] = live["metadata"].get("managedFields")
+            new = self._admit(rt, live, new, namespace, field_validation)
             track_update(rt, live, new, manager or user_agent_manager)
             return 200, (self._dry if dry_run else self._finish_write)(rt, live, new, namespace, name)
 
@@ -1095,7 +1693,14 @@ class Cluster:
         if template_meta.get("annotations"):
             meta["annotations"] = copy.deepcopy(template_meta["annotations"])
         spec = {**copy.deepcopy(template.get("spec") or {}), "nodeName": node_name}
-        self.create(PODS, namespace, {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}, "kube-controller-manager", dry_run=False)
+        saved = getattr(_REQUEST, "warnings", None)
+        _REQUEST.warnings = None  # the controller's request, not the client's: its warnings are not the client's answer
+        try:
+            self.create(PODS, namespace, {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}, "kube-controller-manager", dry_run=False)
+        except ApiError as exc:  # refused (Pod Security, validation): the controller reports it and creates nothing
+            self._refuse(DAEMONSETS, daemonset, exc.message)
+        finally:
+            _REQUEST.warnings = saved
 
     def _delete_pod(self, live: Obj, options: Obj, dry_run: bool) -> Obj:
         """Graceful pod deletion (podStrategy.CheckGracefulDelete, rest.BeforeDelete); answers the pod (ReturnDeletedObject)."""
@@ -1242,6 +1847,64 @@ NODES = next(r for r in RESOURCES if r.name == "nodes")
 PODS = next(r for r in RESOURCES if r.name == "pods")
 DAEMONSETS = next(r for r in RESOURCES if r.name == "daemonsets")
 PDBS = next(r for r in RESOURCES if r.name == "poddisruptionbudgets")
+EVENTS = next(r for r in RESOURCES if r.name == "events")
+WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job")
+# the tolerations the DaemonSet controller adds to its pods (util.AddOrUpdateDaemonPodTolerations), NoSchedule/NoExecute ones
+_DAEMON_TOLERATIONS: List[Obj] = [{"key": k, "operator": "Exists", "effect": e} for k, e in (
+    ("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute"), ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+    ("node.kubernetes.io/memory-pressure", "NoSchedule"), ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+    ("node.kubernetes.io/unschedulable", "NoSchedule"))]
+
+
+def _tolerates(toleration: Obj, taint: Obj) -> bool:
+    """v1.Toleration.ToleratesTaint."""
+    if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration.get("key") != taint.get("key"):
+        return False
+    if not toleration.get("key") and toleration.get("operator") != "Exists":
+        return False
+    if (toleration.get("operator") or "Equal") == "Exists":
+        return True
+    return bool((toleration.get("value") or "") == (taint.get("value") or ""))
+
+
+def _node_affinity_matches(affinity: Any, node: Obj) -> bool:
+    """requiredDuringSchedulingIgnoredDuringExecution: any term whose expressions (In, NotIn, Exists, DoesNotExist, Gt, Lt)
+    and fields (metadata.name) all match."""
+    terms = ((((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+             .get("nodeSelectorTerms")) if isinstance(affinity, dict) else None
+    if not terms:
+        return True
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    fields = {"metadata.name": str(node["metadata"]["name"])}
+
+    def requirement(values: Dict[str, str], expr: Obj) -> bool:
+        key, op, wanted = str(expr.get("key", "")), expr.get("operator"), [str(v) for v in expr.get("values") or []]
+        present, value = key in values, values.get(key)
+        if op in ("Gt", "Lt"):
+            try:
+                return present and (int(str(value)) > int(wanted[0]) if op == "Gt" else int(str(value)) < int(wanted[0]))
+            except (ValueError, IndexError):
+                return False
+        return {"In": present and value in wanted, "NotIn": not present or value not in wanted, "Exists": present,
+                "DoesNotExist": not present}.get(str(op), False)
+
+    for term in terms:
+        if not isinstance(term, dict) or (not term.get("matchExpressions") and not term.get("matchFields")):
+            continue
+        if all(requirement(labels, e) for e in term.get("matchExpressions") or []) and all(requirement(fields, e) for e in term.get("matchFields") or []):
+            return True
+    return False
+
+
+def pod_template_hash(template: Obj) -> str:
+    """A stable pod-template-hash: FNV-32a of the template's JSON, encoded as rand.SafeEncodeString encodes the decimal
+    (upstream hashes the Go struct dump, so the value differs from a real cluster's)."""
+    value = 0x811C9DC5
+    for byte in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return "".join(_GENERATE_CHARS[b % len(_GENERATE_CHARS)] for b in str(value).encode())
 
 
 _META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
@@ -1269,6 +1932,14 @@ def _parse_int(text: str, name: str) -> int:
         return int(text)
     except ValueError:
         raise bad_request(f'strconv.ParseInt: parsing "{text}": invalid syntax') from None
+
+
+def field_validation_of(query: Dict[str, List[str]]) -> str:
+    """The fieldValidation query parameter: Strict, Warn (the default since 1.27) or Ignore; anything else is 400."""
+    value = (query.get("fieldValidation") or ["Warn"])[0] or "Warn"
+    if value not in ("Strict", "Warn", "Ignore"):
+        raise bad_request(f'fieldValidation: Unsupported value: "{value}": supported values: "Ignore", "Strict", "Warn"')
+    return value
 
 
 def _parse_bool(text: str) -> bool:
@@ -1363,6 +2034,8 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes = b""
         parsed: Any = None
         status = 500
+        warnings: List[str] = []
+        _REQUEST.warnings = warnings
         try:
             body = self._read_body()
             if body:
@@ -1382,8 +2055,11 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # an internal error is answered as the API server does: 500 Status
             status, answer = 500, ApiError(500, "InternalError", f"Internal error occurred: {exc!r}").status()
             media = "application/json"
+        finally:
+            _REQUEST.warnings = None
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        kube.record(RecordedRequest(method, path, query, content_type, manager, status, parsed, self.headers.get("User-Agent"), stamp))
+        kube.record(RecordedRequest(method, path, query, content_type, manager, status, parsed, self.headers.get("User-Agent"), stamp,
+                                    tuple(warnings)))
         if isinstance(answer, RawAnswer):
             payload, media = answer.body, answer.content_type
         elif isinstance(answer, str):
@@ -1397,6 +2073,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Audit-Id", str(uuid.uuid4()))
+        for text in warnings:
+            self.send_header("Warning", warning_header(text))
         self.end_headers()
         if method != "HEAD":
             self.wfile.write(payload)
@@ -1517,14 +2195,23 @@ class FakeKube:
     closes its connections, joins its threads (bounded) and removes its files."""
 
     def __init__(self, token: Optional[str] = None, kube_version: str = KUBE_VERSION, pod_exit_seconds: float = 0.0,
-                 requests_out: Optional[Path] = None, state_out: Optional[Path] = None) -> None:
+                 requests_out: Optional[Path] = None, state_out: Optional[Path] = None, nfd_master: bool = False,
+                 nfd_extra_label_ns: Iterable[str] = DEFAULT_EXTRA_LABEL_NS, nfd_deny_label_ns: Iterable[str] = (),
+                 nfd_namespace: str = "node-feature-discovery") -> None:
         """pod_exit_seconds: how long pods take to stop after a graceful delete or eviction (0: at once; the annotation
         kube-fake.test/exit-seconds overrides it per pod; the grace period caps it). requests_out: append every request
-        there as a JSON line when answered. state_out: rewrite every object there (a v1 List) after every change."""
+        there as a JSON line when answered. state_out: rewrite every object there (a v1 List) after every change.
+        nfd_master: run nfd-master's part (NodeFeature objects to node labels) with its extraLabelNs, denyLabelNs and the
+        namespace it runs in (its NodeFeature objects are merged first)."""
         self.token = token or secrets.token_urlsafe(24)
         self.kube_version = kube_version
         self.cluster = Cluster()
+        self.cluster.kube_version = kube_version
         self.cluster.pod_exit_seconds = pod_exit_seconds
+        self.cluster.nfd_master = nfd_master
+        self.cluster.nfd_extra_label_ns = tuple(nfd_extra_label_ns)
+        self.cluster.nfd_deny_label_ns = tuple(nfd_deny_label_ns)
+        self.cluster.nfd_namespace = nfd_namespace
         self.requests_out = requests_out
         self.state_out = state_out
         self._requests: List[RecordedRequest] = []
@@ -1668,7 +2355,7 @@ class FakeKube:
 
         A Pod keeps the status given (else a kubelet runs it at once: Running and Ready on its node, Pending
         without spec.nodeName); an owner reference without uid gets the uid of the named owner if it exists."""
-        rt = _resource_for(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        rt = self.cluster.resource_for(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
         namespace = str((obj.get("metadata") or {}).get("namespace") or "default") if rt.namespaced else ""
         obj = copy.deepcopy(obj)
         for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
@@ -1690,7 +2377,7 @@ class FakeKube:
                 objects.append(doc)
             elif doc is not None:
                 raise ValueError(f"a seed document is not an object: {doc!r}")
-        rank = {"Namespace": 0, "Node": 1}
+        rank = {"Namespace": 0, "CustomResourceDefinition": 0, "Node": 1}
         stored: List[Obj] = []
         for obj in sorted(objects, key=lambda o: rank.get(str(o.get("kind")), 2)):
             if obj.get("kind") == "Namespace" and self.get_object("v1", "Namespace", str((obj.get("metadata") or {}).get("name"))):
@@ -1732,14 +2419,32 @@ class FakeKube:
         self.cluster.delete(NODES, "", name, dry_run=False)
 
     def get_object(self, api_version: str, kind: str, name: str, namespace: Optional[str] = None) -> Optional[Obj]:
-        rt = _resource_for(api_version, kind)
+        rt = self.cluster.resource_for(api_version, kind)
         return self.cluster.get(rt, (namespace or "default") if rt.namespaced else "", name)
 
     def objects(self, api_version: str, kind: str, namespace: Optional[str] = None) -> List[Obj]:
-        rt = _resource_for(api_version, kind)
+        rt = self.cluster.resource_for(api_version, kind)
         with self.cluster.lock:
             return [copy.deepcopy(o) for (res, ns, _n), o in sorted(self.cluster.objects.items())
                     if res == Cluster.key(rt) and (namespace is None or ns == namespace)]
+
+    def pod_security_refusals(self) -> List[Obj]:
+        """The pod creates the controllers could not make because Pod Security refused them, one per workload:
+        ``{"kind", "namespace", "name", "message"}`` (message: the API's ``pods "x" is forbidden: violates PodSecurity
+        ...``), sorted by kind, namespace, name. Empty when every workload's pods would be admitted."""
+        with self.cluster.lock:
+            return [copy.deepcopy(v) for _k, v in sorted(self.cluster.refusals.items())]
+
+    def events(self, namespace: Optional[str] = None, involved: Optional[Tuple[str, str]] = None) -> List[Obj]:
+        """The core/v1 Events stored (by the fake's controllers), optionally of one namespace and one (kind, name)."""
+        return [e for e in self.objects("v1", "Event", namespace)
+                if involved is None or ((e.get("involvedObject") or {}).get("kind"), (e.get("involvedObject") or {}).get("name")) == involved]
+
+    def load_crds(self, names: Optional[List[str]] = None) -> List[Obj]:
+        """crds.load_crds(self, names): create vendored CRDs (CRD names, kinds or plurals; None: all)."""
+        from .crds import load_crds  # noqa: PLC0415 -- crds imports this module for typing only
+
+        return load_crds(self, names)
 
     # -- routing
 
@@ -1761,7 +2466,7 @@ class FakeKube:
                 return 200, document
         if len(parts) >= 2 and parts[0] == "api":
             group, version, rest = "", parts[1], parts[2:]
-        elif len(parts) >= 3 and parts[0] == "apis" and parts[1] in GROUPS:
+        elif len(parts) >= 3 and parts[0] == "apis" and parts[1] in dict(self.cluster.groups()):
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise PATH_NOT_FOUND
@@ -1780,19 +2485,22 @@ class FakeKube:
         if parts == ["api", "v1"]:
             return {"kind": "APIResourceList", "groupVersion": "v1",
                     "resources": [d for r in RESOURCES if not r.group for d in (r.discovery(), *r.discovery_subresources())]}
+        groups = dict(self.cluster.groups())
         if parts == ["apis"]:
             aggregated = self._metrics_group()
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in GROUPS] + ([aggregated] if aggregated else [])}
-        if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
-            return {"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1])}
-        if len(parts) == 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == GROUP_VERSIONS[parts[1]]:
+            return {"kind": "APIGroupList", "apiVersion": "v1",
+                    "groups": [_group(g, v) for g, v in self.cluster.groups()] + ([aggregated] if aggregated else [])}
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups:
+            return {"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1], groups[parts[1]])}
+        if len(parts) == 3 and parts[0] == "apis" and parts[1] in groups and parts[2] in groups[parts[1]]:
             return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{parts[1]}/{parts[2]}",
-                    "resources": [d for r in RESOURCES if r.group == parts[1] for d in (r.discovery(), *r.discovery_subresources())]}
+                    "resources": [d for r in self.cluster.served() if r.group == parts[1] and r.version == parts[2]
+                                  for d in (r.discovery(), *r.discovery_subresources())]}
         return None
 
     def _resource_request(self, method: str, group: str, version: str, rest: List[str], query: Dict[str, List[str]], content_type: str,
                           body: bytes, user_agent: str) -> Tuple[int, Any]:
-        served = {r.name: r for r in RESOURCES if r.group == group and r.version == version}
+        served = {r.name: r for r in self.cluster.served() if r.group == group and r.version == version}
         if not served:
             raise PATH_NOT_FOUND
         namespace: Optional[str] = None
@@ -1823,7 +2531,7 @@ class FakeKube:
                 if content_type not in ("application/json", "application/yaml"):
                     raise _unsupported_media()
                 obj = _decode(body, content_type, yaml_ok=content_type == "application/yaml")
-                return 201, self.cluster.create(rt, ns, obj, manager, dry_run)
+                return 201, self.cluster.create(rt, ns, obj, manager, dry_run, field_validation=field_validation_of(query))
             raise METHOD_NOT_ALLOWED
         if rt.namespaced and namespace is None:
             raise PATH_NOT_FOUND
@@ -1841,7 +2549,8 @@ class FakeKube:
         if method == "PUT":
             if content_type not in ("application/json", "application/yaml"):
                 raise _unsupported_media()
-            return 200, self.cluster.replace(rt, ns, name, _decode(body, content_type, content_type == "application/yaml"), manager, dry_run)
+            return 200, self.cluster.replace(rt, ns, name, _decode(body, content_type, content_type == "application/yaml"), manager, dry_run,
+                                             field_validation_of(query))
         if method == "PATCH":
             if content_type not in (APPLY_PATCH, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH):
                 raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: "
@@ -1909,7 +2618,7 @@ class FakeKube:
 
     def _sync_apiservices(self) -> None:
         """The aggregator's availability controller: condition Available of every APIService."""
-        rt = _resource_for("apiregistration.k8s.io/v1", "APIService")
+        rt = self.cluster.resource_for("apiregistration.k8s.io/v1", "APIService")
         for svc in self.objects("apiregistration.k8s.io/v1", "APIService"):
             spec = svc.get("spec") or {}
             service = spec.get("service")
@@ -1927,7 +2636,7 @@ class FakeKube:
 
     def _sync_hpas(self) -> None:
         """The HPA controller, synced when an HPA is read: status from the scale target's ready pods and the custom metrics API."""
-        rt = _resource_for("autoscaling/v2", "HorizontalPodAutoscaler")
+        rt = self.cluster.resource_for("autoscaling/v2", "HorizontalPodAutoscaler")
         for hpa in self.objects("autoscaling/v2", "HorizontalPodAutoscaler"):
             namespace = hpa["metadata"]["namespace"]
             ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
@@ -2019,16 +2728,9 @@ def _unsupported_media() -> ApiError:
                     "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
 
 
-def _group(name: str) -> Obj:
-    version = {"groupVersion": f"{name}/{GROUP_VERSIONS[name]}", "version": GROUP_VERSIONS[name]}
-    return {"name": name, "versions": [version], "preferredVersion": version}
-
-
-def _resource_for(api_version: str, kind: str) -> ResourceType:
-    for rt in RESOURCES:
-        if rt.group_version == api_version and rt.kind == kind:
-            return rt
-    raise ValueError(f"kube_fake does not serve {api_version} {kind}")
+def _group(name: str, versions: List[str]) -> Obj:
+    listed = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": listed, "preferredVersion": listed[0]}
 
 
 __all__ = ["RESOURCES", "ApiError", "FakeKube", "RecordedRequest", "ResourceType", "label_selector", "merge_patch", "selector_matches",

@@ -16,9 +16,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:  # mypy names tests/k8s_schemas.py "tests.k8s_schemas" (tests/ is not on mypy_path)
-    from tests.k8s_schemas import KUBE_VERSIONS, SchemaError, _to_draft7, crd_schemas, validate, validate_file
+    from tests.k8s_schemas import EXTRA_CRD_DIR, KUBE_VERSIONS, SchemaError, _to_draft7, crd_schemas, review, validate, validate_file
 else:
-    from k8s_schemas import KUBE_VERSIONS, SchemaError, _to_draft7, crd_schemas, validate, validate_file
+    from k8s_schemas import EXTRA_CRD_DIR, KUBE_VERSIONS, SchemaError, _to_draft7, crd_schemas, review, validate, validate_file
 
 Obj = dict[str, Any]
 
@@ -456,3 +456,70 @@ def test_validate_file_names_the_failing_document(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(namespace()) + "---\n" + yaml.safe_dump(pdb("policy/v1beta1")), encoding="utf-8")
     with pytest.raises(SchemaError, match=re.escape(f"{path} (document 2): PodDisruptionBudget mig-serving/triton (policy/v1beta1)")):
         validate_file(path)
+
+
+# --- review(): the API server's view of one object (tests/kube_fake's admission) -------------------
+
+
+def test_review_of_a_valid_object_finds_nothing_and_copies_it() -> None:
+    obj = deployment()
+    result = review(obj, "1.31.0")
+    assert result.findings == []
+    assert result.pruned == obj
+    assert result.pruned is not obj
+
+
+def test_review_finds_unknown_fields_types_and_required_fields_with_the_servers_paths() -> None:
+    obj = deployment()
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    container["ports"][0]["hostIP"] = "0.0.0.0"
+    container["ports"][0]["hostAddress"] = "x"  # unknown
+    del container["name"]
+    obj["spec"]["replicas"] = "2"
+    obj["spec"]["paused"] = None  # null is what a Go pointer takes: no finding
+    result = review(obj, "1.31.0")
+    found = {(f.kind, f.field, f.smd) for f in result.findings}
+    assert found == {("unknown", "spec.template.spec.containers[0].ports[0].hostAddress",
+                      '.spec.template.spec.containers[].ports[containerPort=8002].hostAddress'),
+                     ("required", "spec.template.spec.containers[0].name", ".spec.template.spec.containers[].name"),
+                     ("type", "spec.replicas", ".spec.replicas")}
+    [typed] = result.of("type")
+    assert (typed.go_struct, typed.json, typed.go_type, typed.got) == ("DeploymentSpec", "spec.replicas", "int32", "string")
+    assert "hostAddress" not in result.pruned["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+    assert result.pruned["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostIP"] == "0.0.0.0"
+
+
+def test_review_of_a_custom_resource_follows_the_structural_schema() -> None:
+    schema = {"type": "object", "required": ["spec"], "properties": {"spec": {"type": "object", "required": ["port"], "properties": {
+        "port": {"x-kubernetes-int-or-string": True},
+        "name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 5},
+        "size": {"type": "integer", "minimum": 1, "maximum": 3},
+        "mode": {"type": "string", "enum": ["a", "b"]},
+        "note": {"type": "string", "nullable": True},
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "tags": {"type": "array", "maxItems": 1, "items": {"type": "string"}}}}}}
+    good = {"apiVersion": "x.io/v1", "kind": "Thing", "metadata": {"name": "t"},
+            "spec": {"port": "http", "name": "abc", "size": 2, "mode": "a", "note": None, "free": {"any": {"thing": 1}}, "tags": ["x"]}}
+    assert review(good, "1.31.0", schema).findings == []
+    bad = {"apiVersion": "x.io/v1", "kind": "Thing", "metadata": {"name": "t", "labelz": {}},
+           "spec": {"port": True, "name": "ABCDEF", "size": 7, "mode": "c", "tags": ["x", "y"], "extra": 1}}
+    messages = {f.field: f.message for f in review(bad, "1.31.0", schema).findings}
+    assert messages == {
+        "metadata.labelz": "field not declared in schema",
+        "spec.port": 'Invalid value: "boolean": spec.port in body must be of type integer,string: "boolean"',
+        "spec.name": "Too long: may not be more than 5 bytes",
+        "spec.size": "Invalid value: 7: spec.size in body should be less than or equal to 3",
+        "spec.mode": 'Unsupported value: "c": supported values: "a", "b"',
+        "spec.tags": "Too many: 2: must have at most 1 items",
+        "spec.extra": "field not declared in schema",
+    }
+    assert "extra" not in review(bad, "1.31.0", schema).pruned["spec"]
+
+
+def test_the_repository_vendored_nfd_crds_are_known_to_validate() -> None:
+    assert sorted(crd_schemas(EXTRA_CRD_DIR)) == [("nfd.k8s-sigs.io/v1alpha1", "NodeFeature"), ("nfd.k8s-sigs.io/v1alpha1", "NodeFeatureRule")]
+    feature = {"apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeature", "metadata": {"name": "gpu-1", "namespace": "nfd"},
+               "spec": {"labels": {"nvidia.com/gpu.present": "true"}}}
+    assert validate(feature) == list(KUBE_VERSIONS)
+    with pytest.raises(SchemaError, match="labels"):
+        validate({**feature, "spec": {"labels": {"a": 1}}})

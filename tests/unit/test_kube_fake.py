@@ -134,7 +134,7 @@ def test_discovery_documents_and_unknown_paths(kube: FakeKube, tmp_path: Path) -
             "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}} in groups["groups"]
     core = {r["name"] for r in dyn.request("GET", "/api/v1").to_dict()["resources"]}
     assert {"namespaces", "nodes", "configmaps", "services"} <= core
-    for path in ("/openapi/v2", "/apis/batch/v1", "/api/v1/namespaces/default/endpoints"):
+    for path in ("/openapi/v2", "/apis/storage.k8s.io/v1", "/apis/batch/v2", "/api/v1/namespaces/default/endpoints"):
         with pytest.raises(ApiException) as missing:
             dyn.request("GET", path)
         assert missing.value.status == 404, path
