@@ -5,14 +5,17 @@
 
 Not a public API; may change without notice.
 
-Three checks, each reporting exactly what it saw:
+Four checks, each reporting exactly what it saw:
 
 1. the custom metrics API (``custom.metrics.k8s.io``, served by prometheus-adapter through an APIService) lists
    the metric for every ready Triton pod selected by the Deployment's labels;
 2. the HorizontalPodAutoscaler (``autoscaling/v2``) reports the metric (``status.currentMetrics``) and its
    condition ``ScalingActive`` is ``True`` (``AbleToScale`` and ``ScalingLimited`` are reported); with KEDA the HPA
    is the one KEDA made for the ScaledObject and its metric is KEDA's External metric;
-3. an inference through the load balancer succeeds (KServe v2 HTTP protocol, as Triton serves it), through
+3. the load balancer's client Service can be reached from outside as its type promises: a LoadBalancer Service has an
+   external address (what kubectl shows as EXTERNAL-IP; ``<pending>`` fails, naming the Service), a NodePort Service
+   its node ports (reported);
+4. an inference through the load balancer succeeds (KServe v2 HTTP protocol, as Triton serves it), through
    the API server's service proxy or a direct URL.
 
 The transport is abstracted (``Transport``): the module gives one built on the ``kubernetes`` client; the unit
@@ -332,17 +335,56 @@ class Verifier:
             return report, f"HPA {self.ns}/{name} reports no current value of {kind} metric {report['metric']} (status.currentMetrics)"
         return report, None
 
-    # -- 3. an inference through the load balancer
+    # -- 3. the load balancer's Service: reachable as its type promises
+
+    def check_lb_address(self) -> Tuple[Dict[str, Any], Optional[str]]:
+        """The client Service's type, cluster IP, external addresses and ports (with node ports). A LoadBalancer Service
+        whose external address is what kubectl prints as ``<pending>`` fails: kubectl's getServiceExternalIP
+        (kubernetes pkg/printers/internalversion/printers.go) shows status.loadBalancer.ingress (ip, else hostname)
+        and spec.externalIPs, and ``<pending>`` when both are empty."""
+        ns, name = str(self.p.get("lb_namespace") or self.ns), str(self.p["lb_service"])
+        report: Dict[str, Any] = {"service": f"{ns}/{name}", "type": None, "cluster_ip": None, "external": [], "ports": []}
+        status, svc = self._get(f"/api/v1/namespaces/{ns}/services/{name}")
+        if status == 404:
+            self.permanent.add("lb_address")  # applied with the load balancer at once: waiting does not bring it
+            return report, f"Service {ns}/{name} not found (is the load balancer deployed? playbooks/load_balancer.yml)"
+        if status != 200 or not isinstance(svc, dict):
+            return report, f"reading Service {ns}/{name}: {_status_message(status, svc)}"
+        spec = svc.get("spec") or {}
+        kind = str(spec.get("type") or "ClusterIP")
+        ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        external = [str(i.get("ip") or i.get("hostname")) for i in ingress if isinstance(i, dict) and (i.get("ip") or i.get("hostname"))]
+        report.update({
+            "type": kind,
+            "cluster_ip": spec.get("clusterIP"),
+            "external": external + [str(ip) for ip in spec.get("externalIPs") or [] if str(ip) not in external],
+            "ports": [{"name": p.get("name"), "port": p.get("port"), "node_port": p.get("nodePort")} for p in spec.get("ports") or []
+                      if isinstance(p, dict)],
+        })
+        if kind == "LoadBalancer" and not report["external"]:
+            return report, (
+                f"Service {ns}/{name} is of type LoadBalancer, but no load-balancer provider has assigned it an external address "
+                "(status.loadBalancer.ingress is empty: kubectl shows EXTERNAL-IP <pending>). On bare metal install a provider "
+                "such as MetalLB or kube-vip with an address pool, or expose the load balancer otherwise "
+                "(nginx_lb_service_type: NodePort, or host ports on dedicated nodes: nginx_lb_host_ports)"
+            )
+        return report, None
+
+    # -- 4. an inference through the load balancer
 
     def _lb(self, method: str, path: str, body: Any = None) -> Response:
         lb_url = str(self.p.get("lb_url") or "").rstrip("/")
         if lb_url:
             return self.t.request(method, path, body=body, base=lb_url)
-        service = f"{self.p['lb_service']}:{self.p['lb_port']}"
-        return self.t.request(method, f"/api/v1/namespaces/{self.p['lb_namespace'] or self.ns}/services/{service}/proxy{path}", body=body)
+        return self.t.request(method, f"/api/v1/namespaces/{self.p['lb_namespace'] or self.ns}/services/{self._proxy_service()}/proxy{path}", body=body)
+
+    def _proxy_service(self) -> str:
+        """The service proxy's ``[scheme:]name[:port]`` (``https:`` makes the API server speak TLS to the port)."""
+        scheme = str(self.p.get("lb_scheme") or "http")
+        return f"{'https:' if scheme == 'https' else ''}{self.p['lb_service']}:{self.p['lb_port']}"
 
     def check_lb(self) -> Tuple[Dict[str, Any], Optional[str]]:
-        via = str(self.p.get("lb_url") or "") or (f"service proxy {self.p['lb_namespace'] or self.ns}/{self.p['lb_service']}:{self.p['lb_port']}")
+        via = str(self.p.get("lb_url") or "") or f"service proxy {self.p['lb_namespace'] or self.ns}/{self._proxy_service()}"
         report: Dict[str, Any] = {"via": via, "model": None, "status": None, "latency_ms": None, "outputs": []}
         model = str(self.p.get("model") or "")
         if not model:
@@ -350,6 +392,11 @@ class Verifier:
             index = resp.json()
             if resp.status == 404 and isinstance(index, dict) and index.get("kind") == "Status":  # the Service itself is missing
                 self.permanent.add("lb")
+            if resp.status == 403 and isinstance(index, dict) and "error" in index:  # the LB's allow-list (or Triton's restricted API)
+                self.permanent.add("lb")
+                return report, (f"load balancer ({via}): POST /v2/repository/index answered {_status_message(resp.status, index)}; "
+                                "the model repository is not served to clients, so name the model to infer on "
+                                "(option model; gpu_ops_verify_serving_model in playbooks/verify.yml)")
             if resp.status != 200:
                 return report, f"load balancer ({via}): POST /v2/repository/index answered {_status_message(resp.status, index)}"
             ready = [m for m in index or [] if isinstance(m, dict) and str(m.get("state", "")).upper() == "READY"]
@@ -382,7 +429,8 @@ class Verifier:
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
         """Each check until it passes, at most ``retries`` + 1 rounds ``delay`` seconds apart; a passed check is not repeated."""
-        checks = [c for c in ("custom_metrics", "hpa", "lb") if self.p.get(f"check_{c}", True)]
+        # the Service's address only when asked (check_lb_address): callers before it knew three checks
+        checks = [c for c in ("custom_metrics", "hpa", "lb_address", "lb") if self.p.get(f"check_{c}", c != "lb_address")]
         reports: Dict[str, Any] = {}
         errors: Dict[str, str] = {}
         pending = list(checks)
@@ -402,7 +450,7 @@ class Verifier:
                     reports["custom_metrics"], err = self.check_custom_metrics(ready)
                     if err:
                         errors["custom_metrics"] = err
-            for name, check in (("hpa", self.check_hpa), ("lb", self.check_lb)):
+            for name, check in (("hpa", self.check_hpa), ("lb_address", self.check_lb_address), ("lb", self.check_lb)):
                 if name in pending:
                     try:
                         reports[name], err = check()
@@ -418,7 +466,7 @@ class Verifier:
         return {"checks": checks, "reports": reports, "errors": errors, "attempts": attempt}
 
 
-LABELS = {"custom_metrics": "custom metrics", "hpa": "HPA", "lb": "load balancer"}
+LABELS = {"custom_metrics": "custom metrics", "hpa": "HPA", "lb_address": "load balancer address", "lb": "load balancer"}
 
 
 def failure_message(errors: Mapping[str, str], attempts: int) -> str:
@@ -547,10 +595,11 @@ class KubeTransport(Transport):
     certificate or token, exec plugins); a ``base`` URL (the load balancer's own address) is asked directly, with
     ``open_url`` and without the API server's credentials."""
 
-    def __init__(self, api_client: Any, timeout: float, direct: Callable[..., Any]) -> None:
+    def __init__(self, api_client: Any, timeout: float, direct: Callable[..., Any], ca_path: Optional[str] = None) -> None:
         self.client = api_client
         self.timeout = timeout
         self.direct = direct
+        self.ca_path = ca_path
 
     def _headers(self) -> Dict[str, str]:
         headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "gpu-ops-serving-verify"}
@@ -582,8 +631,9 @@ class KubeTransport(Transport):
     def _direct(self, method: str, url: str, body: Any) -> Response:
         payload = json.dumps(body).encode() if body is not None else None
         try:
+            extra = {"ca_path": self.ca_path} if self.ca_path else {}
             resp = self.direct(url, method=method, data=payload, headers={"Content-Type": "application/json", "Accept": "application/json"},
-                               timeout=self.timeout, follow_redirects="none")
+                               timeout=self.timeout, follow_redirects="none", **extra)
             return Response(int(resp.getcode()), resp.read())
         except Exception as exc:
             status = getattr(exc, "code", None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: serving_verify
-short_description: Verify the serving stack end to end - custom metric, HPA, an inference through the load balancer
+short_description: Verify the serving stack end to end - custom metric, HPA, the load balancer's address, an inference through it
 version_added: 0.2.0
 description:
   - Checks, reading only, that the autoscaled Triton deployment works end to end.
@@ -19,10 +19,14 @@ description:
     reports a current average value of it in C(status.currentMetrics) and has condition C(ScalingActive=True).
     With O(keda_scaled_object) the HPA is the one KEDA made for that ScaledObject (C(status.hpaName)) and the metric
     is KEDA's External metric (C(status.externalMetricNames)).
+  - B(Load balancer address) - with O(lb_service) and O(check_lb_address), the client Service is read - its type,
+    cluster IP, external addresses (C(status.loadBalancer.ingress) and C(spec.externalIPs)) and ports with node ports are
+    reported; a C(LoadBalancer) Service without an external address (kubectl's EXTERNAL-IP C(<pending>), no load-balancer
+    provider such as MetalLB assigned one) fails, naming the Service.
   - B(Load balancer) - an inference through the load balancer's client Service O(lb_service) (through the API server's
     service proxy) or O(lb_url) succeeds - the model's metadata is read, a request of zeros is built from its declared
     inputs (every variable dimension as 1, C("") for BYTES) and C(POST /v2/models/<model>/infer) must answer 200 with
-    outputs.
+    outputs. The load balancer of role nginx_lb refuses C(POST /v2/repository/index) (403) - name the model with O(model).
   - A fresh deployment needs time (the adapter re-lists series, the HPA controller syncs every 15 s), so each check is
     repeated until it passes, at most O(retries) more times, O(delay) seconds apart. The failure message names each
     check that still fails and what it saw.
@@ -87,12 +91,28 @@ options:
     description: Name (or number) of the HTTP port of O(lb_service).
     type: str
     default: http
+  lb_scheme:
+    description:
+      - How the API server's service proxy speaks to O(lb_port) - V(https) for a TLS port (C(https:<service>:<port>)).
+    type: str
+    choices: [http, https]
+    default: http
+  check_lb_address:
+    description:
+      - With O(lb_service), read the Service and fail when it is of type LoadBalancer and has no external address.
+    type: bool
+    default: true
   lb_url:
-    description: A direct HTTP address of the load balancer (C(http://host:port)), used instead of the service proxy.
+    description: A direct address of the load balancer (C(http://host:port) or C(https://host:port)), used instead of the service proxy.
     type: str
     default: ""
+  lb_ca_path:
+    description: CA certificate(s) that an O(lb_url) of C(https://) is verified against (default - the system's trust store).
+    type: path
   model:
-    description: The model to infer on. Empty takes the first C(READY) model of C(POST /v2/repository/index).
+    description:
+      - The model to infer on. Empty takes the first C(READY) model of C(POST /v2/repository/index), which the load balancer
+        of role nginx_lb refuses (its allow-list) - set it then.
     type: str
     default: ""
   retries:
@@ -109,7 +129,8 @@ options:
     default: 30
 notes:
   - Needs read access to pods, deployments, horizontalpodautoscalers, apiservices (or discovery of
-    C(custom.metrics.k8s.io)), C(custom.metrics.k8s.io) C(pods/*) and, for the service proxy, C(services/proxy) get and create.
+    C(custom.metrics.k8s.io)), C(custom.metrics.k8s.io) C(pods/*), services (get, for the address) and, for the service
+    proxy, C(services/proxy) get and create.
 seealso:
   - module: gpu_ops.mig_serving.mig_verify
 """
@@ -162,6 +183,14 @@ hpa:
   type: dict
   sample: {"name": "triton", "metric": "avg_time_queue_us", "current_value": 1.5, "current_replicas": 2, "desired_replicas": 1,
            "min_replicas": 1, "max_replicas": 72, "scaling_active": true, "able_to_scale": true, "scaling_limited": false}
+lb_address:
+  description:
+    - The load balancer's client Service - C(service) (namespace/name), C(type), C(cluster_ip), C(external) (addresses from
+      C(status.loadBalancer.ingress) and C(spec.externalIPs)), C(ports) (C(name), C(port), C(node_port)).
+  returned: when the Service is checked
+  type: dict
+  sample: {"service": "triton/nginx-lb", "type": "LoadBalancer", "cluster_ip": "10.96.12.7", "external": ["10.0.20.10"],
+           "ports": [{"name": "http", "port": 8000, "node_port": 31080}, {"name": "grpc", "port": 8001, "node_port": 31081}]}
 lb:
   description: The inference through the load balancer - C(via), C(model), C(status), C(latency_ms), C(outputs) (names).
   returned: when the load balancer is checked
@@ -172,7 +201,7 @@ checks:
   returned: always
   type: list
   elements: str
-  sample: ["custom_metrics", "hpa", "lb"]
+  sample: ["custom_metrics", "hpa", "lb_address", "lb"]
 failures:
   description: Per failed check, what was wrong.
   returned: always
@@ -259,7 +288,10 @@ def main() -> None:
             "lb_service": {"type": "str", "default": ""},
             "lb_namespace": {"type": "str", "default": ""},
             "lb_port": {"type": "str", "default": "http"},
+            "lb_scheme": {"type": "str", "default": "http", "choices": ["http", "https"]},
+            "check_lb_address": {"type": "bool", "default": True},
             "lb_url": {"type": "str", "default": ""},
+            "lb_ca_path": {"type": "path"},
             "model": {"type": "str", "default": ""},
             "retries": {"type": "int", "default": 30},
             "delay": {"type": "int", "default": 10},
@@ -276,12 +308,13 @@ def main() -> None:
         module.fail_json(msg="hpa_name and keda_scaled_object are mutually exclusive (with KEDA the ScaledObject names its HPA)")
     p["check_hpa"] = bool(p["hpa_name"] or p["keda_scaled_object"])
     p["check_lb"] = bool(p["lb_service"] or p["lb_url"])
+    p["check_lb_address"] = bool(p["lb_service"]) and p["check_lb_address"]
     if p["lb_url"] and not p["lb_url"].startswith(("http://", "https://")):
         module.fail_json(msg=f"lb_url must be an http:// or https:// address, got {p['lb_url']!r}")
-    if not (p["check_custom_metrics"] or p["check_hpa"] or p["check_lb"]):
+    if not (p["check_custom_metrics"] or p["check_hpa"] or p["check_lb"] or p["check_lb_address"]):
         module.fail_json(msg="Nothing to verify: set check_custom_metrics, hpa_name or keda_scaled_object, lb_service or lb_url")
 
-    transport = KubeTransport(_api_client(module), float(p["timeout"]), open_url)
+    transport = KubeTransport(_api_client(module), float(p["timeout"]), open_url, p["lb_ca_path"])
     outcome = Verifier(transport, p).run()
     reports = outcome["reports"]
     result: Dict[str, Any] = {
@@ -290,7 +323,7 @@ def main() -> None:
         "failures": outcome["errors"],
         "attempts": outcome["attempts"],
     }
-    for key in ("triton_pods", "custom_metrics", "hpa", "lb"):
+    for key in ("triton_pods", "custom_metrics", "hpa", "lb_address", "lb"):
         if key in reports:
             result[key] = reports[key]
     if outcome["errors"]:

@@ -11,9 +11,13 @@
   crossplane and checked directive by directive;
 - the Deployment, Services and monitor carry what issue 7 asks (checksum annotation, probes, securityContext,
   client ports only on the clients' Service, Plus secrets and pull secret), and Plus secrets never reach the log;
+- issue 14: every pod meets the Pod Security level of the namespace it goes to (Triton's, taken as restricted, or one
+  the role creates and labels, never Triton's), checked with tests/kube_fake's Pod Security admission checks; the
+  NetworkPolicy; the allow-lists (HTTP paths, gRPC methods) in every nginx.conf form; TLS from a Secret; host ports;
 - bad input fails in preflight, naming the variable, before anything is written;
 - apply mode (kubernetes.core, server-side apply) against the fake API server of tests/kube_fake: the Plus
-  objects and Secrets arrive, a second run changes nothing, and the secrets stay out of the log there too.
+  objects and Secrets arrive, Pod Security admits the pods, a second run changes nothing, and the secrets stay out of
+  the log there too.
 """
 from __future__ import annotations
 
@@ -35,10 +39,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.k8s_schemas import KUBE_VERSIONS, validate_file
+    from tests.kube_fake.admission import LevelVersion, evaluate
     from tests.kube_fake.server import FakeKube
+    from tests.servers.nginx import write_test_pki
 else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys.path
     from k8s_schemas import KUBE_VERSIONS, validate_file
+    from kube_fake.admission import LevelVersion, evaluate
     from kube_fake.server import FakeKube
+    from servers.nginx import write_test_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -55,20 +63,34 @@ PLUS = [
     "-e", f"vault_nginx_plus_registry_password={REGISTRY_PASSWORD}",
 ]
 
-# name -> extra arguments. 'oss' is the inventory as shipped (open source 1.28.0: the resolve form).
+# the root-master Plus image: only in a namespace of its own that the role creates and labels baseline
+PLUS_ROOT = [*PLUS, "-e", "nginx_lb_plus_unprivileged=false", "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=nginx-lb",
+             "-e", "nginx_lb_namespace_pod_security=baseline"]
+HOST_PORTS = {"nginx_lb_host_ports": {"https": 443, "grpcs": 8444}, "nginx_lb_node_selector": {"node-role.gpu-ops/edge": "true"},
+              "nginx_lb_network_policy_client_peers": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}
+
+# name -> extra arguments. 'oss' is the inventory as shipped (open source 1.28.0: the resolve form; Plus there is the
+# unprivileged image).
 VARIANTS: Dict[str, List[str]] = {
     "oss": [],
     "oss-1.22": ["-e", "nginx_lb_oss_version=1.22.1"],
     "oss-1.24-servicemonitor": [
         "-e", "nginx_lb_oss_version=1.24.0", "-e", "nginx_lb_monitor_kind=ServiceMonitor", "-e", "nginx_lb_replicas=1",
-        "-e", "nginx_lb_create_namespace=true", "-e", '{"nginx_lb_resolvers": ["127.0.0.53:5353", "10.96.0.10"]}',
+        "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=inference-lb",
+        "-e", '{"nginx_lb_resolvers": ["127.0.0.53:5353", "10.96.0.10"]}',
     ],
     "plus": PLUS,
+    "plus-root": PLUS_ROOT,
     "plus-api-write": [*PLUS, "-e", "nginx_lb_plus_api_write=true", "-e", "vault_nginx_plus_api_htpasswd=admin:$apr1$salt$hash",
-                       "-e", "nginx_lb_plus_unprivileged=true", "-e", "nginx_lb_plus_usage_report_endpoint=nim.example.internal"],
+                       "-e", "nginx_lb_plus_usage_report_endpoint=nim.example.internal:8443"],
+    "oss-tls": ["-e", "nginx_lb_oss_version=1.22.1", "-e", "nginx_lb_tls_secret=inference-tls"],
+    "oss-tls-host-ports": ["-e", "nginx_lb_oss_version=1.22.1", "-e", "nginx_lb_tls_secret=inference-tls", "-e", "nginx_lb_tls_plaintext=true",
+                           "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=edge-lb",
+                           "-e", "nginx_lb_namespace_pod_security=privileged", "-e", json.dumps(HOST_PORTS)],
+    "oss-no-policy": ["-e", "nginx_lb_oss_version=1.22.1", "-e", "nginx_lb_network_policy=false"],
 }
 # the variants Debian's nginx 1.22 can load (no `server ... resolve`, no Plus directives)
-NGINX_122_LOADABLE = ("oss-1.22", "oss-1.24-servicemonitor")
+NGINX_122_LOADABLE = ("oss-1.22", "oss-1.24-servicemonitor", "oss-tls", "oss-tls-host-ports", "oss-no-policy")
 
 
 def _offline_prefix() -> List[str]:
@@ -104,6 +126,16 @@ class Rendered:
     def obj(self, kind: str, name: str = "nginx-lb", component: str = "nginx_lb") -> Dict[str, Any]:
         found = list((self.out / component).glob(f"*-{kind.lower()}-{name}.yaml"))
         assert len(found) == 1, (kind, name, [p.name for p in (self.out / component).iterdir()])
+        doc = yaml.safe_load(found[0].read_text())
+        assert isinstance(doc, dict)
+        return doc
+
+    def namespace(self) -> Dict[str, Any] | None:
+        """The Namespace the role rendered (nginx_lb_create_namespace), else None."""
+        found = list((self.out / "nginx_lb_namespace").glob("*-namespace-*.yaml")) if (self.out / "nginx_lb_namespace").is_dir() else []
+        assert len(found) <= 1, found
+        if not found:
+            return None
         doc = yaml.safe_load(found[0].read_text())
         assert isinstance(doc, dict)
         return doc
@@ -178,10 +210,11 @@ def test_every_object_of_every_variant_is_valid_for_each_kubernetes_version(rend
 
 def test_objects_rendered_in_apply_order(rendered: Dict[str, Rendered]) -> None:
     names = [p.name for p in sorted((rendered["oss"].out / "nginx_lb").iterdir())]
-    assert names == [
-        "01-configmap-nginx-lb-config.yaml", "02-deployment-nginx-lb.yaml", "03-service-nginx-lb.yaml",
-        "04-service-nginx-lb-status.yaml", "05-poddisruptionbudget-nginx-lb.yaml", "06-podmonitor-nginx-lb.yaml",
+    assert names == [  # the NetworkPolicy before the Deployment: its pods start isolated
+        "01-configmap-nginx-lb-config.yaml", "02-networkpolicy-nginx-lb.yaml", "03-deployment-nginx-lb.yaml", "04-service-nginx-lb.yaml",
+        "05-service-nginx-lb-status.yaml", "06-poddisruptionbudget-nginx-lb.yaml", "07-podmonitor-nginx-lb.yaml",
     ]
+    assert not any("networkpolicy" in p.name for p in (rendered["oss-no-policy"].out / "nginx_lb").iterdir())
     assert not (rendered["oss"].out / "nginx_lb_secrets").exists()
     plus_secrets = sorted(p.name for p in (rendered["plus"].out / "nginx_lb_secrets").iterdir())
     assert plus_secrets == ["01-secret-nginx-lb-license.yaml", "02-secret-nginx-lb-registry.yaml"]
@@ -190,9 +223,9 @@ def test_objects_rendered_in_apply_order(rendered: Dict[str, Rendered]) -> None:
     sm = sorted(p.name for p in (rendered["oss-1.24-servicemonitor"].out / "nginx_lb").iterdir())
     assert sm[0] == "01-configmap-nginx-lb-config.yaml"
     ns = sorted(p.name for p in (rendered["oss-1.24-servicemonitor"].out / "nginx_lb_namespace").iterdir())
-    assert ns == ["01-namespace-triton.yaml"]
+    assert ns == ["01-namespace-inference-lb.yaml"]
     assert not (rendered["oss"].out / "nginx_lb_namespace").exists()
-    assert sm[-1] == "05-servicemonitor-nginx-lb.yaml"
+    assert sm[-1] == "06-servicemonitor-nginx-lb.yaml"
     assert not any("poddisruptionbudget" in n for n in sm), "one replica: no PDB that would block every drain"
 
 
@@ -233,7 +266,14 @@ def test_deployment_runs_nginx_as_pid1_with_probes_and_a_config_checksum(rendere
 
 def test_a_config_change_changes_the_checksum(rendered: Dict[str, Rendered]) -> None:
     sums = {name: r.obj("Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for name, r in rendered.items()}
-    assert len(set(sums.values())) == len(sums), sums
+    confs = {name: r.nginx_conf() for name, r in rendered.items()}
+    # the same nginx.conf only where the difference is outside it (the image's privileges, the NetworkPolicy)
+    assert confs["plus"] == confs["plus-root"]
+    assert confs["oss-1.22"] == confs["oss-no-policy"]
+    assert len(set(confs.values())) == len(confs) - 2
+    for a in rendered:
+        for b in rendered:
+            assert (sums[a] == sums[b]) == (confs[a] == confs[b]), (a, b)
 
 
 def test_clients_service_has_only_inference_ports(rendered: Dict[str, Rendered]) -> None:
@@ -258,15 +298,20 @@ def test_plus_pulls_with_its_secret_and_mounts_the_licence(rendered: Dict[str, R
     r = rendered["plus"]
     pod = r.obj("Deployment")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "nginx-lb-registry"}]
-    assert pod["containers"][0]["image"] == "registry.example.internal/nginx-plus/base:r34"
+    assert pod["containers"][0]["image"] == "registry.example.internal/nginx-plus/rootless-base:r34"
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["license"] == "/etc/nginx/license"
     assert {"name": "license", "secret": {"secretName": "nginx-lb-license", "defaultMode": 0o440}} in pod["volumes"]
-    assert "runAsNonRoot" not in pod["securityContext"]  # the root-master Plus image...
-    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "SETGID", "SETUID"]}
+    # the unprivileged (rootless) image by default, as the inventory ships it: uid 101, no capabilities
+    assert pod["containers"][0]["image"].split("/")[-1].startswith("rootless-base:")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 101
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert "--nginx.plus" in pod["containers"][1]["args"]
-    unpriv = rendered["plus-api-write"].obj("Deployment")["spec"]["template"]["spec"]
-    assert unpriv["securityContext"]["runAsNonRoot"] is True  # ...or the unprivileged one
+    root = rendered["plus-root"].obj("Deployment")["spec"]["template"]["spec"]
+    assert "runAsNonRoot" not in root["securityContext"]  # ...or the root-master one, in a namespace of its own
+    assert root["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "SETGID", "SETUID"]}
+    assert rendered["plus-root"].obj("Deployment")["metadata"]["namespace"] == "nginx-lb"
     lic = r.obj("Secret", "nginx-lb-license", component="nginx_lb_secrets")
     assert base64.b64decode(lic["data"]["license.jwt"]).decode() == LICENCE
     reg = r.obj("Secret", "nginx-lb-registry", component="nginx_lb_secrets")
@@ -276,12 +321,119 @@ def test_plus_pulls_with_its_secret_and_mounts_the_licence(rendered: Dict[str, R
 
 
 def test_plus_secrets_never_reach_the_log(rendered: Dict[str, Rendered]) -> None:
-    for name in ("plus", "plus-api-write"):
+    for name in ("plus", "plus-root", "plus-api-write"):
         log = rendered[name].log
         assert "nginx_lb_secrets" in log, "the secrets' tasks ran"
         assert LICENCE not in log, name
         assert REGISTRY_PASSWORD not in log, name
         assert "$apr1$salt$hash" not in log, name
+
+
+# --- issue 14: Pod Security, namespace ownership, NetworkPolicy, TLS, host ports ----------------------------------
+
+
+LEVELS = ("restricted", "baseline", "privileged")
+
+
+def namespace_level(r: Rendered) -> str:
+    """The enforce level of the namespace the pods go to: the one the role labels, else restricted (Triton's, as
+    role triton labels it)."""
+    ns = r.namespace()
+    return "restricted" if ns is None else str(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"])
+
+
+def pod_failures(r: Rendered, level: str) -> List[Tuple[str, str]]:
+    """What Pod Security admission at ``level`` (latest) finds wrong with the Deployment's pod template."""
+    template = r.obj("Deployment")["spec"]["template"]
+    return evaluate(LevelVersion(level, None), template["metadata"], template["spec"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pods_meet_the_pod_security_level_of_their_namespace(rendered: Dict[str, Rendered], variant: str) -> None:
+    r = rendered[variant]
+    level = namespace_level(r)
+    assert pod_failures(r, level) == []
+    # and the level is the strictest that admits them: restricted unless the pod needs more
+    needs = {"plus-root": "baseline", "oss-tls-host-ports": "privileged"}.get(variant, "restricted")
+    assert level == needs, (variant, level)
+    if needs != "restricted":
+        stricter = LEVELS[LEVELS.index(needs) - 1]
+        reasons = [reason for reason, _detail in pod_failures(r, stricter)]
+        assert reasons, f"{variant} would pass {stricter} too"
+        assert reasons == (["hostPort"] if needs == "privileged" else ["unrestricted capabilities", "runAsNonRoot != true"]), reasons
+
+
+def test_created_namespaces_are_labelled_from_the_variable_and_never_tritons(rendered: Dict[str, Rendered]) -> None:
+    created = {name: r.namespace() for name, r in rendered.items() if r.namespace() is not None}
+    assert set(created) == {"oss-1.24-servicemonitor", "plus-root", "oss-tls-host-ports"}
+    for name, ns in created.items():
+        assert ns is not None
+        assert ns["metadata"]["name"] != "triton", name
+        labels = ns["metadata"]["labels"]
+        levels = {labels[f"pod-security.kubernetes.io/{mode}"] for mode in ("enforce", "audit", "warn")}
+        assert len(levels) == 1, labels
+        assert rendered[name].obj("Deployment")["metadata"]["namespace"] == ns["metadata"]["name"]
+
+
+def test_network_policy_admits_clients_and_prometheus_and_lets_out_only_triton_and_dns(rendered: Dict[str, Rendered]) -> None:
+    r = rendered["oss"]
+    pol = r.obj("NetworkPolicy")
+    spec = pol["spec"]
+    assert spec["podSelector"]["matchLabels"] == r.obj("Deployment")["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    clients, scrape = spec["ingress"]
+    assert clients == {"ports": [{"port": 8000, "protocol": "TCP"}, {"port": 8001, "protocol": "TCP"}]}  # no from: anyone
+    assert scrape["ports"] == [{"port": 8080, "protocol": "TCP"}, {"port": 9113, "protocol": "TCP"}]
+    assert scrape["from"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        # prometheus-operator's labels on the pods of kube-prometheus-stack's Prometheus (CR <release>-prometheus)
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": "kube-prometheus-stack-prometheus"}},
+    }]
+    triton, dns = spec["egress"]
+    assert triton == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "triton"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "triton"}}}],
+        "ports": [{"port": 8000, "protocol": "TCP"}, {"port": 8001, "protocol": "TCP"}],
+    }
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    # Plus: the usage reports leave too, on the endpoint's port (443 by default)
+    plus_egress = rendered["plus"].obj("NetworkPolicy")["spec"]["egress"]
+    assert plus_egress[2] == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    assert rendered["plus-api-write"].obj("NetworkPolicy")["spec"]["egress"][2]["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    # the TLS ports, and client peers when given
+    edge = rendered["oss-tls-host-ports"].obj("NetworkPolicy")["spec"]["ingress"][0]
+    assert [p["port"] for p in edge["ports"]] == [8000, 8001, 8443, 8444]
+    assert edge["from"] == [{"ipBlock": {"cidr": "192.0.2.0/24"}}]
+    assert [p["port"] for p in rendered["oss-tls"].obj("NetworkPolicy")["spec"]["ingress"][0]["ports"]] == [8443, 8444]
+
+
+def test_tls_mounts_the_secret_and_serves_only_tls_ports(rendered: Dict[str, Rendered]) -> None:
+    r = rendered["oss-tls"]
+    pod = r.obj("Deployment")["spec"]["template"]["spec"]
+    nginx, exporter = pod["containers"]
+    assert [(p["name"], p["containerPort"]) for p in nginx["ports"]] == [("https", 8443), ("grpcs", 8444), ("status", 8080)]
+    assert {"name": "tls", "mountPath": "/etc/nginx/tls", "readOnly": True} in nginx["volumeMounts"]
+    assert not [m for m in exporter.get("volumeMounts", []) if m["name"] == "tls"]
+    assert {"name": "tls", "secret": {"secretName": "inference-tls", "defaultMode": 0o440,
+                                      "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}} in pod["volumes"]
+    svc = r.obj("Service")["spec"]["ports"]
+    assert [(p["name"], p["port"], p["targetPort"], p["appProtocol"]) for p in svc] == [("https", 8443, "https", "https"), ("grpcs", 8444, "grpcs", "https")]
+    both = [p["name"] for p in rendered["oss-tls-host-ports"].obj("Service")["spec"]["ports"]]
+    assert both == ["http", "grpc", "https", "grpcs"]
+
+
+def test_host_ports_on_dedicated_nodes(rendered: Dict[str, Rendered]) -> None:
+    pod = rendered["oss-tls-host-ports"].obj("Deployment")["spec"]["template"]["spec"]
+    ports = {p["name"]: p for p in pod["containers"][0]["ports"]}
+    assert ports["https"] == {"name": "https", "containerPort": 8443, "protocol": "TCP", "hostPort": 443}
+    assert ports["grpcs"]["hostPort"] == 8444
+    assert "hostPort" not in ports["http"]
+    assert "hostPort" not in ports["status"]
+    assert pod["nodeSelector"] == {"node-role.gpu-ops/edge": "true"}
+    for name in ("oss", "plus", "oss-tls"):
+        assert all("hostPort" not in p for p in rendered[name].obj("Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"])
 
 
 # --- nginx.conf: nginx -t for what Debian's 1.22 loads ------------------------------------------------------
@@ -296,8 +448,11 @@ def test_nginx_122_loads_the_variable_form(rendered: Dict[str, Rendered], varian
     assert not find(parsed, "keepalive")
     prefix = tmp_path / "prefix"
     prefix.mkdir()
-    # unprivileged paths: everything the config writes under /tmp goes to the prefix directory
-    (prefix / "nginx.conf").write_text(conf.replace("/tmp/", f"{prefix}/"))
+    # unprivileged paths: everything the config writes under /tmp goes to the prefix directory; the TLS Secret's files
+    # (a test certificate) where the pod mounts them
+    if "/etc/nginx/tls/" in conf:
+        write_test_pki(prefix / "tls")
+    (prefix / "nginx.conf").write_text(conf.replace("/tmp/", f"{prefix}/").replace("/etc/nginx/tls/", f"{prefix}/tls/"))
     proc = subprocess.run([NGINX, "-t", "-e", "stderr", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -393,7 +548,69 @@ def test_plus_writable_api_needs_basic_auth(rendered: Dict[str, Rendered], tmp_p
     assert {d["directive"]: d["args"] for d in limit[0]["block"]} == {
         "auth_basic": ["NGINX Plus API"], "auth_basic_user_file": ["/etc/nginx/api-auth/htpasswd"],
     }
-    assert ["usage_report", ["endpoint=nim.example.internal"]] in [[d["directive"], d["args"]] for _p, d in walk(parsed)]
+    assert ["usage_report", ["endpoint=nim.example.internal:8443"]] in [[d["directive"], d["args"]] for _p, d in walk(parsed)]
+
+
+# --- nginx.conf: what clients may call, TLS ------------------------------------------------------------------------
+
+
+MODEL_RE = "(?!stats(?:[?]|$))[^/?]+(?:/versions/[0-9]+)?"
+HTTP_ALLOWED = [
+    "~^/v2/health/live(?:[?].*)?$", "~^/v2/health/ready(?:[?].*)?$", "~^/v2(?:[?].*)?$",
+    *(f"~^/v2/models/{MODEL_RE}{suffix}(?:[?].*)?$" for suffix in ("", "/ready", "/config", "/infer", "/generate", "/generate_stream")),
+]
+GRPC_ALLOWED = [f"~^/inference\\.GRPCInferenceService/{m}$" for m in (
+    "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig", "ModelInfer", "ModelStreamInfer")]
+GRPC_ALLOWED.append("~^/grpc\\.health\\.v1\\.Health/Check$")
+
+
+def maps(parsed: List[Directive]) -> Dict[str, List[List[str]]]:
+    return {d["args"][1]: [x["args"] if x["directive"] == "default" else [x["directive"], *x["args"]] for x in d["block"]]
+            for _p, d in walk(parsed) if d["directive"] == "map"}
+
+
+@pytest.mark.parametrize("variant", ["oss", "oss-1.22", "plus", "oss-tls-host-ports"])
+def test_allow_lists_guard_every_client_server(rendered: Dict[str, Rendered], variant: str, tmp_path: Path) -> None:
+    parsed = parse(rendered[variant].nginx_conf(), tmp_path)
+    m = maps(parsed)
+    assert m["$nginx_lb_http_allowed"] == [["0"], *([regex, "1"] for regex in HTTP_ALLOWED)]
+    assert m["$nginx_lb_grpc_allowed"] == [["0"], *([regex, "1"] for regex in GRPC_ALLOWED)]
+    listens = {"oss-tls-host-ports": ("8000", "8001", "8443", "8444")}.get(variant, ("8000", "8001"))
+    for port in listens:
+        server = server_by_listen(parsed, port)
+        kind = "grpc" if port in ("8001", "8444") else "http"
+        ifs = [d for d in server if d["directive"] == "if"]
+        assert [d["args"] for d in ifs] == [[f"$nginx_lb_{kind}_allowed", "=", "0"]], port
+        assert [x["args"] for x in ifs[0]["block"]] == [["^", "/.nginx-lb-refused", "last"]]
+        refused = {d["args"][1]: d["block"] for d in server if d["directive"] == "location" and d["args"][0] == "="}
+        body = {d["directive"]: d["args"] for d in refused["/.nginx-lb-refused"] if d["directive"] != "add_header"}
+        headers = [d["args"] for d in refused["/.nginx-lb-refused"] if d["directive"] == "add_header"]
+        assert body["internal"] == []
+        if kind == "http":  # 403 with a JSON error, like Triton's own errors
+            assert body["default_type"] == ["application/json"]
+            assert body["return"][0] == "403"
+            assert json.loads(body["return"][1])["error"].startswith("forbidden by the load balancer")
+        else:  # gRPC PERMISSION_DENIED: HTTP 200, application/grpc, grpc-status 7 and a grpc-message
+            assert body["default_type"] == ["application/grpc"]
+            assert body["return"] == ["200"]
+            assert headers[0] == ["grpc-status", "7", "always"]
+            assert headers[1][0] == "grpc-message"
+    # Plus: one active health check per upstream, however many servers proxy to it
+    if variant == "plus":
+        assert len(find(parsed, "health_check")) == 2
+
+
+def test_tls_servers(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
+    parsed = parse(rendered["oss-tls"].nginx_conf(), tmp_path)
+    http_block = next(d for d in parsed if d["directive"] == "http")["block"]
+    top = {d["directive"]: d["args"] for d in http_block}
+    assert top["ssl_certificate"] == ["/etc/nginx/tls/tls.crt"]
+    assert top["ssl_certificate_key"] == ["/etc/nginx/tls/tls.key"]
+    assert top["ssl_protocols"] == ["TLSv1.2", "TLSv1.3"]
+    listens = [d["args"] for _p, d in walk(parsed) if d["directive"] == "listen"]
+    assert listens == [["8443", "ssl"], ["8444", "ssl", "http2"], ["8080"]]  # no plain-text client port
+    assert in_server(server_by_listen(parsed, "8443"), "proxy_pass") == [["http://$triton_http"]]
+    assert in_server(server_by_listen(parsed, "8444"), "grpc_pass") == [["grpc://$triton_grpc"]]
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
@@ -417,6 +634,32 @@ def test_plus_writable_api_needs_basic_auth(rendered: Dict[str, Rendered], tmp_p
         (["-e", "nginx_lb_grpc_port=8000"], "must be distinct ports"),
         (["-e", '{"nginx_lb_status_allow": ["all"]}'], "nginx_lb_status_allow: 'all' admits every address"),
         (["-e", "nginx_lb_monitor_kind=Probe"], "value of nginx_lb_monitor_kind must be one of: PodMonitor, ServiceMonitor, none, got: Probe"),
+        # issue 14: the root-master Plus image and host ports only in a namespace the role creates with their level
+        ([*PLUS, "-e", "nginx_lb_plus_unprivileged=false"],
+         "The root-master NGINX Plus image (nginx_lb_plus_unprivileged: false), which adds CHOWN, SETGID and SETUID and runs as root, "
+         "needs Pod Security 'baseline', but namespace 'triton' enforces 'restricted'"),
+        ([*PLUS, "-e", "nginx_lb_plus_unprivileged=false", "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=nginx-lb"],
+         "needs Pod Security 'baseline', but namespace 'nginx-lb' enforces 'restricted' (nginx_lb_namespace_pod_security)"),
+        (["-e", "nginx_lb_create_namespace=true"],
+         "nginx_lb_create_namespace is true, but nginx_lb_namespace 'triton' is Triton's namespace (nginx_lb_upstream_namespace)"),
+        (["-e", json.dumps({k: v for k, v in HOST_PORTS.items() if k != "nginx_lb_network_policy_client_peers"}), "-e", "nginx_lb_tls_secret=t"],
+         "Host ports (nginx_lb_host_ports), which baseline forbids, need Pod Security 'privileged'"),
+        (["-e", json.dumps({"nginx_lb_host_ports": {"http": 80}})], "and needs nginx_lb_node_selector naming the dedicated nodes"),
+        (["-e", json.dumps({"nginx_lb_host_ports": {"https": 443}, "nginx_lb_node_selector": {"a": "b"}})],
+         "nginx_lb_host_ports maps client ports (http, grpc, as TLS settings enable them)"),
+        (["-e", "nginx_lb_namespace_pod_security=open"],
+         "value of nginx_lb_namespace_pod_security must be one of: restricted, baseline, privileged, got: open"),
+        (["-e", '{"nginx_lb_http_allowed_paths": ["/v2/repository/.*"]}'], 'not allowed: ["/v2/repository/.*"]'),
+        (["-e", '{"nginx_lb_http_allowed_paths": []}'], "nginx_lb_http_allowed_paths must list paths"),
+        (["-e", '{"nginx_lb_grpc_allowed_methods": ["ModelInfer"]}'], "nginx_lb_grpc_allowed_methods must list full gRPC method names"),
+        (["-e", '{"nginx_lb_tls_protocols": ["TLSv1"]}'], "nginx_lb_tls_protocols must list TLSv1.2 and/or TLSv1.3"),
+        (["-e", "nginx_lb_tls_secret=Bad_Name"], "nginx_lb_tls_secret: 'Bad_Name' is not an RFC 1123 DNS subdomain"),
+        (["-e", "nginx_lb_tls_secret=t", "-e", "nginx_lb_grpcs_port=9113"],
+         "nginx_lb_https_port, nginx_lb_grpcs_port, nginx_lb_status_port, nginx_lb_metrics_port must be distinct ports"),
+        (["-e", '{"nginx_lb_network_policy_client_peers": [{"ipblock": {"cidr": "10.0.0.0/8"}}]}'],
+         'The NetworkPolicy needs nginx_lb_network_policy_client_peers (got [{"ipblock": {"cidr": "10.0.0.0/8"}}])'),
+        (["-e", '{"nginx_lb_network_policy_usage_report_cidrs": ["anywhere"]}'], 'nginx_lb_network_policy_usage_report_cidrs to list CIDR blocks'),
+        (["-e", "nginx_lb_network_policy_prometheus_namespace=Monitoring"], "nginx_lb_network_policy_prometheus_namespace: 'Monitoring' is not"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[str], message: str) -> None:
@@ -434,7 +677,7 @@ def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[
 def test_apply_mode_sends_the_objects_and_secrets_without_logging_them(tmp_path: Path) -> None:
     # the fake API server has no prometheus-operator CRDs and no controllers: no monitor, no readiness wait
     # a fresh cluster: the role creates the namespace before the Secrets and the Deployment
-    extra = [*PLUS, "-e", "nginx_lb_monitor_kind=none", "-e", "k8s_objects_wait=false", "-e", "nginx_lb_create_namespace=true"]
+    extra = [*PLUS_ROOT, "-e", "nginx_lb_monitor_kind=none", "-e", "k8s_objects_wait=false"]
     with FakeKube() as kube:
         extra += ["-e", f"gpu_ops_kubeconfig={kube.kubeconfig_path}"]
         first = render(tmp_path / "unused", *extra, verbose=True, mode="apply")
@@ -442,19 +685,23 @@ def test_apply_mode_sends_the_objects_and_secrets_without_logging_them(tmp_path:
         assert not (tmp_path / "unused").exists()
         patches = [r for r in kube.requests if r.method == "PATCH"]
         assert {r.content_type for r in patches} == {"application/apply-patch+yaml"}
-        ns = kube.get_object("v1", "Namespace", "triton")
+        ns = kube.get_object("v1", "Namespace", "nginx-lb")
         assert ns is not None
         assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"  # the root-master Plus image
-        lic = kube.get_object("v1", "Secret", "nginx-lb-license", "triton")
+        assert kube.get_object("v1", "Namespace", "triton") is None  # Triton's is role triton's to create and label
+        lic = kube.get_object("v1", "Secret", "nginx-lb-license", "nginx-lb")
         assert lic is not None
         assert base64.b64decode(lic["data"]["license.jwt"]).decode() == LICENCE
-        assert kube.get_object("v1", "Secret", "nginx-lb-registry", "triton") is not None
-        dep = kube.get_object("apps/v1", "Deployment", "nginx-lb", "triton")
+        assert kube.get_object("v1", "Secret", "nginx-lb-registry", "nginx-lb") is not None
+        dep = kube.get_object("apps/v1", "Deployment", "nginx-lb", "nginx-lb")
         assert dep is not None
         assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "nginx-lb-registry"}]
         for kind, name in (("ConfigMap", "nginx-lb-config"), ("Service", "nginx-lb"), ("Service", "nginx-lb-status")):
-            assert kube.get_object("v1", kind, name, "triton") is not None, (kind, name)
-        assert kube.get_object("policy/v1", "PodDisruptionBudget", "nginx-lb", "triton") is not None
+            assert kube.get_object("v1", kind, name, "nginx-lb") is not None, (kind, name)
+        assert kube.get_object("policy/v1", "PodDisruptionBudget", "nginx-lb", "nginx-lb") is not None
+        assert kube.get_object("networking.k8s.io/v1", "NetworkPolicy", "nginx-lb", "nginx-lb") is not None
+        # the pods the Deployment's ReplicaSet would create pass the namespace's Pod Security admission
+        assert kube.pod_security_refusals() == []
         log = first.stdout + first.stderr
         assert LICENCE not in log
         assert REGISTRY_PASSWORD not in log

@@ -11,11 +11,14 @@ rendered text and failing when one is absent (so a template change cannot silent
     with nginx_server(conf, prefix, ready_url="http://127.0.0.1:41002/healthz") as nginx:
         nginx.stub_status()
 
-Test equipment only: nothing here ships in a role.
+``write_test_pki`` makes a throw-away CA and server certificate for the TLS tests (what a kubernetes.io/tls Secret
+would hold). Test equipment only: nothing here ships in a role.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import os
 import re
 import shutil
@@ -27,9 +30,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping
+from typing import Dict, Iterator, List, Mapping, Sequence
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .processes import stop_process_group
 
@@ -50,12 +57,13 @@ def version() -> str:
 def localize(conf: str, prefix: Path, replacements: Mapping[str, str]) -> str:
     """The rendered ``conf`` with each key of ``replacements`` replaced (each must occur), ``/tmp/`` paths moved
     under ``prefix`` and the logs written to ``prefix/access.log`` and ``prefix/error.log``."""
-    text = conf
-    for old, new in {**replacements, "/tmp/": f"{prefix}/", "/dev/stdout": f"{prefix}/access.log", "/dev/stderr": f"{prefix}/error.log"}.items():
-        if old not in text:
+    mapping = {**replacements, "/tmp/": f"{prefix}/", "/dev/stdout": f"{prefix}/access.log", "/dev/stderr": f"{prefix}/error.log"}
+    for old in mapping:
+        if old not in conf:
             raise AssertionError(f"{old!r} does not occur in the rendered nginx.conf")
-        text = text.replace(old, new)
-    return text
+    # one pass, longest first: a replacement's result (a path under /tmp, say) is never replaced again
+    pattern = re.compile("|".join(re.escape(old) for old in sorted(mapping, key=len, reverse=True)))
+    return pattern.sub(lambda match: mapping[match.group(0)], conf)
 
 
 def check_config(conf: str, prefix: Path) -> subprocess.CompletedProcess[str]:
@@ -144,6 +152,57 @@ def nginx_server(conf: str, prefix: Path, *, ready_url: str) -> Iterator[NginxPr
         server.stop()
         with contextlib.suppress(Exception):
             proc.wait(timeout=1)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A throw-away CA and a server certificate it signed, as PEM files (the server's key unencrypted)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def write_test_pki(directory: Path, *, dns_names: Sequence[str] = ("localhost",), ip_addresses: Sequence[str] = ("127.0.0.1",),
+                   valid_s: int = 3600) -> Pki:
+    """A CA (``ca.crt``) and a server certificate for ``dns_names`` and ``ip_addresses`` (``tls.crt``: the leaf and the
+    CA, the chain a kubernetes.io/tls Secret's tls.crt holds; ``tls.key``), EC P-256, valid ``valid_s`` seconds."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("gpu-ops test CA")).issuer_name(name("gpu-ops test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(seconds=valid_s))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                                     decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt_names: List[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    leaf = (
+        x509.CertificateBuilder().subject_name(name(dns_names[0] if dns_names else ip_addresses[0])).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(seconds=valid_s))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    pki = Pki(ca=directory / "ca.crt", cert=directory / "tls.crt", key=directory / "tls.key")
+    pki.ca.write_bytes(ca.public_bytes(pem))
+    pki.cert.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    pki.key.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pki.key.chmod(0o600)
+    return pki
 
 
 def render_role_config(workdir: Path, *extra: str, root: Path = REPO_ROOT) -> str:

@@ -282,6 +282,117 @@ def test_lb_direct_url_and_failures() -> None:
     assert out["errors"]["lb"] == 'load balancer (http://lb:8000): inference on model echo returned no outputs: {"outputs": []}'
 
 
+SVC_PATH = ("GET", "/api/v1/namespaces/triton/services/nginx-lb")
+
+
+def service(kind: str, ingress: Optional[List[Dict[str, Any]]] = None, external_ips: Optional[List[str]] = None) -> Dict[str, Any]:
+    """A Service as the API server returns it: node ports allocated for NodePort and LoadBalancer (allocateLoadBalancerNodePorts
+    defaults to true), status.loadBalancer empty until a provider writes ingress."""
+    node = kind in ("NodePort", "LoadBalancer")
+    spec: Dict[str, Any] = {"type": kind, "clusterIP": "10.96.12.7", "ports": [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", **({"nodePort": 31080} if node else {})},
+        {"name": "grpc", "port": 8001, "targetPort": "grpc", "protocol": "TCP", **({"nodePort": 31081} if node else {})},
+    ]}
+    if external_ips:
+        spec["externalIPs"] = external_ips
+    return {"kind": "Service", "metadata": {"name": "nginx-lb", "namespace": "triton"}, "spec": spec,
+            "status": {"loadBalancer": {"ingress": ingress} if ingress is not None else {}}}
+
+
+ADDRESS_ONLY = {"check_custom_metrics": False, "check_hpa": False, "check_lb_address": True}
+
+
+def test_lb_address_pending_fails_naming_the_service_and_is_waited_for() -> None:
+    answers = {SVC_PATH: [(200, service("LoadBalancer")), (200, service("LoadBalancer", ingress=[]))]}
+    slept: List[float] = []
+    out = Verifier(Scripted(answers), params(**ADDRESS_ONLY, retries=1, delay=5)).run(sleep=slept.append)
+    assert out["checks"] == ["lb_address"]
+    assert (out["attempts"], slept) == (2, [5.0])  # a provider may still assign it: waited for, bounded
+    assert out["errors"]["lb_address"].startswith(
+        "Service triton/nginx-lb is of type LoadBalancer, but no load-balancer provider has assigned it an external address "
+        "(status.loadBalancer.ingress is empty: kubectl shows EXTERNAL-IP <pending>)")
+    assert "MetalLB" in out["errors"]["lb_address"]
+    assert out["reports"]["lb_address"]["external"] == []
+    assert failure_message(out["errors"], 2).splitlines()[1].startswith("load balancer address: Service triton/nginx-lb is of type LoadBalancer")
+
+
+@pytest.mark.parametrize(
+    ("svc", "external"),
+    [
+        (service("LoadBalancer", ingress=[{"ip": "10.0.20.10", "ipMode": "VIP"}]), ["10.0.20.10"]),
+        (service("LoadBalancer", ingress=[{"hostname": "lb-123.elb.example"}]), ["lb-123.elb.example"]),
+        (service("LoadBalancer", external_ips=["192.0.2.7"]), ["192.0.2.7"]),  # kubectl: not <pending> either
+        (service("LoadBalancer", ingress=[{"ip": "10.0.20.10"}], external_ips=["10.0.20.10", "192.0.2.7"]), ["10.0.20.10", "192.0.2.7"]),
+    ],
+)
+def test_lb_address_reported_when_assigned(svc: Dict[str, Any], external: List[str]) -> None:
+    out = Verifier(Scripted({SVC_PATH: (200, svc)}), params(**ADDRESS_ONLY)).run()
+    assert out["errors"] == {}
+    report = out["reports"]["lb_address"]
+    assert report["external"] == external
+    assert report["type"] == "LoadBalancer"
+    assert report["ports"] == [{"name": "http", "port": 8000, "node_port": 31080}, {"name": "grpc", "port": 8001, "node_port": 31081}]
+
+
+def test_lb_address_node_ports_and_cluster_ip_pass() -> None:
+    out = Verifier(Scripted({SVC_PATH: (200, service("NodePort"))}), params(**ADDRESS_ONLY)).run()
+    assert out["errors"] == {}
+    assert out["reports"]["lb_address"] == {
+        "service": "triton/nginx-lb", "type": "NodePort", "cluster_ip": "10.96.12.7", "external": [],
+        "ports": [{"name": "http", "port": 8000, "node_port": 31080}, {"name": "grpc", "port": 8001, "node_port": 31081}],
+    }
+    out = Verifier(Scripted({SVC_PATH: (200, service("ClusterIP"))}), params(**ADDRESS_ONLY)).run()
+    assert out["errors"] == {}
+    assert [p["node_port"] for p in out["reports"]["lb_address"]["ports"]] == [None, None]
+
+
+def test_lb_address_missing_service_is_not_waited_for_and_other_namespace() -> None:
+    not_found = (404, {"kind": "Status", "reason": "NotFound", "message": 'services "nginx-lb" not found'})
+    slept: List[float] = []
+    t = Scripted({("GET", "/api/v1/namespaces/edge-lb/services/nginx-lb"): not_found})
+    out = Verifier(t, params(**ADDRESS_ONLY, lb_namespace="edge-lb", retries=3, delay=5)).run(sleep=slept.append)
+    assert (out["attempts"], slept) == (1, [])
+    assert out["errors"] == {"lb_address": "Service edge-lb/nginx-lb not found (is the load balancer deployed? playbooks/load_balancer.yml)"}
+    forbidden = (403, {"kind": "Status", "reason": "Forbidden", "message": 'services "nginx-lb" is forbidden: User "v" cannot get resource "services"'})
+    out = Verifier(Scripted({SVC_PATH: forbidden}), params(**ADDRESS_ONLY)).run()
+    assert out["errors"]["lb_address"] == ('reading Service triton/nginx-lb: 403 Forbidden: services "nginx-lb" is forbidden: '
+                                           'User "v" cannot get resource "services"')
+
+
+def test_lb_address_is_off_unless_asked() -> None:
+    # callers that predate it (three checks) do not get it
+    out = Verifier(Scripted(stack()), params(check_lb=False)).run()
+    assert out["checks"] == ["custom_metrics", "hpa"]
+    assert "lb_address" not in out["reports"]
+
+
+def test_lb_refusing_the_repository_index_asks_for_the_model_and_is_not_waited_for() -> None:
+    refused = (403, {"error": "forbidden by the load balancer: it passes only inference, model metadata and health endpoints to Triton"})
+    slept: List[float] = []
+    t = Scripted({("POST", f"{PROXY}/v2/repository/index"): refused})
+    out = Verifier(t, params(check_custom_metrics=False, check_hpa=False, check_lb=True, retries=4, delay=2)).run(sleep=slept.append)
+    assert (out["attempts"], slept) == (1, [])
+    assert out["errors"] == {"lb": (
+        'load balancer (service proxy triton/nginx-lb:http): POST /v2/repository/index answered 403: {"error": "forbidden by the load '
+        'balancer: it passes only inference, model metadata and health endpoints to Triton"}; the model repository is not served to '
+        "clients, so name the model to infer on (option model; gpu_ops_verify_serving_model in playbooks/verify.yml)")}
+    # with the model named, the index is not asked at all
+    t = Scripted(lb_answers(PROXY, (200, {"outputs": [{"name": "OUTPUT0", "data": [0.0]}]})))
+    t.answers[("POST", f"{PROXY}/v2/repository/index")] = [refused]
+    out = Verifier(t, params(check_custom_metrics=False, check_hpa=False, check_lb=True, model="echo")).run()
+    assert out["errors"] == {}
+    assert [c[1] for c in t.calls] == [f"{PROXY}/v2/models/echo", f"{PROXY}/v2/models/echo/infer"]
+
+
+def test_lb_through_the_service_proxy_over_tls() -> None:
+    prefix = "/api/v1/namespaces/triton/services/https:nginx-lb:https/proxy"
+    t = Scripted(lb_answers(prefix, (200, {"outputs": [{"name": "OUTPUT0", "data": [0.0]}]})))
+    out = Verifier(t, params(check_custom_metrics=False, check_hpa=False, check_lb=True, lb_port="https", lb_scheme="https", model="echo")).run()
+    assert out["errors"] == {}
+    assert out["reports"]["lb"]["via"] == "service proxy triton/https:nginx-lb:https"
+    assert {c[1].rsplit("/v2/", 1)[0] for c in t.calls} == {prefix}
+
+
 def test_retries_repeat_only_failing_checks_and_are_bounded() -> None:
     answers = stack()
     answers[HPA_PATH] = [(200, hpa(active=None)), (200, hpa())]
