@@ -5,13 +5,16 @@
 cluster, no network): every object is valid for each Kubernetes version in KUBE_VERSIONS (strict), the
 PodMonitor, PrometheusRule and KEDA ScaledObject against their CRDs' schemas; none of the seed article's
 defects is there; names and intervals agree across roles by construction; bad input fails before anything is
-written."""
+written. The secrets (Grafana's admin password, Triton's restricted-API key) come as the vault_* variables the example
+inventory reads; they land in the 0600 Secrets of <render_dir>/*_secrets only, and in no other file or log line."""
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +49,10 @@ ADAPTER_KEYS = {
 }
 KEDA_KEYS = {"crds", "rbac"}
 EXISTING_PROMETHEUS = "http://prometheus-operated.observability.svc:9090"
+# What a vaulted group_vars/k8s_control/vault.yml gives the example inventory (tests only: no real secret)
+GRAFANA_PASSWORD = "render-test-grafana-Pa55"
+TRITON_KEY = "render-test-triton-key-0123456789"
+VAULT = ["-e", f"vault_grafana_admin_password={GRAFANA_PASSWORD}", "-e", f"vault_triton_restricted_api_key={TRITON_KEY}"]
 DEPRECATED_TRITON_FLAGS = ("--strict-model-config", "--model-store", "--tensorflow-version", "--allow-soft-placement", "--strict-readiness=false")
 
 
@@ -58,14 +65,14 @@ def _offline_prefix() -> List[str]:
     return []
 
 
-def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def render(out: Path, *extra: str, vault: bool = True, playbook: str = "playbooks/serving.yml") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
     argv = [
-        *_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx",
+        *_offline_prefix(), str(BIN / "ansible-playbook"), playbook, "-i", "inventories/dgx",
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
         # the k8s_control host of the example inventory is reached locally: render mode only writes files
-        "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", *extra,
+        "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", *(VAULT if vault else []), *extra,
     ]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -82,11 +89,15 @@ def objects(out: Path) -> Dict[str, Dict[str, Any]]:
     return found
 
 
+ADAPTER_LOG: List[str] = []
+
+
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("serving-adapter") / "out"
     proc = render(out)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    ADAPTER_LOG.append(proc.stdout + proc.stderr)
     return out
 
 
@@ -106,12 +117,17 @@ def test_objects_per_role(adapter: Path, keda: Path) -> None:
         "autoscaling/HorizontalPodAutoscaler/triton",
         "custom_metrics/PrometheusRule/triton-queue-time",
         "monitoring/Namespace/monitoring",
+        "monitoring_secrets/Secret/kube-prometheus-stack-grafana-admin",
         "triton/Deployment/triton",
         "triton/Namespace/triton",
+        "triton/NetworkPolicy/triton-default-deny",
+        "triton/NetworkPolicy/triton-egress",
+        "triton/NetworkPolicy/triton-ingress",
         "triton/PodDisruptionBudget/triton",
         "triton/PodMonitor/triton",
         "triton/Service/triton",
         "triton/Service/triton-headless",
+        "triton_secrets/Secret/triton-restricted-api",
     ]
     assert sorted(objects(keda)) == [
         "autoscaling/ScaledObject/triton",  # KEDA owns the HPA: none of ours
@@ -119,13 +135,20 @@ def test_objects_per_role(adapter: Path, keda: Path) -> None:
         "custom_metrics/PrometheusRule/triton-queue-time",
         "triton/Deployment/triton",
         "triton/Namespace/triton",
+        "triton/NetworkPolicy/triton-default-deny",
+        "triton/NetworkPolicy/triton-egress",
+        "triton/NetworkPolicy/triton-ingress",
         "triton/PersistentVolume/triton-triton-models",
         "triton/PersistentVolumeClaim/triton-models",
         "triton/PodDisruptionBudget/triton",
         "triton/PodMonitor/triton",
         "triton/Service/triton",
         "triton/Service/triton-headless",
+        "triton_secrets/Secret/triton-restricted-api",
     ]
+    # the NetworkPolicies are applied before the pods exist; the Secrets are components of their own
+    names = sorted(p.name for p in (adapter / "triton").glob("*.yaml"))
+    assert names.index("02-networkpolicy-triton-default-deny.yaml") < names.index("05-deployment-triton.yaml")
 
 
 def test_every_object_is_valid_for_each_kubernetes_version(adapter: Path, keda: Path) -> None:
@@ -155,6 +178,7 @@ def test_none_of_the_seed_defects(adapter: Path) -> None:
     args = container["args"]
     assert args[0] == "--model-repository=/models"
     assert "--allow-gpu-metrics=false" in args
+    assert "--model-control-mode=none" in args
     assert not any(a.startswith(DEPRECATED_TRITON_FLAGS) for a in args), args
     assert not any("cd " in part for part in [*container["command"], *args])
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
@@ -240,6 +264,119 @@ def test_helm_values_use_chart_keys_only(adapter: Path, keda: Path) -> None:
     assert {(r["chart"], r["version"]) for r in index} == {("keda", "2.17.0")}
 
 
+def test_secrets_stay_in_their_secrets(adapter: Path) -> None:
+    """Grafana's password and Triton's key are in their 0600 Secrets only: in no other file (the Helm values, the
+    Deployment) and in no line of the run's output."""
+    objs = objects(adapter)
+    grafana = objs["monitoring_secrets/Secret/kube-prometheus-stack-grafana-admin"]
+    assert grafana["metadata"]["namespace"] == "monitoring"
+    assert {k: base64.b64decode(v).decode() for k, v in grafana["data"].items()} == {"admin-user": "admin", "admin-password": GRAFANA_PASSWORD}
+    key = objs["triton_secrets/Secret/triton-restricted-api"]
+    assert {k: base64.b64decode(v).decode() for k, v in key["data"].items()} == {"key": TRITON_KEY}
+    secret_files = set((adapter / "monitoring_secrets").glob("*.yaml")) | set((adapter / "triton_secrets").glob("*.yaml"))
+    assert len(secret_files) == 2
+    for path in secret_files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
+    forms = [GRAFANA_PASSWORD, TRITON_KEY] + [base64.b64encode(v.encode()).decode() for v in (GRAFANA_PASSWORD, TRITON_KEY)]
+    for path in adapter.rglob("*"):
+        if path.is_file() and path not in secret_files:
+            text = path.read_text()
+            assert not [f for f in forms if f in text], path
+    (log,) = ADAPTER_LOG
+    assert not [f for f in forms if f in log], "a secret was logged"
+
+
+def test_grafana_reads_its_admin_secret(adapter: Path) -> None:
+    """kube-prometheus-stack 67.8.0 pins the grafana chart 8.8.x: with grafana.admin.existingSecret set, its
+    templates/secret.yaml creates no Secret of its own (so adminPassword, prom-operator in kube-prometheus-stack's
+    values, is never used) and templates/_pod.tpl reads GF_SECURITY_ADMIN_USER/PASSWORD from that Secret's userKey and
+    passwordKey entries."""
+    kps = yaml.safe_load((adapter / "monitoring/kube-prometheus-stack.values.yaml").read_text())
+    assert kps["grafana"] == {"enabled": True, "admin": {"existingSecret": "kube-prometheus-stack-grafana-admin",
+                                                         "userKey": "admin-user", "passwordKey": "admin-password"}}
+    secret = objects(adapter)["monitoring_secrets/Secret/kube-prometheus-stack-grafana-admin"]
+    assert set(secret["data"]) == {kps["grafana"]["admin"]["userKey"], kps["grafana"]["admin"]["passwordKey"]}
+
+
+def test_grafana_from_an_existing_secret(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = render(out, "--tags", "monitoring", "-e", "monitoring_grafana_admin_existing_secret=grafana-admin-sealed",
+                  "-e", "monitoring_grafana_admin_password_key=password", vault=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert not (out / "monitoring_secrets").exists()
+    kps = yaml.safe_load((out / "monitoring/kube-prometheus-stack.values.yaml").read_text())
+    assert kps["grafana"]["admin"] == {"existingSecret": "grafana-admin-sealed", "userKey": "admin-user", "passwordKey": "password"}
+
+
+def test_triton_network_policies(adapter: Path, keda: Path) -> None:
+    """Default deny for the Triton pods; HTTP/gRPC from the load balancer's pods, metrics from Prometheus' pods, DNS
+    out (an NFS or PVC repository is mounted by the kubelet, outside the pod's network)."""
+    for out in (adapter, keda):
+        objs = objects(out)
+        selector = objs["triton/Deployment/triton"]["spec"]["selector"]["matchLabels"]
+        deny = objs["triton/NetworkPolicy/triton-default-deny"]["spec"]
+        assert deny == {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress", "Egress"]}
+        ingress = objs["triton/NetworkPolicy/triton-ingress"]["spec"]
+        assert ingress["podSelector"]["matchLabels"] == selector
+        assert ingress["ingress"] == [
+            {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "triton"}},
+                       "podSelector": {"matchLabels": {"app.kubernetes.io/name": "nginx-lb"}}}],
+             "ports": [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 8001}]},
+            {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                       "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus",
+                                                       "operator.prometheus.io/name": "kube-prometheus-stack-prometheus"}}}],
+             "ports": [{"protocol": "TCP", "port": 8002}]},
+        ]
+        egress = objs["triton/NetworkPolicy/triton-egress"]["spec"]
+        assert egress["policyTypes"] == ["Egress"]
+        assert egress["egress"] == [
+            {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        ]
+    # the ports of the policy are the pod's
+    container = objects(adapter)["triton/Deployment/triton"]["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+def test_prometheus_peer_is_the_charts_prometheus(adapter: Path, tmp_path: Path) -> None:
+    """The Prometheus Operator labels the pods of a Prometheus object app.kubernetes.io/name=prometheus and
+    operator.prometheus.io/name=<its name>; kube-prometheus-stack names it "<fullname>-prometheus" (its _helpers.tpl
+    kube-prometheus-stack.prometheus.crname, fullname = fullnameOverride truncated to 26 characters) and selects its
+    pods by exactly these two labels in templates/prometheus/service.yaml."""
+    kps = yaml.safe_load((adapter / "monitoring/kube-prometheus-stack.values.yaml").read_text())
+    crname = kps["fullnameOverride"][:26].removesuffix("-") + "-prometheus"
+    (_lb, prometheus) = objects(adapter)["triton/NetworkPolicy/triton-ingress"]["spec"]["ingress"]
+    assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": crname}
+    # a release name longer than 26 characters: cut to 26 (prometheus-stack-for-gpus-), then one trailing "-" trimmed
+    out = tmp_path / "long-release"
+    proc = render(out, "--tags", "triton", "-e", "monitoring_release_name=prometheus-stack-for-gpus-fleet")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    (_lb, prometheus) = objects(out)["triton/NetworkPolicy/triton-ingress"]["spec"]["ingress"]
+    assert prometheus["from"][0]["podSelector"]["matchLabels"]["operator.prometheus.io/name"] == "prometheus-stack-for-gpus-prometheus"
+
+
+def test_load_balancer_peer_is_the_load_balancers_pods(adapter: Path, tmp_path: Path) -> None:
+    """The Triton pods admit the pods role nginx_lb renders, in the namespace it renders them in."""
+    out = tmp_path / "lb"
+    proc = render(out, playbook="playbooks/load_balancer.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    lb = objects(out)["nginx_lb/Deployment/nginx-lb"]
+    (peer,) = objects(adapter)["triton/NetworkPolicy/triton-ingress"]["spec"]["ingress"][0]["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": lb["metadata"]["namespace"]}
+    assert peer["podSelector"]["matchLabels"].items() <= lb["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_network_policies_off_removes_them(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert render(out, "--tags", "triton").returncode == 0
+    assert len(list((out / "triton").glob("*-networkpolicy-*.yaml"))) == 3
+    proc = render(out, "--tags", "triton", "-e", "triton_network_policies=false")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert not list((out / "triton").glob("*-networkpolicy-*.yaml"))
+
+
 def test_keda_backend_uses_the_same_series(keda: Path) -> None:
     objs = objects(keda)
     scaled = objs["autoscaling/ScaledObject/triton"]["spec"]
@@ -269,13 +406,17 @@ def test_triton_alone_object_store_fixed_replicas(tmp_path: Path) -> None:
     proc = render(out, "--tags", "triton", "-e", "triton_model_source=object_store", "-e", "triton_model_url=s3://models-bucket/triton",
                   "-e", "triton_model_credentials_secret=triton-s3", "-e", "triton_replicas_managed_by_autoscaler=false", "-e", "triton_replicas=3")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["helm-releases.yaml", "triton"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["helm-releases.yaml", "triton", "triton_secrets"]
     deploy = objects(out)["triton/Deployment/triton"]
     assert deploy["spec"]["replicas"] == 3
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
     assert container["args"][0] == "--model-repository=s3://models-bucket/triton"
     assert container["envFrom"] == [{"secretRef": {"name": "triton-s3"}}]
     assert not any(m["name"] == "models" for m in container["volumeMounts"])
+    # Triton reads the store itself: DNS and the store's port may leave the pod
+    egress = objects(out)["triton/NetworkPolicy/triton-egress"]["spec"]["egress"]
+    assert egress[1] == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    assert len(egress) == 2
 
 
 def test_rerender_changes_nothing(adapter: Path) -> None:
@@ -298,6 +439,13 @@ BAD_INPUT = [
     (["triton_model_source=nfs"], "triton_model_source must be nfs (with triton_model_nfs_server"),
     (["monitoring_chart_version=67.8"], "monitoring_chart_version must be an exact chart version such as 67.8.0, not '67.8'"),
     (["custom_metrics_adapter_chart_version=latest"], "custom_metrics_adapter_chart_version must be an exact chart version"),
+    (["monitoring_grafana_admin_password="], "monitoring_grafana_admin_password is empty: Grafana is installed"),
+    (["monitoring_grafana_admin_password=prom-operator"], "monitoring_grafana_admin_password is kube-prometheus-stack's published default"),
+    (['{"monitoring_extra_values": {"grafana": {"adminPassword": "hunter2-hunter2"}}}'], "monitoring_extra_values sets grafana's admin credentials"),
+    (["triton_restricted_api_key="], "triton_restricted_api_key is empty"),
+    (['{"triton_network_policy_prometheus_pod_labels": {}}'], "triton_network_policy_prometheus_pod_labels must be a non-empty mapping"),
+    (["triton_model_source=object_store", "triton_model_url=s3://https://minio.example.internal:9000/models"],
+     "triton_network_policy_object_store_ports [443] lacks port 9000 of triton_model_url"),
 ]
 
 

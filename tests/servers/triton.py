@@ -11,10 +11,18 @@ venv of Debian's ``/usr/bin/python3`` (3.11) under ``build/triton-venv`` (see ..
     with triton_server(repo) as triton:
         ...  # http://{triton.host}:{triton.http_port}/v2/..., metrics on triton.metrics_port
 
+or with the arguments of a rendered Deployment's container, as the kubelet hands them to the container (its
+environment resolved from the rendered Secrets, ``$(VAR)`` substituted):
+
+    env = container_env(container, secrets)
+    with triton_server_args([kube_expand(a, env) for a in container["args"]], log_dir) as triton:
+        ...
+
 Test equipment only: nothing here ships in a role.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import importlib
@@ -28,7 +36,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .processes import PORT_ATTEMPTS, PortTaken, port_taken, start_retrying_port, stop_process_group
 
@@ -201,15 +209,114 @@ def _start_triton(repo: Path, venv: Path, host: str, ports: List[int], extra_arg
         "--exit-timeout-secs=5",
         *extra_args,
     ]
+    return _spawn(argv, venv, host, ports, repo.parent / f"tritonserver-{host}-{ports[0]}.log")
+
+
+def _spawn(argv: List[str], venv: Path, host: str, ports: Sequence[int], log: Path) -> TritonProcess:
+    """Start ``argv`` (a tritonserver command line) in a session of its own, output to ``log``."""
+    site = _site_tritonserver(venv)
     env = dict(os.environ)
     env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     env["LD_LIBRARY_PATH"] = f"{LIBPYTHON_DIR}:{site / 'external_libs'}" if (site / "external_libs").is_dir() else str(LIBPYTHON_DIR)
     env.pop("PYTHONPATH", None)
     env.pop("PYTHONHOME", None)
-    log = repo.parent / f"tritonserver-{host}-{ports[0]}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     return TritonProcess(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid, log=log, argv=argv, proc=proc)
+
+
+# --- a rendered Deployment's container, as the kubelet starts it -----------------------------------------
+
+
+def kube_expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' substitution of ``$(VAR)`` in a container's command, args and env values (the rules documented on
+    core/v1 Container.args and EnvVar.value, implemented in kubernetes/kubernetes
+    third_party/forked/golang/expansion/expand.go, whose test table tests/integration/test_triton_restricted_api.py
+    replays): ``$(NAME)`` becomes the variable's value when it is defined and stays as written when not, ``$$``
+    becomes ``$``, any other ``$`` (a shell-style ``$NAME``, ``${NAME}``, an unclosed ``$(``) stays as written, and
+    a substituted value is not expanded again."""
+    out: List[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] != "$" or i + 1 == n:
+            out.append(text[i])
+            i += 1
+        elif text[i + 1] == "$":  # escaped operator
+            out.append("$")
+            i += 2
+        elif text[i + 1] == "(":
+            close = text.find(")", i + 2)
+            if close < 0:  # an incomplete reference: kept, and scanning goes on after "$("
+                out.append("$(")
+                i += 2
+            else:
+                name = text[i + 2:close]
+                out.append(env.get(name, f"$({name})"))
+                i = close + 1
+        else:  # an operator that opens no reference
+            out.append(text[i:i + 2])
+            i += 2
+    return "".join(out)
+
+
+def _secret_value(secrets: Sequence[Mapping[str, Any]], namespace: str, name: str, key: str) -> Optional[str]:
+    for secret in secrets:
+        meta = secret.get("metadata", {})
+        if secret.get("kind") == "Secret" and meta.get("name") == name and meta.get("namespace", namespace) == namespace:
+            if key in (secret.get("stringData") or {}):
+                return str(secret["stringData"][key])
+            if key in (secret.get("data") or {}):
+                return base64.b64decode(secret["data"][key]).decode()
+            return None
+    return None
+
+
+def container_env(container: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]], namespace: str = "") -> Dict[str, str]:
+    """The environment the kubelet gives ``container`` (its ``env`` list; the Deployment sets enableServiceLinks false):
+    ``value`` expanded against the variables defined before it, ``valueFrom.secretKeyRef`` read from ``secrets`` (the
+    rendered Secret objects, ``data`` base64 or ``stringData``). A missing Secret or key that is not ``optional`` is
+    the kubelet's CreateContainerConfigError: raised here as a LookupError."""
+    env: Dict[str, str] = {}
+    for var in container.get("env") or []:
+        if "value" in var or "valueFrom" not in var:
+            env[var["name"]] = kube_expand(str(var.get("value", "")), env)
+            continue
+        ref = var["valueFrom"].get("secretKeyRef")
+        if ref is None:
+            raise NotImplementedError(f"env {var['name']}: only value and valueFrom.secretKeyRef are modelled, got {var['valueFrom']}")
+        found = _secret_value(secrets, namespace, ref["name"], ref["key"])
+        if found is None:
+            if ref.get("optional"):
+                continue
+            raise LookupError(f"env {var['name']}: secret \"{ref['name']}\" or its key \"{ref['key']}\" not found (CreateContainerConfigError)")
+        env[var["name"]] = found
+    return env
+
+
+def _arg_port(args: Sequence[str], flag: str) -> int:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{flag}=")]
+    if not values:
+        raise ValueError(f"the arguments set no {flag}=: {list(args)}")
+    return int(values[-1])  # getopt: the last one counts
+
+
+@contextlib.contextmanager
+def triton_server_args(args: Sequence[str], log_dir: Path, *, host: str = "127.0.0.1") -> Iterator[TritonProcess]:
+    """Start tritonserver with exactly ``args`` (a rendered container's args, ``$(VAR)`` already substituted), plus only
+    what the NGC image has built in and this machine lacks: the backend directory of the wheel, and listening on
+    ``host`` alone instead of every address. The ports come from ``args``. Waits for /v2/health/ready and stops it by
+    PID on exit; PortTaken when a port is held by another process (the caller picks others)."""
+    venv = ensure_triton_venv()
+    site = _site_tritonserver(venv)
+    ports = [_arg_port(args, f) for f in ("--http-port", "--grpc-port", "--metrics-port")]
+    argv = [str(site / "bin" / "tritonserver"), *args, f"--backend-directory={site / 'backends'}",
+            f"--http-address={host}", f"--grpc-address={host}", f"--metrics-address={host}"]
+    server = _spawn(argv, venv, host, ports, log_dir / f"tritonserver-{host}-{ports[0]}.log")
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        server.stop()
 
 
 def _wait_ready(server: TritonProcess) -> None:
