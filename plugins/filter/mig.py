@@ -78,8 +78,8 @@ def mig_cluster_expected(nodes: Any, strategy: Any = "mixed") -> Dict[str, Dict[
 
 
 @_named("mig_cluster_compare")
-def mig_cluster_compare(k8s_nodes: Any, expected: Any = None, strategy: Any = "mixed") -> Dict[str, Any]:
-    result = compare_nodes(k8s_nodes, expected, strategy)
+def mig_cluster_compare(k8s_nodes: Any, expected: Any = None, strategy: Any = "mixed", nfd: Any = None) -> Dict[str, Any]:
+    result = compare_nodes(k8s_nodes, expected, strategy, nfd)
     result["table"] = report_table(result)
     return result
 

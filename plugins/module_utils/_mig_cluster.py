@@ -8,6 +8,12 @@ Not a public API; may change without notice.
 Expectations come from the same planner as everything else (``_mig_plan.plan`` + ``resources``); the
 comparison reads Kubernetes Node objects as the API returns them (``status.allocatable`` and the labels
 GPU feature discovery sets) and never re-derives a count.
+
+GPU feature discovery (GFD) never labels a node itself: it hands its labels to Node Feature Discovery (NFD), as a
+feature file for nfd-worker or as a NodeFeature object (``nfd.k8s-sigs.io/v1alpha1``), and nfd-master writes them
+onto the Node (NVIDIA/k8s-device-plugin ``internal/lm/output.go``; NFD ``docs/usage/custom-resources.md``). A node
+whose allocatable resources are right but that carries none of GFD's labels therefore points at NFD, and the
+comparison says so.
 """
 from __future__ import annotations
 
@@ -25,6 +31,15 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan impo
 _MIG_RESOURCE = re.compile(r"^nvidia\.com/mig-(?P<profile>.+)$")
 _MIG_COUNT_LABEL = re.compile(r"^nvidia\.com/mig-(?P<profile>.+)\.count$")
 GPU_RESOURCE = "nvidia.com/gpu"
+# Labels only GFD publishes, whatever the MIG strategy (NVIDIA/k8s-device-plugin internal/lm: the timestamp, machine,
+# CUDA driver and GPU product labellers; tests/e2e/gpu-feature-discovery_test.go lists them). One of them on a node
+# shows GFD's labels do reach it, so missing MIG counts are then not an NFD problem.
+_GFD_LABEL = re.compile(
+    r"^nvidia\.com/(gfd\.timestamp|gpu\.(product|count|memory|family|machine)|cuda\.driver\.major|mig\.(strategy|capable)"
+    r"|mig-.+\.count)$"
+)
+# The CRD GFD and nfd-worker write NodeFeature objects through (NFD >= 0.14; always served since 0.17).
+NFD_CRD = "nodefeatures.nfd.k8s-sigs.io"
 
 
 def _brief(value: Any) -> str:
@@ -142,27 +157,33 @@ def _check_inputs(k8s_nodes: Any, expected: Any) -> Tuple[Dict[str, Mapping[str,
     return by_name, want
 
 
-def compare_nodes(k8s_nodes: Any, expected: Any, strategy: str = "mixed") -> Dict[str, Any]:
+def compare_nodes(k8s_nodes: Any, expected: Any, strategy: str = "mixed", nfd: Any = None) -> Dict[str, Any]:
     """Compare each expected node with the cluster.
 
-    Returns ``{ok, mismatches, stale, missing_nodes, checked}``. A mismatch is
+    Returns ``{ok, mismatches, stale, missing_nodes, checked, gfd_labels_missing, hint}``. A mismatch is
     ``{node, resource, source (allocatable|label), expected, actual}``; ``actual`` is None when the
     resource or label is absent. A resource type the layout does not yield is *stale*: reported, and a
     mismatch too when it still advertises a non-zero count (expected 0).
     With ``single``, GFD publishes ``nvidia.com/gpu.count`` for the number of GPUs, not MIG devices, so
-    only allocatable is compared. Input of the wrong shape raises MigPlanError naming it.
+    only allocatable is compared.
+    ``gfd_labels_missing``: the nodes whose allocatable resources are right but that carry none of GFD's labels;
+    ``hint`` then says so and names NFD, using ``nfd`` (what the cluster runs of NFD, see :func:`nfd_summary`)
+    when given. Input of the wrong shape raises MigPlanError naming it.
     """
     _check_strategy(strategy)
     by_name, expected_ = _check_inputs(k8s_nodes, expected)
+    nfd_ = _check_nfd(nfd)
     mismatches: List[Dict[str, Any]] = []
     stale: List[Dict[str, Any]] = []
     missing: List[str] = []
+    gfd_missing: List[str] = []
     for name in sorted(expected_):
         want = expected_[name]
         node = by_name.get(name)
         if node is None:
             missing.append(name)
             continue
+        first = len(mismatches)
         view = node_view(node, strategy)
         sources = ("allocatable",) if strategy == "single" else ("allocatable", "labels")
         for source in sources:
@@ -185,13 +206,81 @@ def compare_nodes(k8s_nodes: Any, expected: Any, strategy: str = "mixed") -> Dic
                 stale.append({"node": name, "resource": resource, "source": source.rstrip("s"), "actual": have[resource]})
                 if have[resource]:
                     mismatches.append({"node": name, "resource": resource, "source": source.rstrip("s"), "expected": 0, "actual": have[resource]})
+        if _lacks_gfd_labels(node, mismatches[first:]):
+            gfd_missing.append(name)
     return {
         "ok": not mismatches and not missing,
         "mismatches": mismatches,
         "stale": stale,
         "missing_nodes": missing,
         "checked": sorted(n for n in expected_ if n not in missing),
+        "gfd_labels_missing": gfd_missing,
+        "hint": gfd_hint(gfd_missing, nfd_) if gfd_missing else "",
     }
+
+
+def _lacks_gfd_labels(node: Mapping[str, Any], node_mismatches: List[Dict[str, Any]]) -> bool:
+    """True when every mismatch of this node is a GFD count label that is absent, and the node carries no label GFD
+    publishes at all: the device plugin did its part, GFD's labels never arrived."""
+    if not node_mismatches or any(m["source"] != "label" or m["actual"] is not None for m in node_mismatches):
+        return False
+    labels = _mapping(node.get("metadata"), "Node metadata").get("labels") or {}
+    return not any(isinstance(key, str) and _GFD_LABEL.match(key) for key in labels)
+
+
+def _names(value: Any, what: str) -> List[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MigPlanError(f"nfd: {what} must be a list of strings (where each runs), not {_brief(value)}")
+    return list(value)
+
+
+def _check_nfd(nfd: Any) -> Optional[Dict[str, Any]]:
+    """``None``, or ``{crd: bool, masters: [str], workers: [str]}`` (masters/workers: where each runs, e.g.
+    ``Deployment gpu-operator/gpu-operator-node-feature-discovery-master``)."""
+    if nfd is None:
+        return None
+    if not isinstance(nfd, Mapping):
+        raise MigPlanError(f"nfd must be a mapping {{crd, masters, workers}} (what the cluster runs of NFD), not {_brief(nfd)}")
+    unknown = sorted(str(k) for k in nfd if k not in ("crd", "masters", "workers"))
+    if unknown:
+        raise MigPlanError(f"nfd: unknown key(s) {', '.join(unknown)}; it takes crd, masters and workers")
+    crd = nfd.get("crd", False)
+    if not isinstance(crd, bool):
+        raise MigPlanError(f"nfd: crd must be true or false (whether the CRD {NFD_CRD} exists), not {_brief(crd)}")
+    return {"crd": crd, "masters": _names(nfd.get("masters"), "masters"), "workers": _names(nfd.get("workers"), "workers")}
+
+
+def nfd_summary(nfd: Mapping[str, Any]) -> str:
+    """What runs of NFD, in one sentence, for messages."""
+    crd = f"the CRD {NFD_CRD} {'exists' if nfd['crd'] else 'does not exist'}"
+    if nfd["masters"]:
+        return f"nfd-master runs ({'; '.join(nfd['masters'])}) and {crd}"
+    workers = f", nfd-worker runs without one ({'; '.join(nfd['workers'])})" if nfd["workers"] else ""
+    return f"no nfd-master runs in any namespace{workers} and {crd}"
+
+
+def gfd_hint(nodes: List[str], nfd: Optional[Mapping[str, Any]]) -> str:
+    """The explanation for nodes that advertise their MIG resources but lack GFD's labels."""
+    head = (
+        f"GPU feature discovery's labels (nvidia.com/mig-<profile>.count, nvidia.com/gfd.timestamp, ...) are missing on "
+        f"{', '.join(nodes)}, whose allocatable MIG resources are right: GFD's labels reach a node only through Node Feature "
+        f"Discovery (NFD), whose nfd-master writes them from GFD's NodeFeature objects."
+    )
+    if nfd is None:
+        return f"{head} Is NFD running (CRD {NFD_CRD}, an nfd-master Deployment)?"
+    if not nfd["masters"]:
+        why = " (a CRD left behind by an uninstalled NFD: Helm never deletes CRDs)" if nfd["crd"] else ""
+        return (
+            f"{head} NFD is not running: {nfd_summary(nfd)}{why}. Set gpu_plugins_nfd_enabled: auto (or true) so the "
+            f"device plugin chart deploys NFD, or install NFD."
+        )
+    return (
+        f"{head} NFD: {nfd_summary(nfd)}. Check that nfd-master is ready and that its configuration lets GFD's labels "
+        f"through: the nvidia.com label namespace not in denyLabelNs, GFD's NodeFeature objects not excluded by "
+        f"restrictions.nodeFeatureNamespaceSelector or restrictions.denyNodeFeatureLabels."
+    )
 
 
 def report_table(result: Mapping[str, Any]) -> str:

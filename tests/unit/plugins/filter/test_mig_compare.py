@@ -43,3 +43,30 @@ def test_bad_input_is_named() -> None:
         FILTERS["mig_compare"]({"not": "a plan"}, [])
     with pytest.raises(AnsibleFilterError, match="mig_compare: malformed plan or GPU list"):
         FILTERS["mig_compare"]([{"index": 0}], [{"index": 0}])
+
+
+# mig_cluster_compare: a node that advertises its MIG resources but none of GFD's labels (GFD's labels reach a node only
+# through Node Feature Discovery: NVIDIA/k8s-device-plugin internal/lm/output.go) gets a hint naming NFD.
+def _node(labels: Dict[str, str]) -> Dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "dgx-h200-01", "labels": {"kubernetes.io/hostname": "dgx-h200-01", **labels}},
+            "status": {"allocatable": {"cpu": "224", "nvidia.com/mig-1g.18gb": "56"}}}
+
+
+def test_cluster_compare_names_nfd_when_gfd_labels_are_missing() -> None:
+    expected = {"dgx-h200-01": {"nvidia.com/mig-1g.18gb": 56}}
+    nfd = {"crd": False, "masters": [], "workers": []}
+    result = FILTERS["mig_cluster_compare"]([_node({})], expected, "mixed", nfd)
+    assert result["ok"] is False
+    assert result["gfd_labels_missing"] == ["dgx-h200-01"]
+    assert "dgx-h200-01  nvidia.com/mig-1g.18gb  label   56        absent" in result["table"]
+    assert "NFD is not running: no nfd-master runs in any namespace and the CRD nodefeatures.nfd.k8s-sigs.io does not exist" in result["hint"]
+    assert "gpu_plugins_nfd_enabled: auto" in result["hint"]
+    # once nfd-master has written GFD's labels the node is in its layout and there is nothing to explain
+    labelled = _node({"nvidia.com/mig-1g.18gb.count": "56", "nvidia.com/mig.strategy": "mixed"})
+    assert FILTERS["mig_cluster_compare"]([labelled], expected, "mixed", nfd) | {"table": ""} == {
+        "ok": True, "mismatches": [], "stale": [], "missing_nodes": [], "checked": ["dgx-h200-01"], "gfd_labels_missing": [], "hint": "", "table": ""}
+
+
+def test_cluster_compare_bad_nfd_is_named() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"^mig_cluster_compare: nfd: crd must be true or false"):
+        FILTERS["mig_cluster_compare"]([_node({})], {"dgx-h200-01": {"nvidia.com/mig-1g.18gb": 56}}, "mixed", {"crd": "no"})

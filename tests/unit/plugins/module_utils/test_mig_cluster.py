@@ -3,11 +3,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Optional
 
 import pytest
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_cluster import (
+    NFD_CRD,
     compare_nodes,
     expected_resources,
     node_view,
@@ -82,7 +84,7 @@ def test_unknown_strategy() -> None:
 def test_matching_node_is_ok() -> None:
     node = k8s_node("dgx-1", {"nvidia.com/mig-1g.5gb": "56"}, {"nvidia.com/mig-1g.5gb.count": "56", "nvidia.com/mig-1g.5gb.memory": "4864"})
     result = compare_nodes([node], {"dgx-1": {"nvidia.com/mig-1g.5gb": 56}})
-    assert result == {"ok": True, "mismatches": [], "stale": [], "missing_nodes": [], "checked": ["dgx-1"]}
+    assert result == {"ok": True, "mismatches": [], "stale": [], "missing_nodes": [], "checked": ["dgx-1"], "gfd_labels_missing": [], "hint": ""}
 
 
 def test_wrong_count_and_missing_label() -> None:
@@ -150,3 +152,91 @@ def test_single_strategy_compares_allocatable_only() -> None:
 def test_node_view_ignores_other_resources_and_bad_values() -> None:
     node = k8s_node("n", {"nvidia.com/mig-1g.5gb": "7", "example.com/foo": "3", "nvidia.com/mig-2g.10gb": "lots"})
     assert node_view(node, "mixed") == {"allocatable": {"nvidia.com/mig-1g.5gb": 7}, "labels": {}}
+
+
+# --- GFD's labels missing: the message names Node Feature Discovery ------------------------------------------------
+# GFD hands its labels to NFD (a feature file or a NodeFeature object); only nfd-master writes them onto the Node
+# (NVIDIA/k8s-device-plugin internal/lm/output.go). Without NFD the device plugin's allocatable resources appear and
+# GFD's labels never do.
+BALANCED = {"nvidia.com/mig-1g.5gb": 16, "nvidia.com/mig-2g.10gb": 8, "nvidia.com/mig-3g.20gb": 8}
+GFD_LABELS = {"nvidia.com/gfd.timestamp": "1764892800", "nvidia.com/gpu.product": "A100-SXM4-40GB", "nvidia.com/mig.strategy": "mixed"}
+
+
+def balanced_node(name: str, labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    return k8s_node(name, {k: str(v) for k, v in BALANCED.items()}, labels)
+
+
+def test_allocatable_right_and_no_gfd_label_names_nfd() -> None:
+    result = compare_nodes([balanced_node("dgx-2"), balanced_node("dgx-1")], {"dgx-1": BALANCED, "dgx-2": BALANCED})
+    assert result["ok"] is False
+    assert result["gfd_labels_missing"] == ["dgx-1", "dgx-2"]
+    assert {(m["source"], m["actual"]) for m in result["mismatches"]} == {("label", None)}
+    hint = result["hint"]
+    assert hint.startswith("GPU feature discovery's labels (nvidia.com/mig-<profile>.count, nvidia.com/gfd.timestamp, ...) are missing on dgx-1, dgx-2")
+    assert "only through Node Feature Discovery (NFD)" in hint
+    assert hint.endswith(f"Is NFD running (CRD {NFD_CRD}, an nfd-master Deployment)?")
+
+
+@pytest.mark.parametrize(
+    ("nfd", "says"),
+    [
+        (
+            {"crd": False, "masters": [], "workers": []},
+            f"NFD is not running: no nfd-master runs in any namespace and the CRD {NFD_CRD} does not exist. "
+            "Set gpu_plugins_nfd_enabled: auto (or true) so the device plugin chart deploys NFD, or install NFD.",
+        ),
+        (
+            {"crd": True, "masters": [], "workers": ["DaemonSet nfd/nfd-worker"]},
+            f"NFD is not running: no nfd-master runs in any namespace, nfd-worker runs without one (DaemonSet nfd/nfd-worker) "
+            f"and the CRD {NFD_CRD} exists (a CRD left behind by an uninstalled NFD: Helm never deletes CRDs).",
+        ),
+        (
+            {"crd": True, "masters": ["Deployment gpu-operator/gpu-operator-node-feature-discovery-master"], "workers": []},
+            f"NFD: nfd-master runs (Deployment gpu-operator/gpu-operator-node-feature-discovery-master) and the CRD {NFD_CRD} "
+            "exists. Check that nfd-master is ready and that its configuration lets GFD's labels through",
+        ),
+    ],
+)
+def test_hint_says_what_runs_of_nfd(nfd: Dict[str, Any], says: str) -> None:
+    result = compare_nodes([balanced_node("dgx-1")], {"dgx-1": BALANCED}, "mixed", nfd)
+    assert result["gfd_labels_missing"] == ["dgx-1"]
+    assert says in result["hint"]
+    assert report_table(result).splitlines()[1] == "dgx-1  nvidia.com/mig-1g.5gb   label   16        absent"
+
+
+@pytest.mark.parametrize(
+    ("node", "why"),
+    [
+        (balanced_node("dgx-1", GFD_LABELS), "GFD's labels reach the node (its MIG strategy or layout is the problem, not NFD)"),
+        (balanced_node("dgx-1", {"nvidia.com/mig-1g.5gb.count": "16"}), "some count labels arrived"),
+        (k8s_node("dgx-1", {"nvidia.com/mig-1g.5gb": "16"}), "allocatable is wrong too: the device plugin is behind"),
+        (balanced_node("dgx-1", {"nvidia.com/mig-1g.5gb.count": "7", "nvidia.com/mig-2g.10gb.count": "8",
+                                 "nvidia.com/mig-3g.20gb.count": "8"}), "a count label is wrong, not absent"),
+    ],
+)
+def test_no_nfd_hint_when_gfd_labels_arrive_or_allocatable_is_wrong(node: Dict[str, Any], why: str) -> None:
+    result = compare_nodes([node], {"dgx-1": BALANCED}, "mixed", {"crd": False, "masters": [], "workers": []})
+    assert result["ok"] is False, why
+    assert result["gfd_labels_missing"] == [], why
+    assert result["hint"] == "", why
+
+
+def test_no_nfd_hint_under_single_or_when_all_is_well() -> None:
+    node = k8s_node("dgx-1", {"nvidia.com/gpu": "56"})  # single: labels are not compared, so none are missing
+    assert compare_nodes([node], {"dgx-1": {"nvidia.com/gpu": 56}}, "single")["gfd_labels_missing"] == []
+    counts = {f"{k}.count": str(v) for k, v in BALANCED.items()}
+    assert compare_nodes([balanced_node("dgx-1", counts)], {"dgx-1": BALANCED})["hint"] == ""
+
+
+@pytest.mark.parametrize(
+    ("nfd", "message"),
+    [
+        ("yes", "nfd must be a mapping {crd, masters, workers}"),
+        ({"crd": "yes"}, f"nfd: crd must be true or false (whether the CRD {NFD_CRD} exists), not 'yes'"),
+        ({"crd": True, "masters": "nfd-master"}, "nfd: masters must be a list of strings"),
+        ({"crd": True, "master": []}, "nfd: unknown key(s) master; it takes crd, masters and workers"),
+    ],
+)
+def test_bad_nfd_argument_is_named(nfd: Any, message: str) -> None:
+    with pytest.raises(MigPlanError, match=re.escape(message)):
+        compare_nodes([balanced_node("dgx-1")], {"dgx-1": BALANCED}, "mixed", nfd)
