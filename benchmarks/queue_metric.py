@@ -43,9 +43,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 if TYPE_CHECKING:
     from tests.servers.prometheus import PrometheusProcess, pod_monitor_job, prometheus_server
     from tests.servers.triton import Completed, Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
+    from tests.vault_vars import VAULT_ARGS
 else:
     from servers.prometheus import PrometheusProcess, pod_monitor_job, prometheus_server
     from servers.triton import Completed, Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
+    from vault_vars import VAULT_ARGS
 
 NAMESPACE = "triton"
 PODS = ("triton-7c9d8b6f5-x2k4p", "triton-7c9d8b6f5-m8q3z")
@@ -65,8 +67,8 @@ def render_rule_and_monitor(workdir: Path) -> Tuple[Dict[str, Any], Dict[str, An
     out = workdir / "render"
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0", HOME=str(workdir))
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", "--tags", "triton,custom_metrics",
-            "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}", "-e", "ansible_connection=local",
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", *VAULT_ARGS,
+            "--tags", "triton,custom_metrics", "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}", "-e", "ansible_connection=local",
             "-e", f"ansible_python_interpreter={sys.executable}"]
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:

@@ -289,11 +289,11 @@ class JobHost:
                                     start_new_session=True)
             self._proc = proc
         try:
-            out, _ = proc.communicate(timeout=timeout_s)
+            out = proc.communicate(timeout=timeout_s)[0]
             timed_out = False
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate(timeout=30)
+            out = proc.communicate(timeout=30)[0]
             timed_out = True
         finally:
             with self._lock:

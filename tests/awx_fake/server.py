@@ -949,7 +949,8 @@ class FakeAWX:
             if high is not None and len(value) > high:
                 errors.append(f"'{var}' value {value} is too large (must be no more than {high}).")
         elif kind in ("integer", "float"):
-            numeric = type(value) is int or (kind == "float" and type(value) is float)
+            # AWX's survey validation compares type() exactly: a bool (an int subclass) is no integer there
+            numeric = type(value) in ((int, float) if kind == "float" else (int,))
             if not numeric:
                 return [f"Value {value} for '{var}' expected to be " + ("an integer." if kind == "integer" else "a numeric type.")]
             low, high = bound("min"), bound("max")

@@ -28,8 +28,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.kube_fake.server import FakeKube
+    from tests.vault_vars import VAULT_ARGS
 else:
     from kube_fake.server import FakeKube
+    from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -84,7 +86,7 @@ def inventory(tmp_path: Path, kubeconfig: str, **control_vars: Any) -> Path:
 def playbook(tmp_path: Path, argv: List[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    return subprocess.run([str(BIN / "ansible-playbook"), *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run([str(BIN / "ansible-playbook"), *argv, *VAULT_ARGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_apply_path_sends_the_rendered_objects_with_server_side_apply(kube: Any, tmp_path: Path) -> None:

@@ -12,10 +12,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.vault_vars import VAULT_ARGS
+else:
+    from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -53,7 +59,7 @@ def test_bad_input_fails_before_anything_changes(case: Dict[str, Any], tmp_path:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="0",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    proc = subprocess.run([str(BIN / "ansible-playbook"), case["playbook"], "-i", inventory, *args], cwd=ROOT, env=env,
+    proc = subprocess.run([str(BIN / "ansible-playbook"), case["playbook"], "-i", inventory, *VAULT_ARGS, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"{case['input']}: exited 0\n{out[-3000:]}"

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from tests.servers.ports import common_free_ports
     from tests.servers.prometheus import pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import ensure_triton_venv, service_time, triton_server, write_model_repository
+    from tests.vault_vars import VAULT_ARGS
 else:
     from kube_fake.metrics import MetricsAdapter
     from kube_fake.server import PODS as POD_RESOURCE
@@ -60,6 +61,7 @@ else:
     from servers.ports import common_free_ports
     from servers.prometheus import pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import ensure_triton_venv, service_time, triton_server, write_model_repository
+    from vault_vars import VAULT_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,7 @@ METRIC = "avg_time_queue_us"
 PODS = {"triton-7c9d8b6f5-x2k4p": "127.0.0.11", "triton-7c9d8b6f5-m8q3z": "127.0.0.12"}
 UNSCRAPED_POD = "triton-7c9d8b6f5-q4w9n"
 FQDN = "triton-headless.triton.svc.cluster.local"
+LB_EXTERNAL_IP = "10.0.20.10"  # the LB Service's external address (see the bed)
 ADAPTER_APISERVICE = {  # what the prometheus-adapter chart creates (roles/custom_metrics/README.md)
     "apiVersion": "apiregistration.k8s.io/v1",
     "kind": "APIService",
@@ -94,7 +97,7 @@ def run_playbook(home: Path, argv: List[str], timeout: int = 300) -> subprocess.
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(home), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
     env.pop("K8S_AUTH_KUBECONFIG", None)
-    return subprocess.run([str(BIN / "ansible-playbook"), *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run([str(BIN / "ansible-playbook"), *argv, *VAULT_ARGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def write_inventory(work: Path, kubeconfig: Path) -> Path:
@@ -180,10 +183,14 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         nginx = stack.enter_context(nginx_server(conf, prefix, ready_url=f"http://127.0.0.1:{lb_status}/healthz"))
 
         kube = stack.enter_context(FakeKube())
+        # the LB Service is of type LoadBalancer (inventories/dgx): serving_verify needs an external address on it. No
+        # load-balancer provider runs here, and kube_fake keeps no Service status from a seed, so it gets one through
+        # spec.externalIPs, which kubectl's EXTERNAL-IP column (and serving_verify) count the same way
+        objects = [({**o, "spec": {**o["spec"], "externalIPs": [LB_EXTERNAL_IP]}} if o["kind"] == "Service" and o["metadata"]["name"] == "nginx-lb" else o)
+                   for o in objects]
         kube.seed([*objects, ADAPTER_APISERVICE])
-        template_labels = deployment["spec"]["template"]["metadata"]["labels"]
         for pod, ip in PODS.items():
-            kube.add_object(triton_pod(pod, ip, template_labels))
+            kube.add_object(triton_pod(pod, ip, deployment["spec"]["template"]))
         kube.metrics_adapter = MetricsAdapter(prom.url, adapter_rules)
         kube.service_backends[(NAMESPACE, "nginx-lb", "http")] = f"http://127.0.0.1:{lb_http}"
         deadline = time.monotonic() + 45  # the recording rule needs two scrapes of each pod
@@ -196,19 +203,22 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         yield Bed(work, kube, write_inventory(work, kube.kubeconfig_path), nginx, {"deployment": deployment})
 
 
-def triton_pod(name: str, ip: str, labels: Dict[str, str]) -> Dict[str, Any]:
+def triton_pod(name: str, ip: str, template: Dict[str, Any]) -> Dict[str, Any]:
+    """A pod the ReplicaSet made from the Deployment's template (kube_fake admits it as the namespace's Pod Security level says)."""
+    labels = template["metadata"]["labels"]
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {**labels, "pod-template-hash": "7c9d8b6f5"},
                      "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "triton-7c9d8b6f5", "uid": str(uuid.uuid4()),
                                           "controller": True, "blockOwnerDeletion": True}]},
-        "spec": {"nodeName": "dgx-a100-01", "containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver:24.10-py3"}]},
+        "spec": {**template["spec"], "nodeName": "dgx-a100-01"},
         "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]},
     }
 
 
 def test_pass_reports_every_pod_the_hpa_and_an_inference(bed: Bed) -> None:
-    run = bed.verify("-e", "gpu_ops_verify_serving_retries=5")
+    # the LB refuses the repository index (not on its allow-list), so the model to send an inference to is named
+    run = bed.verify("-e", "gpu_ops_verify_serving_retries=5", "-e", "gpu_ops_verify_serving_model=echo")
     assert run["rc"] == 0, run["stdout"][-5000:] + run["stderr"][-2000:]
     out = run["stdout"]
     for pod in PODS:
@@ -220,7 +230,8 @@ def test_pass_reports_every_pod_the_hpa_and_an_inference(bed: Bed) -> None:
     # the inference went through the real nginx
     assert any("/v2/models/echo/infer" in line and '" 200 ' in line for line in bed.nginx.access_lines()), bed.nginx.log_tail()
     proxied = [r for r in bed.kube.requests if r.path.startswith("/api/v1/namespaces/triton/services/nginx-lb:http/proxy/")]
-    assert [r.method for r in proxied][-3:] == ["POST", "GET", "POST"], proxied
+    assert [r.method for r in proxied][-2:] == ["GET", "POST"], proxied  # the model's metadata, then the inference
+    assert f"load balancer Service triton/nginx-lb (LoadBalancer): external {LB_EXTERNAL_IP}" in out, out[-3000:]
     hpa = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", "triton", NAMESPACE)
     assert hpa is not None
     assert hpa["status"]["currentMetrics"][0]["pods"]["metric"]["name"] == METRIC
@@ -250,7 +261,7 @@ def test_v1beta2_preferred_when_registered(bed: Bed) -> None:
 
 def test_failures_name_the_pod_the_metric_and_the_model(bed: Bed) -> None:
     """A Ready pod Prometheus does not scrape, the HPA on a wrong metric name and a failing model, in one run."""
-    bed.kube.add_object(triton_pod(UNSCRAPED_POD, "127.0.0.13", bed.rendered["deployment"]["spec"]["template"]["metadata"]["labels"]))
+    bed.kube.add_object(triton_pod(UNSCRAPED_POD, "127.0.0.13", bed.rendered["deployment"]["spec"]["template"]))
     hpa = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", "triton", NAMESPACE)
     assert hpa is not None
     wrong = json.loads(json.dumps(hpa).replace(f'"name": "{METRIC}"', '"name": "avg_time_queue_ms"'))
@@ -279,6 +290,10 @@ def test_failures_adapter_down_and_nginx_stopped(bed: Bed) -> None:
     then the same in check mode, where the play reports what it would verify without failing."""
     bed.adapter.down = True
     bed.nginx.stop()
+    # and the LB Service loses its address: what a LoadBalancer Service shows with no provider (EXTERNAL-IP <pending>)
+    services = next(r for r in RESOURCES if r.name == "services")
+    bed.kube.cluster.patch(services, NAMESPACE, "nginx-lb", "application/merge-patch+json", b'{"spec": {"externalIPs": null}}',
+                           {"fieldManager": ["e2e-test"]}, "e2e-test", False)
     try:
         run = bed.verify("-e", "gpu_ops_verify_serving_retries=0")
         # the module only reads: it runs in check mode too, once (no waiting by default), and the play reports instead of failing
@@ -293,5 +308,7 @@ def test_failures_adapter_down_and_nginx_stopped(bed: Bed) -> None:
     assert "custom metrics: APIService v1beta1.custom.metrics.k8s.io not available: FailedDiscoveryCheck: failing or missing response from" in out, out[-4000:]
     assert ("HPA: HPA triton/triton ScalingActive is False (FailedGetPodsMetric): the HPA was unable to compute the replica count: "
             f"unable to get metric {METRIC}: unable to fetch metrics from custom metrics API: the server is currently unable to handle the request") in out
+    assert ("Service triton/nginx-lb is of type LoadBalancer, but no load-balancer provider has assigned it an external address "
+            "(status.loadBalancer.ingress is empty: kubectl shows EXTERNAL-IP <pending>)") in out, out[-4000:]
     assert ("load balancer: load balancer (service proxy triton/nginx-lb:http): POST /v2/repository/index answered 503 ServiceUnavailable: "
             "error trying to reach service: dial tcp 127.0.0.1:") in out, out[-4000:]

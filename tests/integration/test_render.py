@@ -22,8 +22,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.k8s_schemas import KUBE_VERSIONS, validate_file
+    from tests.vault_vars import VAULT_ARGS
 else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys.path
     from k8s_schemas import KUBE_VERSIONS, validate_file
+    from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -56,7 +58,8 @@ def _offline_prefix() -> List[str]:
 def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", "-e", f"gpu_ops_render_dir={out}", *extra]
+    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", *VAULT_ARGS,
+            "-e", f"gpu_ops_render_dir={out}", *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -79,18 +82,24 @@ def test_render_writes_one_object_per_file_grouped_by_role(rendered: Path) -> No
         "custom_metrics/01-prometheusrule-triton-queue-time.yaml",
         "gpu_plugins/01-namespace-nvidia-device-plugin.yaml",
         "monitoring/01-namespace-monitoring.yaml",
+        "monitoring_secrets/01-secret-kube-prometheus-stack-grafana-admin.yaml",
         "nginx_lb/01-configmap-nginx-lb-config.yaml",
-        "nginx_lb/02-deployment-nginx-lb.yaml",
-        "nginx_lb/03-service-nginx-lb.yaml",
-        "nginx_lb/04-service-nginx-lb-status.yaml",
-        "nginx_lb/05-poddisruptionbudget-nginx-lb.yaml",
-        "nginx_lb/06-podmonitor-nginx-lb.yaml",
+        "nginx_lb/02-networkpolicy-nginx-lb.yaml",
+        "nginx_lb/03-deployment-nginx-lb.yaml",
+        "nginx_lb/04-service-nginx-lb.yaml",
+        "nginx_lb/05-service-nginx-lb-status.yaml",
+        "nginx_lb/06-poddisruptionbudget-nginx-lb.yaml",
+        "nginx_lb/07-podmonitor-nginx-lb.yaml",
         "triton/01-namespace-triton.yaml",
-        "triton/02-deployment-triton.yaml",
-        "triton/03-poddisruptionbudget-triton.yaml",
-        "triton/04-service-triton.yaml",
-        "triton/05-service-triton-headless.yaml",
-        "triton/06-podmonitor-triton.yaml",
+        "triton/02-networkpolicy-triton-default-deny.yaml",
+        "triton/03-networkpolicy-triton-ingress.yaml",
+        "triton/04-networkpolicy-triton-egress.yaml",
+        "triton/05-deployment-triton.yaml",
+        "triton/06-poddisruptionbudget-triton.yaml",
+        "triton/07-service-triton.yaml",
+        "triton/08-service-triton-headless.yaml",
+        "triton/09-podmonitor-triton.yaml",
+        "triton_secrets/01-secret-triton-restricted-api.yaml",
     ]
     for path in files:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -143,7 +152,8 @@ def test_helm_index_and_values(rendered: Path) -> None:
     assert set(values) <= DEVICE_PLUGIN_CHART_KEYS, set(values) - DEVICE_PLUGIN_CHART_KEYS
     assert values["migStrategy"] == "mixed"
     assert values["gfd"] == {"enabled": True}
-    assert values["nfd"] == {"enabled": False}
+    # render mode cannot look for a running NFD: gpu_plugins_nfd_enabled auto deploys it, with the NodeFeature API
+    assert values["nfd"] == {"enabled": True, "enableNodeFeatureApi": True, "master": {"config": {"extraLabelNs": ["nvidia.com"]}}}
     terms = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     keys = [t["matchExpressions"][0]["key"] for t in terms]
     # with NFD (pci-10de), with the GPU Operator's label, and without either (our node role's mig.config label)
@@ -224,7 +234,7 @@ def test_unrealisable_layout_fails_naming_node(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", str(inv_dir), "-e", f"gpu_ops_render_dir={out}"],
+        [str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", str(inv_dir), *VAULT_ARGS, "-e", f"gpu_ops_render_dir={out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode != 0

@@ -21,10 +21,16 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.vault_vars import VAULT_ARGS
+else:
+    from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -214,7 +220,7 @@ def _offline_prefix() -> List[str]:
 
 
 def render_playbook(work: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), str(ROOT / "playbooks/render.yml"), "-i", str(ROOT / "inventories/dgx"),
+    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), str(ROOT / "playbooks/render.yml"), "-i", str(ROOT / "inventories/dgx"), *VAULT_ARGS,
             "-e", "gpu_ops_render_dir=rel/out", *extra]
     return subprocess.run(argv, cwd=work, env=_env(work.parent), capture_output=True, text=True, timeout=400, check=False)
 
@@ -223,7 +229,7 @@ def test_render_playbook_owns_only_its_files_from_a_relative_dir(tmp_path: Path)
     work = tmp_path / "work"
     work.mkdir()
     out = work / "rel" / "out"
-    ok(render_playbook(work, *PLUS, "-e", "nginx_lb_create_namespace=true"))
+    ok(render_playbook(work, *PLUS, "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=nginx-lb"))
     # relative to where ansible-playbook was started, not to playbooks/
     assert (out / "mig-capacity.yaml").is_file()
     assert (out / "helm-releases.yaml").is_file()
@@ -232,8 +238,8 @@ def test_render_playbook_owns_only_its_files_from_a_relative_dir(tmp_path: Path)
     assert mode(secrets) == 0o700
     assert sorted((p.name, mode(p)) for p in secrets.iterdir()) == [
         ("01-secret-nginx-lb-license.yaml", 0o600), ("02-secret-nginx-lb-registry.yaml", 0o600)]
-    assert (out / "nginx_lb_namespace" / "01-namespace-triton.yaml").is_file()
-    assert (out / "nginx_lb" / "06-podmonitor-nginx-lb.yaml").is_file()
+    assert (out / "nginx_lb_namespace" / "01-namespace-nginx-lb.yaml").is_file()
+    assert (out / "nginx_lb" / "07-podmonitor-nginx-lb.yaml").is_file()
     assert LICENCE not in (out / RECORD).read_text()
     # the user's own files beside the manifests
     (out / "nginx_lb" / "sealedsecret-plus-registry.yaml").write_text("kind: SealedSecret\n")
@@ -242,8 +248,8 @@ def test_render_playbook_owns_only_its_files_from_a_relative_dir(tmp_path: Path)
     ok(render_playbook(work, "-e", "nginx_lb_monitor_kind=ServiceMonitor"))
     assert not secrets.exists(), "the Plus secrets must go with the Plus edition"
     assert not (out / "nginx_lb_namespace").exists()
-    assert not (out / "nginx_lb" / "06-podmonitor-nginx-lb.yaml").exists()
-    assert (out / "nginx_lb" / "06-servicemonitor-nginx-lb.yaml").is_file()
+    assert not (out / "nginx_lb" / "07-podmonitor-nginx-lb.yaml").exists()
+    assert (out / "nginx_lb" / "07-servicemonitor-nginx-lb.yaml").is_file()
     assert (out / "nginx_lb" / "sealedsecret-plus-registry.yaml").read_text() == "kind: SealedSecret\n"
     assert (out / "triton" / "kustomization.yaml").read_text() == "resources: []\n"
     assert {"nginx_lb_secrets", "nginx_lb_namespace"}.isdisjoint(record(out)["components"])

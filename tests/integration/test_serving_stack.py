@@ -35,10 +35,12 @@ if TYPE_CHECKING:
     from tests.kube_fake.metrics import adapter_query
     from tests.servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
+    from tests.vault_vars import VAULT_ARGS
 else:
     from kube_fake.metrics import adapter_query
     from servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
+    from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -88,7 +90,7 @@ def render_serving(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
     argv = [
-        str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx",
+        str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", *VAULT_ARGS,
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", *extra,
     ]

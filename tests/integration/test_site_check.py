@@ -42,9 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.fake_helm import FakeHelm
     from tests.kube_fake.server import FakeKube
+    from tests.vault_vars import VAULT_ARGS
 else:
     from fake_helm import FakeHelm
     from kube_fake.server import FakeKube
+    from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -124,7 +126,7 @@ def playbook(bed: Dict[str, Any], argv: List[str], timeout: int = 600) -> subpro
     env = dict(os.environ, PATH=f"{bed['helm'].bin_dir}:{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(bed["tmp"]),
                ANSIBLE_LOCALHOST_WARNING="0", CONTAINERS_CONF=str(CONF), ANSIBLE_FORKS="4")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(bed["inventory"]), *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(bed["inventory"]), *VAULT_ARGS, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
