@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
@@ -127,11 +128,13 @@ _RENDERED: Dict[str, Path] = {}
 def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The render of the variant named by the test's parameter, made once per variant for the whole module."""
     variant = str(request.param)
-    if variant not in _RENDERED:
-        out = tmp_path_factory.mktemp(f"admission-{variant}") / "out"
-        proc = render(out, VARIANTS[variant])
-        assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-        _RENDERED[variant] = out
+    if not _RENDERED:  # all of them at once, two at a time: the machine has two cores and ansible-playbook uses one
+        outs = {name: tmp_path_factory.mktemp(f"admission-{name}") / "out" for name in VARIANTS}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            runs = dict(zip(VARIANTS, pool.map(lambda name: render(outs[name], VARIANTS[name]), VARIANTS)))
+        for name, proc in runs.items():
+            assert proc.returncode == 0, f"{name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        _RENDERED.update(outs)
     return _RENDERED[variant]
 
 

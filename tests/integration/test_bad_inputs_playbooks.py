@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List
 
@@ -46,21 +47,44 @@ def nodes_only_inventory(tmp: Path) -> Path:
     return inventory
 
 
+class Run:
+    """One case's playbook run, and its render directory's contents before and after."""
+
+    def __init__(self, case: Dict[str, Any], work: Path) -> None:
+        render = work / "render"
+        (render / "triton").mkdir(parents=True)
+        (render / "triton" / "sealed-secret.yaml").write_text("kind: SealedSecret  # the user's own\n")
+        self.before = snapshot(render)
+        inventory = case.get("inventory", "inventories/dgx")
+        if inventory == "NODES_ONLY":
+            inventory = str(nodes_only_inventory(work))
+        args = [str(a).replace("RENDER", str(render)) for a in case["args"]]
+        env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(work), ANSIBLE_LOCALHOST_WARNING="0",
+                   ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+        env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+        self.proc = subprocess.run([str(BIN / "ansible-playbook"), case["playbook"], "-i", inventory, *VAULT_ARGS, *args], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, timeout=300, check=False)
+        self.after = snapshot(render)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Run]:
+    """Every case run once, in a directory of its own, two at a time (two cores; ansible-playbook uses one)."""
+    base = tmp_path_factory.mktemp("bad-playbooks")
+
+    def one(case: Dict[str, Any]) -> Run:
+        work = base / case["id"]
+        work.mkdir()
+        return Run(case, work)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip((c["id"] for c in CASES), pool.map(one, CASES)))
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_bad_input_fails_before_anything_changes(case: Dict[str, Any], tmp_path: Path) -> None:
-    render = tmp_path / "render"
-    (render / "triton").mkdir(parents=True)
-    (render / "triton" / "sealed-secret.yaml").write_text("kind: SealedSecret  # the user's own\n")
-    before = snapshot(render)
-    inventory = case.get("inventory", "inventories/dgx")
-    if inventory == "NODES_ONLY":
-        inventory = str(nodes_only_inventory(tmp_path))
-    args = [str(a).replace("RENDER", str(render)) for a in case["args"]]
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="0",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    proc = subprocess.run([str(BIN / "ansible-playbook"), case["playbook"], "-i", inventory, *VAULT_ARGS, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+def test_bad_input_fails_before_anything_changes(case: Dict[str, Any], runs: Dict[str, Run]) -> None:
+    run = runs[case["id"]]
+    proc = run.proc
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"{case['input']}: exited 0\n{out[-3000:]}"
     assert case["message"] in out, out[-4000:]
@@ -71,4 +95,4 @@ def test_bad_input_fails_before_anything_changes(case: Dict[str, Any], tmp_path:
     stage_plays = [p for p in plays if not p.startswith(("Validate", "Remember"))]
     assert stage_plays == [], f"stage plays started: {stage_plays}"
     if case.get("render_untouched"):
-        assert snapshot(render) == before
+        assert run.after == run.before

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
@@ -148,12 +149,16 @@ class Rendered:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Rendered]:
+    outs = {name: tmp_path_factory.mktemp(f"render-{name}") / "out" for name in VARIANTS}
+
+    def one(name: str) -> Tuple[str, subprocess.CompletedProcess[str]]:
+        return name, render(outs[name], *VARIANTS[name], verbose=name.startswith("plus"))
+
     results: Dict[str, Rendered] = {}
-    for name, extra in VARIANTS.items():
-        out = tmp_path_factory.mktemp(f"render-{name}") / "out"
-        proc = render(out, *extra, verbose=name.startswith("plus"))
-        assert proc.returncode == 0, f"{name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
-        results[name] = Rendered(out, proc.stdout + proc.stderr)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two cores; each ansible-playbook uses one
+        for name, proc in pool.map(one, VARIANTS):
+            assert proc.returncode == 0, f"{name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+            results[name] = Rendered(outs[name], proc.stdout + proc.stderr)
     return results
 
 
@@ -616,56 +621,73 @@ def test_tls_servers(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
 # --- bad input ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["-e", "nginx_lb_edition=enterprise"], "value of nginx_lb_edition must be one of: oss, plus, got: enterprise"),
-        (["-e", "nginx_lb_edition=plus"],
-         "missing: nginx_lb_plus_license_jwt, nginx_lb_plus_registry_username, nginx_lb_plus_registry_password"),
-        (["-e", "nginx_lb_edition=plus", "-e", "vault_nginx_plus_license_jwt=x.y.z"],
-         "missing: nginx_lb_plus_registry_username, nginx_lb_plus_registry_password"),
-        ([*PLUS, "-e", "vault_nginx_plus_license_jwt= "], "missing: nginx_lb_plus_license_jwt"),
-        ([*PLUS, "-e", "nginx_lb_plus_image="], "missing: nginx_lb_plus_image"),
-        ([*PLUS, "-e", "nginx_lb_plus_api_write=true"], "nginx_lb_plus_api_write is true: set nginx_lb_plus_api_htpasswd"),
-        (["-e", '{"nginx_lb_resolvers": []}'], "nginx_lb_resolvers must list the cluster DNS"),
-        (["-e", '{"nginx_lb_resolvers": [""]}'], "nginx_lb_resolvers must list the cluster DNS"),
-        (["-e", "nginx_lb_resolver_valid=soon"], "nginx_lb_resolver_valid: 'soon' is not an nginx time"),
-        (["-e", "nginx_lb_oss_version=latest"], "nginx_lb_oss_version must be the nginx version of nginx_lb_oss_image, such as 1.28.0, not 'latest'"),
-        (["-e", "nginx_lb_grpc_port=8000"], "must be distinct ports"),
-        (["-e", '{"nginx_lb_status_allow": ["all"]}'], "nginx_lb_status_allow: 'all' admits every address"),
-        (["-e", "nginx_lb_monitor_kind=Probe"], "value of nginx_lb_monitor_kind must be one of: PodMonitor, ServiceMonitor, none, got: Probe"),
-        # issue 14: the root-master Plus image and host ports only in a namespace the role creates with their level
-        ([*PLUS, "-e", "nginx_lb_plus_unprivileged=false"],
-         "The root-master NGINX Plus image (nginx_lb_plus_unprivileged: false), which adds CHOWN, SETGID and SETUID and runs as root, "
-         "needs Pod Security 'baseline', but namespace 'triton' enforces 'restricted'"),
-        ([*PLUS, "-e", "nginx_lb_plus_unprivileged=false", "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=nginx-lb"],
-         "needs Pod Security 'baseline', but namespace 'nginx-lb' enforces 'restricted' (nginx_lb_namespace_pod_security)"),
-        (["-e", "nginx_lb_create_namespace=true"],
-         "nginx_lb_create_namespace is true, but nginx_lb_namespace 'triton' is Triton's namespace (nginx_lb_upstream_namespace)"),
-        (["-e", json.dumps({k: v for k, v in HOST_PORTS.items() if k != "nginx_lb_network_policy_client_peers"}), "-e", "nginx_lb_tls_secret=t"],
-         "Host ports (nginx_lb_host_ports), which baseline forbids, need Pod Security 'privileged'"),
-        (["-e", json.dumps({"nginx_lb_host_ports": {"http": 80}})], "and needs nginx_lb_node_selector naming the dedicated nodes"),
-        (["-e", json.dumps({"nginx_lb_host_ports": {"https": 443}, "nginx_lb_node_selector": {"a": "b"}})],
-         "nginx_lb_host_ports maps client ports (http, grpc, as TLS settings enable them)"),
-        (["-e", "nginx_lb_namespace_pod_security=open"],
-         "value of nginx_lb_namespace_pod_security must be one of: restricted, baseline, privileged, got: open"),
-        (["-e", '{"nginx_lb_http_allowed_paths": ["/v2/repository/.*"]}'], 'not allowed: ["/v2/repository/.*"]'),
-        (["-e", '{"nginx_lb_http_allowed_paths": []}'], "nginx_lb_http_allowed_paths must list paths"),
-        (["-e", '{"nginx_lb_grpc_allowed_methods": ["ModelInfer"]}'], "nginx_lb_grpc_allowed_methods must list full gRPC method names"),
-        (["-e", '{"nginx_lb_tls_protocols": ["TLSv1"]}'], "nginx_lb_tls_protocols must list TLSv1.2 and/or TLSv1.3"),
-        (["-e", "nginx_lb_tls_secret=Bad_Name"], "nginx_lb_tls_secret: 'Bad_Name' is not an RFC 1123 DNS subdomain"),
-        (["-e", "nginx_lb_tls_secret=t", "-e", "nginx_lb_grpcs_port=9113"],
-         "nginx_lb_https_port, nginx_lb_grpcs_port, nginx_lb_status_port, nginx_lb_metrics_port must be distinct ports"),
-        (["-e", '{"nginx_lb_network_policy_client_peers": [{"ipblock": {"cidr": "10.0.0.0/8"}}]}'],
-         'The NetworkPolicy needs nginx_lb_network_policy_client_peers (got [{"ipblock": {"cidr": "10.0.0.0/8"}}])'),
-        (["-e", '{"nginx_lb_network_policy_usage_report_cidrs": ["anywhere"]}'], 'nginx_lb_network_policy_usage_report_cidrs to list CIDR blocks'),
-        (["-e", "nginx_lb_network_policy_prometheus_namespace=Monitoring"], "nginx_lb_network_policy_prometheus_namespace: 'Monitoring' is not"),
-    ],
-)
-def test_bad_input_fails_before_anything_is_written(tmp_path: Path, extra: List[str], message: str) -> None:
-    out = tmp_path / "out"
-    proc = render(out, *extra)
-    assert proc.returncode != 0
+# (extra arguments, what the failure must say); run two at a time by the bad_runs fixture (the machine has two cores
+# and ansible-playbook uses one)
+BAD_INPUTS: List[Tuple[List[str], str]] = [
+    (["-e", "nginx_lb_edition=enterprise"], "value of nginx_lb_edition must be one of: oss, plus, got: enterprise"),
+    (["-e", "nginx_lb_edition=plus"],
+     "missing: nginx_lb_plus_license_jwt, nginx_lb_plus_registry_username, nginx_lb_plus_registry_password"),
+    (["-e", "nginx_lb_edition=plus", "-e", "vault_nginx_plus_license_jwt=x.y.z"],
+     "missing: nginx_lb_plus_registry_username, nginx_lb_plus_registry_password"),
+    ([*PLUS, "-e", "vault_nginx_plus_license_jwt= "], "missing: nginx_lb_plus_license_jwt"),
+    ([*PLUS, "-e", "nginx_lb_plus_image="], "missing: nginx_lb_plus_image"),
+    ([*PLUS, "-e", "nginx_lb_plus_api_write=true"], "nginx_lb_plus_api_write is true: set nginx_lb_plus_api_htpasswd"),
+    (["-e", '{"nginx_lb_resolvers": []}'], "nginx_lb_resolvers must list the cluster DNS"),
+    (["-e", '{"nginx_lb_resolvers": [""]}'], "nginx_lb_resolvers must list the cluster DNS"),
+    (["-e", "nginx_lb_resolver_valid=soon"], "nginx_lb_resolver_valid: 'soon' is not an nginx time"),
+    (["-e", "nginx_lb_oss_version=latest"], "nginx_lb_oss_version must be the nginx version of nginx_lb_oss_image, such as 1.28.0, not 'latest'"),
+    (["-e", "nginx_lb_grpc_port=8000"], "must be distinct ports"),
+    (["-e", '{"nginx_lb_status_allow": ["all"]}'], "nginx_lb_status_allow: 'all' admits every address"),
+    (["-e", "nginx_lb_monitor_kind=Probe"], "value of nginx_lb_monitor_kind must be one of: PodMonitor, ServiceMonitor, none, got: Probe"),
+    # issue 14: the root-master Plus image and host ports only in a namespace the role creates with their level
+    ([*PLUS, "-e", "nginx_lb_plus_unprivileged=false"],
+     "The root-master NGINX Plus image (nginx_lb_plus_unprivileged: false), which adds CHOWN, SETGID and SETUID and runs as root, "
+     "needs Pod Security 'baseline', but namespace 'triton' enforces 'restricted'"),
+    ([*PLUS, "-e", "nginx_lb_plus_unprivileged=false", "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=nginx-lb"],
+     "needs Pod Security 'baseline', but namespace 'nginx-lb' enforces 'restricted' (nginx_lb_namespace_pod_security)"),
+    (["-e", "nginx_lb_create_namespace=true"],
+     "nginx_lb_create_namespace is true, but nginx_lb_namespace 'triton' is Triton's namespace (nginx_lb_upstream_namespace)"),
+    (["-e", json.dumps({k: v for k, v in HOST_PORTS.items() if k != "nginx_lb_network_policy_client_peers"}), "-e", "nginx_lb_tls_secret=t"],
+     "Host ports (nginx_lb_host_ports), which baseline forbids, need Pod Security 'privileged'"),
+    (["-e", json.dumps({"nginx_lb_host_ports": {"http": 80}})], "and needs nginx_lb_node_selector naming the dedicated nodes"),
+    (["-e", json.dumps({"nginx_lb_host_ports": {"https": 443}, "nginx_lb_node_selector": {"a": "b"}})],
+     "nginx_lb_host_ports maps client ports (http, grpc, as TLS settings enable them)"),
+    (["-e", "nginx_lb_namespace_pod_security=open"],
+     "value of nginx_lb_namespace_pod_security must be one of: restricted, baseline, privileged, got: open"),
+    (["-e", '{"nginx_lb_http_allowed_paths": ["/v2/repository/.*"]}'], 'not allowed: ["/v2/repository/.*"]'),
+    (["-e", '{"nginx_lb_http_allowed_paths": []}'], "nginx_lb_http_allowed_paths must list paths"),
+    (["-e", '{"nginx_lb_grpc_allowed_methods": ["ModelInfer"]}'], "nginx_lb_grpc_allowed_methods must list full gRPC method names"),
+    (["-e", '{"nginx_lb_tls_protocols": ["TLSv1"]}'], "nginx_lb_tls_protocols must list TLSv1.2 and/or TLSv1.3"),
+    (["-e", "nginx_lb_tls_secret=Bad_Name"], "nginx_lb_tls_secret: 'Bad_Name' is not an RFC 1123 DNS subdomain"),
+    (["-e", "nginx_lb_tls_secret=t", "-e", "nginx_lb_grpcs_port=9113"],
+     "nginx_lb_https_port, nginx_lb_grpcs_port, nginx_lb_status_port, nginx_lb_metrics_port must be distinct ports"),
+    (["-e", '{"nginx_lb_network_policy_client_peers": [{"ipblock": {"cidr": "10.0.0.0/8"}}]}'],
+     'The NetworkPolicy needs nginx_lb_network_policy_client_peers (got [{"ipblock": {"cidr": "10.0.0.0/8"}}])'),
+    (["-e", '{"nginx_lb_network_policy_usage_report_cidrs": ["anywhere"]}'], 'nginx_lb_network_policy_usage_report_cidrs to list CIDR blocks'),
+    (["-e", "nginx_lb_network_policy_prometheus_namespace=Monitoring"], "nginx_lb_network_policy_prometheus_namespace: 'Monitoring' is not"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> Dict[int, Tuple[subprocess.CompletedProcess[str], Path]]:
+    """Each bad input rendered once, in a directory of its own: (the run, the render dir it was given)."""
+    base = tmp_path_factory.mktemp("bad-inputs")
+
+    def one(index: int) -> Tuple[int, subprocess.CompletedProcess[str], Path]:
+        work = base / f"case{index}"
+        work.mkdir()
+        out = work / "out"
+        return index, render(out, *BAD_INPUTS[index][0]), out
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return {index: (proc, out) for index, proc, out in pool.map(one, range(len(BAD_INPUTS)))}
+
+
+@pytest.mark.parametrize("index", range(len(BAD_INPUTS)), ids=[f"bad{i}" for i in range(len(BAD_INPUTS))])
+def test_bad_input_fails_before_anything_is_written(bad_runs: Dict[int, Tuple[subprocess.CompletedProcess[str], Path]], index: int) -> None:
+    message = BAD_INPUTS[index][1]
+    proc, out = bad_runs[index]
+    assert proc.returncode != 0, BAD_INPUTS[index][0]
     text = (proc.stdout + proc.stderr).replace("\n", " ")
     assert " ".join(message.split()) in " ".join(text.split()), (proc.stdout + proc.stderr)[-4000:]
     assert not out.exists() or not any(out.rglob("*")), "nothing may be written on bad input"
