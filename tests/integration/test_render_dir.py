@@ -148,8 +148,10 @@ def test_a_render_removes_only_what_an_earlier_render_wrote(tmp_path: Path) -> N
 
     # a file the render wrote and the user changed since is kept when no longer produced, and is theirs from then on
     (out / "demo" / "01-configmap-x.yaml").write_text("# reviewed by me\n")
-    log = ok(include_role(tmp_path, "out", k8s_objects_manifests=[configmap("z")]))
-    assert "it changed since (it is yours now" in " ".join(log.split())
+    proc = include_role(tmp_path, "out", k8s_objects_manifests=[configmap("z")])
+    ok(proc)
+    # a warning, on stderr: the user must see it
+    assert "it changed since (it is yours now" in " ".join(proc.stderr.split())
     assert sorted(p.name for p in (out / "demo").iterdir()) == ["01-configmap-x.yaml", "01-configmap-z.yaml", "sealedsecret-registry.yaml"]
     assert (out / "demo" / "01-configmap-x.yaml").read_text() == "# reviewed by me\n"
     assert list(record(out)["components"]["demo"]) == ["01-configmap-z.yaml"]
