@@ -46,7 +46,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
 
     def run(self, tmp: Any = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         result: Dict[str, Any] = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         component = args["component"]
         problems = render.request_problems(component, args["manifests"], args["helm_releases"])
         if not args["render_dir"]:
@@ -80,8 +80,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         result.update(
             changed=changed,
             directory=plan.directory,
-            written=sorted(os.path.basename(p) for p, _, _ in plan.writes),
-            removed=sorted(os.path.basename(p) for p, _ in plan.removes),
+            written=sorted(os.path.basename(p) for p, dummy, dummy in plan.writes),
+            removed=sorted(os.path.basename(p) for p, dummy in plan.removes),
             kept=sorted(os.path.basename(p) for p in plan.kept),
         )
         if self._task.diff and not sensitive:

@@ -197,7 +197,7 @@ def plan(root: str, component: str, files: List[Tuple[str, str]], sensitive: boo
         elif stat.S_IMODE(st.st_mode) != file_mode:
             out.writes.append((path, content, "mode"))
 
-    names = {name for name, _ in files}
+    names = {name for name, dummy in files}
     owned = record["components"].get(component, {})
     for name in sorted(set(owned) - names):
         path = os.path.join(directory, name)
@@ -212,7 +212,7 @@ def plan(root: str, component: str, files: List[Tuple[str, str]], sensitive: boo
         else:
             out.kept.append(path)
     if not files and component in record["components"] and dir_st is not None:
-        left = set(os.listdir(directory)) - {os.path.basename(p) for p, _ in out.removes}
+        left = set(os.listdir(directory)) - {os.path.basename(p) for p, dummy in out.removes}
         out.remove_dir = not left
 
     mine = {name: (None if sensitive else sha1(content)) for name, content in files}
@@ -262,9 +262,9 @@ def execute(p: Plan, check_mode: bool) -> None:
     except OSError as exc:
         raise RenderError(f"Creating {p.directory} failed ({exc.strerror or exc}): give gpu_ops_render_dir a directory this user can create and "
                           "write, below directories only.") from None
-    for path, content, _ in p.writes:
+    for path, content, _dummy in p.writes:
         _atomic_write(path, content, file_mode)
-    for path, _ in p.removes:
+    for path, _dummy in p.removes:
         os.unlink(path)
     if p.remove_dir:
         os.rmdir(p.directory)

@@ -40,8 +40,8 @@ def snapshot(root: Path) -> Dict[str, Any]:
 
 def test_file_names_follow_apply_order_and_releases() -> None:
     files = render.rendered_files([cm("a"), {**cm("b"), "kind": "Secret"}], [{"release": "r", "values": {"x": 1}}], dump)
-    assert [n for n, _ in files] == ["01-configmap-a.yaml", "02-secret-b.yaml", "r.values.yaml"]
-    assert all(c.startswith("---\n") for _, c in files)
+    assert [n for n, dummy in files] == ["01-configmap-a.yaml", "02-secret-b.yaml", "r.values.yaml"]
+    assert all(c.startswith("---\n") for dummy, c in files)
 
 
 @pytest.mark.parametrize(("component", "manifests", "message"), [
@@ -109,8 +109,7 @@ def test_paths_that_are_not_directories_are_refused(tmp_path: Path) -> None:
 
 def test_the_index_keeps_other_components_and_replaces_this_ones() -> None:
     previous = dump({"releases": [{"release": "z", "component": "other"}, {"release": "old", "component": "demo"}]})
-    out = yaml.safe_load(render.index_content(previous, "demo", [{"release": "a", "namespace": "n", "repository": "r",
-                                                                   "chart": "c", "version": "1.0.0", "values": {}}],
-                                              yaml.safe_load, dump))
+    mine = [{"release": "a", "namespace": "n", "repository": "r", "chart": "c", "version": "1.0.0", "values": {}}]
+    out = yaml.safe_load(render.index_content(previous, "demo", mine, yaml.safe_load, dump))
     assert [(r["release"], r["component"]) for r in out["releases"]] == [("a", "demo"), ("z", "other")]
     assert out["releases"][0]["values_file"] == "demo/a.values.yaml"
