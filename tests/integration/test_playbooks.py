@@ -9,10 +9,11 @@ the captured output for the read-only listings the modules run, and fails on any
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import pytest
 import yaml
@@ -116,3 +117,37 @@ def test_unrealisable_layout_fails_in_planning_naming_gpu_and_profile(h200_node:
     out = proc.stdout + proc.stderr
     assert "mig_plan: config 'all-1g.5gb': GPU 0 (NVIDIA H200, 0x233510DE) is not covered by any entry" in out
     assert "Compare the node with its layout" not in out  # stopped before the comparison
+
+
+def _unreachable_dgx(tmp: Path, host_vars: Dict[str, Any]) -> Path:
+    """inventories/dgx with every GPU node at a closed loopback port (a node task fails at once, UNREACHABLE)."""
+    hosts = yaml.safe_load((ROOT / "inventories/dgx/hosts.yml").read_text())
+    for node in hosts["all"]["children"]["gpu_nodes"]["hosts"].values():
+        node.update(ansible_host="127.0.0.1", ansible_port=1)
+    inventory = tmp / "inventory"
+    (inventory / "host_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inventory / "group_vars").symlink_to(ROOT / "inventories/dgx/group_vars")
+    (tmp / "layouts").symlink_to(ROOT / "inventories/layouts")  # mig_layout_config_file is relative to the inventory
+    for host, values in host_vars.items():
+        (inventory / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(values))
+    return inventory
+
+
+def test_a_rollout_batch_size_set_in_the_inventory_is_refused_before_any_node_is_touched(tmp_path: Path) -> None:
+    """Ansible sizes a play's batches before it reads inventory variables: gpu_ops_mig_serial: 2 in host_vars would
+    silently roll one node at a time. The play refuses it; the same value as an extra variable rolls two at a time."""
+    inventory = str(_unreachable_dgx(tmp_path, {"dgx-a100-01": {"gpu_ops_mig_serial": 2}}))
+    proc = playbook(["playbooks/mig.yml", "-i", inventory], tmp_path)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-3000:]
+    assert "gpu_ops_mig_serial is 2 but this batch has 1 node(s)" in out, out[-3000:]
+    assert "set gpu_ops_mig_serial as an extra variable (-e gpu_ops_mig_serial=N" in out
+    assert "UNREACHABLE" not in out, "no node may be contacted"
+
+    proc = playbook(["playbooks/mig.yml", "-i", inventory, "-e", "gpu_ops_mig_serial=2"], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "gpu_ops_mig_serial is" not in out, out[-3000:]
+    # the check passed, and the first batch (two nodes) went on to the nodes, which are unreachable here
+    assert len(re.findall(r"UNREACHABLE", out)) == 2, out[-3000:]
