@@ -264,7 +264,7 @@ def execute(p: Plan, check_mode: bool) -> None:
                           "write, below directories only.") from None
     for path, content, _dummy in p.writes:
         _atomic_write(path, content, file_mode)
-    for path, _dummy in p.removes:
+    for path, _old in p.removes:
         os.unlink(path)
     if p.remove_dir:
         os.rmdir(p.directory)
