@@ -13,12 +13,12 @@ STAMP := $(VENV)/.installed
 TEST_APT_PACKAGES ?= git podman runc debootstrap prometheus nginx dnsmasq python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: help sandbox sandbox-clean test venv apt-deps lint sanity unit changelog-lint build clean sync-shared
+.PHONY: help sandbox sandbox-clean test venv apt-deps lint sanity unit changelog-lint build clean sync-shared docs
 
 help:
 	@echo "make sandbox  - run site.yml against the embedded sandbox (inventories/sandbox); make sandbox-clean removes it"
 	@echo "make test     - every check: lint, sanity, unit, conformance, integration"
-	@echo "make lint | sanity | unit | build | clean"
+	@echo "make lint | sanity | unit | docs | build | clean"
 
 $(STAMP): requirements/runtime.txt requirements/test.txt
 	@test -x $(PY) || "$$(scripts/find-python.sh)" -m venv $(VENV)
@@ -53,6 +53,11 @@ sanity: venv
 
 unit: venv
 	$(VENV)/bin/pytest -p no:cacheprovider tests/unit tests/conformance
+
+# Module, filter, lookup and role option pages, and the shared-variable page, from DOCUMENTATION and the argument
+# specs (antsibull-docs); tests/quality/test_docs_current.py fails when docs/ differs from what this writes.
+docs: venv
+	$(PY) scripts/gen-docs.py
 
 build: venv
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist .

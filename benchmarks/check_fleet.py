@@ -17,7 +17,7 @@ the source tree with GPU_SIM_STATE per host). Two fleets (--state):
 Nothing changes in the measured runs (check mode; the simulator logs are compared before and after, and no file
 appears under the nodes' directories in the fresh fleet).
 
-    .venv/bin/python benchmarks/check_fleet.py --state fresh|converged --nodes 64 --runs 3 --forks 16 [--out X.json]
+    .venv/bin/python benchmarks/check_fleet.py --state fresh|converged --nodes 64 --runs 3 --forks 16 [--out X.json] [-e VARS]
 """
 from __future__ import annotations
 
@@ -42,8 +42,12 @@ LAYOUTS = ROOT / "inventories" / "layouts" / "dgx.yaml"
 DEB = ROOT / "build" / "testbed" / "debs" / "nvidia-mig-manager_0.13.0-1_amd64.deb"
 
 
+EXTRA_VARS: List[str] = []  # --extra-vars, passed to every run (a variant to compare, e.g. a step forced on)
+
+
 def play(inventory: Path, env: Dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/mig.yml", *extra],
+    extra_vars = [arg for value in EXTRA_VARS for arg in ("-e", value)]
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/mig.yml", *extra_vars, *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
 
@@ -90,8 +94,11 @@ def main() -> int:
     parser.add_argument("--smi", choices=("replay", "sim"), default="replay",
                         help="replay: each node's nvidia-smi answers from a recording of the simulator (a shell script, as fast as "
                              "a native binary is; check mode changes nothing, so the answers stay true); sim: run the Python simulator")
+    parser.add_argument("--extra-vars", "-e", action="append", default=[],
+                        help="passed to ansible-playbook as -e, in every run (repeatable): measure a variant against the same fleet")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    EXTRA_VARS.extend(args.extra_vars)
     if args.state == "converged" and not args.in_namespace:
         if os.geteuid() != 0:
             print("--state converged needs root (a private mount namespace with overlays)", file=sys.stderr)
@@ -170,6 +177,7 @@ def main() -> int:
         else:
             written = (tmp / "etc").exists() or (tmp / "textfile").exists()
     result = {"date": time.strftime("%Y-%m-%d"), "state": args.state, "smi": args.smi, "nodes": args.nodes, "forks": args.forks,
+              "extra_vars": args.extra_vars,
               "load": os.getloadavg(), "runs": runs,
               "median_wall_s": statistics.median(r["wall_s"] for r in runs), "median_per_node_s": statistics.median(r["per_node_s"] for r in runs),
               "median_cpu_per_node_s": statistics.median(r["cpu_per_node_s"] for r in runs), "cpus": os.cpu_count(),

@@ -168,8 +168,9 @@ def in_process(src: Path, runs: int) -> Dict[str, Any]:
     sys.path.append(str((src / "fallback").resolve()))  # pynvml.py and PyYAML carried, if the node lacks them
     _import_tree()
     from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _nvidia_smi, _nvml
+    from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_compare import compare
     from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import parse_config
-    from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import compare, plan
+    from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan
 
     smi = shutil.which("nvidia-smi") or "nvidia-smi"
 
@@ -214,7 +215,8 @@ def plan_bench(runs: int) -> Dict[str, Any]:
     """Median time to plan a 64-GPU inventory: 8 nodes of 8 GPUs, one mig_plan call per node."""
     sys.path.insert(0, str(ROOT / "build" / "pytest-collections"))
     from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import parse_config
-    from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan, resources
+    from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan
+    from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import resources
 
     shared = ROOT / "tests" / "data" / "shared" / "conformance" / "mig-parted" / "config-default.yaml"
     text = shared.read_text()

@@ -44,6 +44,14 @@ for rel in sys.stdin.buffer.read().decode().split("\0"):
         shutil.copy2(rel, os.path.join(dest, rel))
 ' "$dest"
 
+# The collections our plugins import or document from (galaxy.yml dependencies: serving_verify takes kubernetes.core's
+# auth options and doc fragment): ansible-test looks for them only beside this collection, under the same ansible_collections/.
+for dep in kubernetes.core; do
+  src=$("$py" -c 'import importlib.util, sys; print(list(importlib.util.find_spec("ansible_collections." + sys.argv[1]).submodule_search_locations)[0])' "$dep")
+  mkdir -p "$work/ansible_collections/${dep%%.*}"
+  cp -r "$src" "$work/ansible_collections/${dep%%.*}/${dep#*.}"
+done
+
 cd "$dest"
 pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PATH="$venv/bin:$PATH" ansible-test sanity --venv --python "$pyver" --color no "$@"

@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: mig_config
 short_description: Read and validate a nvidia-mig-parted layout file on the controller
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - GPU Ops maintainers (@gpu-ops)
 description:
@@ -74,32 +74,13 @@ _raw:
             mig-devices: {"1g.18gb": 7}
 """
 
-import os
 from typing import Any, Dict, List, Optional
 
 from ansible.errors import AnsibleError, AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, read_config
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import MAX_BYTES
-
-
-def _read(path: str, loader: Any, source: str) -> bytes:
-    """The file's bytes, decrypted when it is vault-encrypted, refusing an oversized file before reading it."""
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise MigConfigError(f"{source}: cannot read it: {exc.strerror}") from None
-    if size > MAX_BYTES:
-        raise MigConfigError(f"{source}: {size} bytes, larger than the {MAX_BYTES} bytes a mig-parted config may have; is it the right file?")
-    real = loader.get_real_file(path, decrypt=True)
-    try:
-        with open(real, "rb") as fh:
-            return fh.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise MigConfigError(f"{source}: cannot read it: {exc.strerror}") from None
-    finally:
-        loader.cleanup_tmp_file(real)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_layout_file import read_layout_file
 
 
 class LookupModule(LookupBase):  # type: ignore[misc]  # ansible carries no type hints
@@ -124,7 +105,7 @@ class LookupModule(LookupBase):  # type: ignore[misc]  # ansible carries no type
                 "play's files/ directories, then the playbook's directory)"
             )
         try:
-            _parsed, config = read_config(_read(path, self._loader, path), path)
+            _parsed, config = read_layout_file(path, path, self._loader)
         except MigConfigError as exc:
             raise AnsibleLookupError(f"mig_config: MIG layout file{context}: {exc}") from None
         except AnsibleError as exc:  # vault decryption

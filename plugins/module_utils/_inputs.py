@@ -23,13 +23,31 @@ refuse the value later, half-way through a run:
 - ``allow_list``: a non-empty list of IPv4/IPv6 addresses or CIDR blocks for nginx ``allow``, none of which
   admits every address (``all``, ``0.0.0.0/0``, ``::/0`` or any /0).
 - ``chart_repo``: a Helm chart repository, https:// or oci:// only (the roles refuse plain-text http://).
+- ``chart_version``: an exact chart version, SemVer 2 as Helm's chart versions are (``0.18.0``, ``v1.2.3-rc.1+build``;
+  Helm accepts a leading ``v``); ranges (``>=0.17.0``, ``~0.18``), ``latest`` and partial versions (``0.18``) are
+  refused, so every run installs the same chart.
 - ``url``: an http:// or https:// URL with a host.
+- ``abs_path``: an absolute path (a string starting with ``/``).
+- ``name_token``: a name of letters, digits, ``.``, ``_`` and ``-`` starting with a letter or digit (a mig-parted
+  config name: it goes into a systemd ``Environment=`` line and a command line unquoted).
+- ``package_version``: an exact package version, ``0.13.0`` or ``0.13.0-1`` (a Debian revision), no ranges or words.
+- ``systemd_unit[:TYPE]``: a systemd unit name (systemd.unit(5), ``unit_name_is_valid``: letters, digits and
+  ``:-_.\\@``, at most 255 characters, then a unit type suffix; no globs, which ``Before=``/``After=`` do not take);
+  with TYPE only that type (``systemd_unit:service``). ``systemd_units[:TYPE]``: a list of those, empty allowed.
+- ``metric_name``: a custom metric name as prometheus-adapter publishes it and the HPA asks for it: lower-case letters,
+  digits and ``_``, starting with a letter.
+- ``prom_series``: a Prometheus metric or recording-rule name (Prometheus data model: ``[a-zA-Z_:][a-zA-Z0-9_:]*``).
+- ``secret_key``: a Secret or ConfigMap data key (Kubernetes ``IsConfigMapKey``: letters, digits, ``-``, ``_`` and
+  ``.``, at most 253 characters, not ``.``, ``..`` or starting with ``..``).
+- ``scrape_interval``: a duration of whole seconds or milliseconds (``1s``, ``500ms``): Triton takes
+  ``--metrics-interval-ms`` in milliseconds.
 - ``serial``: Ansible's ``serial`` for the MIG rollout: a positive integer or a percentage 1%..100%
   (or a list of those, Ansible's batch list).
 - ``k8s_mode``: ``apply`` or ``render``.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -41,6 +59,26 @@ _NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
 _PROM_DURATION = re.compile(r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$")
 _PERCENT = re.compile(r"^([0-9]+(\.[0-9]+)?)%$")
 _INT = re.compile(r"^[-+]?[0-9]+$")
+# systemd's unit types (systemd.unit(5)) and the characters unit_name_is_valid() accepts in a name (src/basic/unit-name.c)
+_UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer", "slice", "scope")
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(?P<type>[a-z]+)$")
+
+# The formats that are one pattern each: kind -> (pattern, what a value breaking it is not).
+_PATTERNS: Dict[str, Tuple[re.Pattern[str], str]] = {
+    "abs_path": (re.compile(r"^/[^\n]*$"), "an absolute path (it must start with /)"),
+    "name_token": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), "a name of letters, digits, '.', '_' and '-' starting with a letter or digit"),
+    "package_version": (re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.~+]+)?$"),
+                        "an exact package version such as 0.13.0 (the installed version is compared with it)"),
+    "chart_version": (re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"),
+                      "an exact chart version such as 1.2.3 (ranges, 'latest' and partial versions are refused so every run installs the "
+                      "same chart)"),
+    "metric_name": (re.compile(r"^[a-z][a-z0-9_]*$"), "a custom metric name (lower-case letters, digits and '_', starting with a letter)"),
+    "prom_series": (re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"), "a Prometheus metric name (letters, digits, '_' and ':', not starting with a digit)"),
+    # IsConfigMapKey: at most 253 of [-._a-zA-Z0-9], and neither '.' nor starting with '..'
+    "secret_key": (re.compile(r"^(?!\.\.)(?!\.$)[-._a-zA-Z0-9]{1,253}$"),
+                   "a Secret key (letters, digits, '-', '_' and '.', at most 253 characters, not starting with '..')"),
+    "scrape_interval": (re.compile(r"^[1-9][0-9]*(ms|s)$"), "a duration in s or ms such as 1s or 500ms"),
+}
 
 # Ansible's serial is an int, a percentage string or a list of those
 SERIAL_HINT = "a positive number of nodes per batch (1 = one node at a time) or a percentage from 1% to 100%"
@@ -153,6 +191,35 @@ def _url(value: Any) -> Optional[str]:
     return None
 
 
+def _systemd_unit(value: Any, unit_type: str) -> Optional[str]:
+    match = _UNIT_NAME.match(value) if isinstance(value, str) and len(value) <= 255 else None
+    if not match or match.group("type") not in _UNIT_TYPES:
+        return (
+            f"{_show(value)} is not a systemd unit name (letters, digits and :_.@- then a type suffix such as "
+            f".{unit_type or 'service'}; no globs)"
+        )
+    if unit_type and match.group("type") != unit_type:
+        return f"{_show(value)} is not a .{unit_type} unit"
+    return None
+
+
+def _systemd_units(value: Any, unit_type: str) -> Optional[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        return f"{_show(value)} must be a list of systemd unit names such as ['nvsm.service']"
+    for entry in value:
+        reason = _systemd_unit(entry, unit_type)
+        if reason:
+            return f"entry {reason}"
+    return None
+
+
+def _pattern(kind: str, value: Any, _arg: str = "") -> Optional[str]:
+    pattern, what = _PATTERNS[kind]
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        return f"{_show(value)} is not {what}"
+    return None
+
+
 def serial_problem(value: Any) -> Optional[str]:
     """Why ``value`` cannot be the MIG rollout's ``serial``, or None."""
     values = value if isinstance(value, list) and value else [value]
@@ -190,6 +257,9 @@ _CHECKS: Dict[str, Callable[[Any, str], Optional[str]]] = {
     "url": lambda v, a: _url(v),
     "serial": lambda v, a: serial_problem(v),
     "k8s_mode": lambda v, a: _k8s_mode(v),
+    **{kind: functools.partial(_pattern, kind) for kind in _PATTERNS},
+    "systemd_unit": _systemd_unit,
+    "systemd_units": _systemd_units,
 }
 
 KINDS = tuple(sorted(_CHECKS))

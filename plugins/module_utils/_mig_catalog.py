@@ -7,7 +7,8 @@ The catalog answers "which MIG GPU-instance profiles does this GPU model offer, 
 capacities and placements" when the GPU itself cannot be asked: render mode, the sandbox, AWX check runs
 and the cluster-side expectations. On a node the hardware's own table (``nvidia-smi mig -lgip`` /
 ``-lgipp`` or NVML, which answer even while MIG is disabled) wins; the unit tests keep this catalog equal
-to the real captures under ``shared/fixtures/nvidia-smi``.
+to the real nvidia-smi captures of the source repository's test data (named "test capture <name>" below;
+not part of the built collection).
 
 Models are keyed by PCI device id (``0x20B010DE``: device ``20B0``, vendor ``10DE``), as nvidia-smi prints
 it in ``--query-gpu=pci.device_id`` and as mig-parted's ``device-filter`` uses it.
@@ -89,7 +90,7 @@ _TWO = (0, 2, 4, 6)
 #   name, GI profile id, compute slices, memory slices, memory MiB, max instances, placements, SMs
 
 # A100 40GB. Source: MIG User Guide -lgip/-lgipp (R470-R535 era copy), stored whole as
-# shared/fixtures/nvidia-smi/documented/a100-sxm4-40gb/mig-user-guide/. MiB = round(GiB * 1024).
+# test capture documented/a100-sxm4-40gb/mig-user-guide/. MiB = round(GiB * 1024).
 _A100_40GB = GpuModel(
     key="A100-SXM4-40GB",
     names=("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB", "A100-SXM4-40GB", "A100-PCIE-40GB"),
@@ -116,7 +117,7 @@ _A100_40GB = GpuModel(
 
 # A100 80GB. Source: 515.86.01 capture of an A100 80GB PCIe (-lgip, and MIG device memory 9728/19968/40192
 # MiB; public code archive index id 36981796389), 535.54.03 telegraf capture of an A100-SXM4-80GB
-# (1g.20gb = 19968 MiB, 14 SMs; shared/fixtures/.../a100-sxm4-80gb/telegraf-535.54.03/), and an
+# (1g.20gb = 19968 MiB, 14 SMs; test capture a100-sxm4-80gb/telegraf-535.54.03/), and an
 # A100 80GB -lgip with 1g.20gb (index id 23354834134). Placements: the User Guide's A100 diagram,
 # shared by 40GB and 80GB ("the profile names will change according to the memory proportion").
 _A100_80GB = GpuModel(
@@ -144,7 +145,7 @@ _A100_80GB = GpuModel(
 )
 
 # A30. Source: 535.183.01 capture (-lgip, -lgipp, MIG device memory 5952/11968 MiB),
-# shared/fixtures/nvidia-smi/documented/a30/user-session-535.183.01/.
+# test capture documented/a30/user-session-535.183.01/.
 _A30 = GpuModel(
     key="A30",
     names=("NVIDIA A30",),
@@ -166,7 +167,7 @@ _A30 = GpuModel(
 
 # H100 80GB SXM5 (HBM3). Source: -lgip and -lgipp of an "NVIDIA H100 80GB HBM3" (driver not stated;
 # public code archive index id 8225626544); exact MiB from the 535.104.12 8-GPU capture,
-# shared/fixtures/nvidia-smi/documented/h100-80gb-hbm3/cloud-native-docs-ocp-535.104.12/
+# test capture documented/h100-80gb-hbm3/cloud-native-docs-ocp-535.104.12/
 # (1g.10gb 9984, 2g.20gb 20096, 3g.40gb 40448 MiB).
 _H100_SXM = GpuModel(
     key="H100-SXM5-80GB",
@@ -191,7 +192,7 @@ _H100_SXM = GpuModel(
 )
 
 # H100 PCIe 80GB. Source: 570.169 -lgip (MiB, SMs) and 7x1g.10gb capture (9984 MiB),
-# shared/fixtures/nvidia-smi/documented/h100-pcie-80gb/user-notes-570.169/; placements from the
+# test capture documented/h100-pcie-80gb/user-notes-570.169/; placements from the
 # 525.125.06 -lgipp, .../h100-pcie-80gb/scaleway-525.125.06/ (its memory column is 0.12-0.25 GiB lower).
 _H100_PCIE = GpuModel(
     key="H100-PCIE-80GB",
@@ -216,7 +217,7 @@ _H100_PCIE = GpuModel(
 )
 
 # H100 NVL (94GB). Source: 560.35.03 capture (-lgip, -lgipp, MIG device memory 11008/22144/47488 MiB),
-# shared/fixtures/nvidia-smi/documented/h100-nvl/azure-560.35.03/.
+# test capture documented/h100-nvl/azure-560.35.03/.
 _H100_NVL = GpuModel(
     key="H100-NVL",
     names=("NVIDIA H100 NVL",),
@@ -239,7 +240,7 @@ _H100_NVL = GpuModel(
 )
 
 # H200 141GB. Source: our own capture at 580.159.04 (-lgip, -lgipp, NVML memorySizeMB),
-# shared/fixtures/nvidia-smi/h200-mig-disabled/. H200 NVL: see the module docstring.
+# test capture h200-mig-disabled/. H200 NVL: see the module docstring.
 _H200 = GpuModel(
     key="H200",
     names=("NVIDIA H200", "NVIDIA H200 NVL"),
@@ -265,7 +266,7 @@ _H200 = GpuModel(
 
 # RTX PRO 6000 Blackwell (Server, Workstation and Max-Q Workstation Editions; one User Guide table).
 # Source: 580.105.08 -lgip of a Max-Q Workstation Edition and its 1g.24gb MIG device (24192 MiB),
-# shared/fixtures/nvidia-smi/documented/rtx-pro-6000-blackwell-max-q/user-notes-580.105.08/;
+# test capture documented/rtx-pro-6000-blackwell-max-q/user-notes-580.105.08/;
 # 12 memory slices and placements from a Server Edition -lgipp (driver 610.43.02 as stated; public code
 # archive index id 55594212068), whose -lgip agrees except 4g at 95.12 GiB.
 _RTX_PRO_6000 = GpuModel(

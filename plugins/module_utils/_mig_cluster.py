@@ -1,11 +1,11 @@
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE module_utils: what the cluster must advertise for each GPU node, and whether it does.
+"""PRIVATE module_utils: whether the cluster advertises what each GPU node's layout yields.
 
 Not a public API; may change without notice.
 
-Expectations come from the same planner as everything else (``_mig_plan.plan`` + ``resources``); the
+Expectations come from the fleet model (``_mig_fleet``: the same planner and resource names as everything else); the
 comparison reads Kubernetes Node objects as the API returns them (``status.allocatable`` and the labels
 GPU feature discovery sets) and never re-derives a count.
 
@@ -20,17 +20,16 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
-    STRATEGIES,
-    MigPlanError,
-    plan,
-    resources,
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import (
+    GPU_RESOURCE,
+    check_strategy,
+    mig_resource_profile,
 )
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._nfd import NfdError, check_nfd, gfd_hint
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._text import brief, text_table
 
-_MIG_RESOURCE = re.compile(r"^nvidia\.com/mig-(?P<profile>.+)$")
-_MIG_COUNT_LABEL = re.compile(r"^nvidia\.com/mig-(?P<profile>.+)\.count$")
-GPU_RESOURCE = "nvidia.com/gpu"
+_MIG_COUNT_SUFFIX = ".count"
 # Labels only GFD publishes, whatever the MIG strategy (NVIDIA/k8s-device-plugin internal/lm: the timestamp, machine,
 # CUDA driver and GPU product labellers; tests/e2e/gpu-feature-discovery_test.go lists them). One of them on a node
 # shows GFD's labels do reach it, so missing MIG counts are then not an NFD problem.
@@ -38,44 +37,6 @@ _GFD_LABEL = re.compile(
     r"^nvidia\.com/(gfd\.timestamp|gpu\.(product|count|memory|family|machine)|cuda\.driver\.major|mig\.(strategy|capable)"
     r"|mig-.+\.count)$"
 )
-# The CRD GFD and nfd-worker write NodeFeature objects through (NFD >= 0.14; always served since 0.17).
-NFD_CRD = "nodefeatures.nfd.k8s-sigs.io"
-
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _check_strategy(strategy: Any) -> None:
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise MigPlanError(f"unknown MIG strategy {_brief(strategy)}; the device plugin knows {', '.join(STRATEGIES)}")
-
-
-def expected_resources(nodes: Any, strategy: str = "mixed") -> Dict[str, Dict[str, int]]:
-    """``{node: {resource: count}}`` for nodes given as a list of
-    ``{node, config, config_name, gpus}`` (config: a mig-parted config mapping or text, gpus: as mig_plan takes).
-    Errors name the node."""
-    _check_strategy(strategy)
-    if not isinstance(nodes, list):
-        raise MigPlanError(f"nodes must be a list of {{node, config, config_name, gpus}}, not {type(nodes).__name__} ({_brief(nodes)})")
-    out: Dict[str, Dict[str, int]] = {}
-    for item in nodes:
-        if not isinstance(item, Mapping):
-            raise MigPlanError(f"node entry {_brief(item)} must be a mapping with node, config, config_name and gpus")
-        missing = [k for k in ("node", "config", "config_name", "gpus") if k not in item]
-        if missing:
-            raise MigPlanError(f"node entry {_brief(dict(item))} needs node, config, config_name and gpus; it lacks {', '.join(missing)}")
-        if not isinstance(item["node"], str) or not item["node"]:
-            raise MigPlanError(f"node entry {_brief(dict(item))}: 'node' must be the Kubernetes node name, not {_brief(item['node'])}")
-        name = item["node"]
-        if name in out:
-            raise MigPlanError(f"node {name!r} is listed twice")
-        try:
-            out[name] = resources(plan(item["config"], item["config_name"], item["gpus"]), strategy)
-        except (MigConfigError, MigPlanError) as exc:
-            raise MigPlanError(f"node {name}: {exc}") from None
-    return out
 
 
 def _int(value: Any) -> Optional[int]:
@@ -89,7 +50,7 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise MigPlanError(f"{what} must be a mapping, not {_brief(value)}")
+        raise MigPlanError(f"{what} must be a mapping, not {brief(value)}")
     return value
 
 
@@ -104,7 +65,7 @@ def node_view(node: Mapping[str, Any], strategy: str) -> Dict[str, Dict[str, int
     labels = _mapping(metadata.get("labels"), f"Node {name}: metadata.labels")
     alloc: Dict[str, int] = {}
     for key, value in allocatable.items():
-        if isinstance(key, str) and (key == GPU_RESOURCE or _MIG_RESOURCE.match(key)):
+        if isinstance(key, str) and (key == GPU_RESOURCE or mig_resource_profile(key)):
             count = _int(value)
             if count is not None:
                 alloc[key] = count
@@ -112,11 +73,10 @@ def node_view(node: Mapping[str, Any], strategy: str) -> Dict[str, Dict[str, int
     for key, value in labels.items():
         if not isinstance(key, str):
             continue
-        m = _MIG_COUNT_LABEL.match(key)
-        if m:
+        if key.endswith(_MIG_COUNT_SUFFIX) and mig_resource_profile(key[: -len(_MIG_COUNT_SUFFIX)]):
             count = _int(value)
             if count is not None:
-                counted[f"nvidia.com/mig-{m.group('profile')}"] = count
+                counted[key[: -len(_MIG_COUNT_SUFFIX)]] = count
         elif key == "nvidia.com/gpu.count":
             count = _int(value)
             if count is not None:
@@ -128,30 +88,30 @@ def _check_inputs(k8s_nodes: Any, expected: Any) -> Tuple[Dict[str, Mapping[str,
     """Node objects by name, and the expectations as ``{node: {resource: int}}``; MigPlanError for anything else."""
     if not isinstance(k8s_nodes, list):
         raise MigPlanError(
-            f"the cluster's nodes must be a list of Node objects (k8s_info's resources), not {type(k8s_nodes).__name__} ({_brief(k8s_nodes)})"
+            f"the cluster's nodes must be a list of Node objects (k8s_info's resources), not {type(k8s_nodes).__name__} ({brief(k8s_nodes)})"
         )
     by_name: Dict[str, Mapping[str, Any]] = {}
     for n in k8s_nodes:
         meta = n.get("metadata") if isinstance(n, Mapping) else None
         if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
-            raise MigPlanError(f"Node object {_brief(n)} has no metadata.name; pass k8s_info's resources (kind Node)")
+            raise MigPlanError(f"Node object {brief(n)} has no metadata.name; pass k8s_info's resources (kind Node)")
         by_name[meta["name"]] = n
     if not isinstance(expected, Mapping):
         raise MigPlanError(
-            f"expected must be a mapping of node name to {{resource: count}} (mig_cluster_expected's result), not {_brief(expected)}"
+            f"expected must be a mapping of node name to {{resource: count}} (mig_cluster_expected's result), not {brief(expected)}"
         )
     want: Dict[str, Dict[str, int]] = {}
     for name, resources_ in expected.items():
         if not isinstance(name, str):
-            raise MigPlanError(f"expected: node name {_brief(name)} must be a string")
+            raise MigPlanError(f"expected: node name {brief(name)} must be a string")
         if not isinstance(resources_, Mapping):
-            raise MigPlanError(f"expected: node {name}: must be a mapping of resource to count, not {_brief(resources_)}")
+            raise MigPlanError(f"expected: node {name}: must be a mapping of resource to count, not {brief(resources_)}")
         want[name] = {}
         for resource, count in resources_.items():
             value = None if isinstance(count, bool) or not isinstance(resource, str) else _int(count)
             if value is None or value < 0:
                 raise MigPlanError(
-                    f"expected: node {name}: resource {_brief(resource)} needs a non-negative integer count, not {_brief(count)}"
+                    f"expected: node {name}: resource {brief(resource)} needs a non-negative integer count, not {brief(count)}"
                 )
             want[name][resource] = value
     return by_name, want
@@ -167,12 +127,15 @@ def compare_nodes(k8s_nodes: Any, expected: Any, strategy: str = "mixed", nfd: A
     With ``single``, GFD publishes ``nvidia.com/gpu.count`` for the number of GPUs, not MIG devices, so
     only allocatable is compared.
     ``gfd_labels_missing``: the nodes whose allocatable resources are right but that carry none of GFD's labels;
-    ``hint`` then says so and names NFD, using ``nfd`` (what the cluster runs of NFD, see :func:`nfd_summary`)
+    ``hint`` then says so and names NFD, using ``nfd`` (what the cluster runs of NFD, see ``_nfd.check_nfd``)
     when given. Input of the wrong shape raises MigPlanError naming it.
     """
-    _check_strategy(strategy)
+    check_strategy(strategy)
     by_name, expected_ = _check_inputs(k8s_nodes, expected)
-    nfd_ = _check_nfd(nfd)
+    try:
+        nfd_ = check_nfd(nfd)
+    except NfdError as exc:
+        raise MigPlanError(str(exc)) from None
     mismatches: List[Dict[str, Any]] = []
     stale: List[Dict[str, Any]] = []
     missing: List[str] = []
@@ -201,7 +164,7 @@ def compare_nodes(k8s_nodes: Any, expected: Any, strategy: str = "mixed", nfd: A
                         {"node": name, "resource": resource, "source": source.rstrip("s"), "expected": want_here[resource], "actual": actual}
                     )
             for resource in sorted(set(have) - set(want_here)):
-                if not _MIG_RESOURCE.match(resource) and resource != GPU_RESOURCE:
+                if not mig_resource_profile(resource) and resource != GPU_RESOURCE:
                     continue
                 stale.append({"node": name, "resource": resource, "source": source.rstrip("s"), "actual": have[resource]})
                 if have[resource]:
@@ -228,61 +191,6 @@ def _lacks_gfd_labels(node: Mapping[str, Any], node_mismatches: List[Dict[str, A
     return not any(isinstance(key, str) and _GFD_LABEL.match(key) for key in labels)
 
 
-def _names(value: Any, what: str) -> List[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MigPlanError(f"nfd: {what} must be a list of strings (where each runs), not {_brief(value)}")
-    return list(value)
-
-
-def _check_nfd(nfd: Any) -> Optional[Dict[str, Any]]:
-    """``None``, or ``{crd: bool, masters: [str], workers: [str]}`` (masters/workers: where each runs, e.g.
-    ``Deployment gpu-operator/gpu-operator-node-feature-discovery-master``)."""
-    if nfd is None:
-        return None
-    if not isinstance(nfd, Mapping):
-        raise MigPlanError(f"nfd must be a mapping {{crd, masters, workers}} (what the cluster runs of NFD), not {_brief(nfd)}")
-    unknown = sorted(str(k) for k in nfd if k not in ("crd", "masters", "workers"))
-    if unknown:
-        raise MigPlanError(f"nfd: unknown key(s) {', '.join(unknown)}; it takes crd, masters and workers")
-    crd = nfd.get("crd", False)
-    if not isinstance(crd, bool):
-        raise MigPlanError(f"nfd: crd must be true or false (whether the CRD {NFD_CRD} exists), not {_brief(crd)}")
-    return {"crd": crd, "masters": _names(nfd.get("masters"), "masters"), "workers": _names(nfd.get("workers"), "workers")}
-
-
-def nfd_summary(nfd: Mapping[str, Any]) -> str:
-    """What runs of NFD, in one sentence, for messages."""
-    crd = f"the CRD {NFD_CRD} {'exists' if nfd['crd'] else 'does not exist'}"
-    if nfd["masters"]:
-        return f"nfd-master runs ({'; '.join(nfd['masters'])}) and {crd}"
-    workers = f", nfd-worker runs without one ({'; '.join(nfd['workers'])})" if nfd["workers"] else ""
-    return f"no nfd-master runs in any namespace{workers} and {crd}"
-
-
-def gfd_hint(nodes: List[str], nfd: Optional[Mapping[str, Any]]) -> str:
-    """The explanation for nodes that advertise their MIG resources but lack GFD's labels."""
-    head = (
-        f"GPU feature discovery's labels (nvidia.com/mig-<profile>.count, nvidia.com/gfd.timestamp, ...) are missing on "
-        f"{', '.join(nodes)}, whose allocatable MIG resources are right: GFD's labels reach a node only through Node Feature "
-        f"Discovery (NFD), whose nfd-master writes them from GFD's NodeFeature objects."
-    )
-    if nfd is None:
-        return f"{head} Is NFD running (CRD {NFD_CRD}, an nfd-master Deployment)?"
-    if not nfd["masters"]:
-        why = " (a CRD left behind by an uninstalled NFD: Helm never deletes CRDs)" if nfd["crd"] else ""
-        return (
-            f"{head} NFD is not running: {nfd_summary(nfd)}{why}. Set gpu_plugins_nfd_enabled: auto (or true) so the "
-            f"device plugin chart deploys NFD, or install NFD."
-        )
-    return (
-        f"{head} NFD: {nfd_summary(nfd)}. Check that nfd-master is ready and that its configuration lets GFD's labels "
-        f"through: the nvidia.com label namespace not in denyLabelNs, GFD's NodeFeature objects not excluded by "
-        f"restrictions.nodeFeatureNamespaceSelector or restrictions.denyNodeFeatureLabels."
-    )
-
-
 def report_table(result: Mapping[str, Any]) -> str:
     """Mismatches and missing nodes as a small table, for failure messages."""
     rows = [("NODE", "RESOURCE", "SOURCE", "EXPECTED", "ACTUAL")]
@@ -290,5 +198,4 @@ def report_table(result: Mapping[str, Any]) -> str:
         rows.append((m["node"], m["resource"], m["source"], str(m["expected"]), "absent" if m["actual"] is None else str(m["actual"])))
     for name in result.get("missing_nodes", []):
         rows.append((name, "-", "node", "present", "absent"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return text_table(rows)

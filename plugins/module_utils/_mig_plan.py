@@ -1,12 +1,12 @@
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE module_utils: the MIG layout planner, Kubernetes resource counts and state comparison.
+"""PRIVATE module_utils: the MIG layout planner.
 
 Not a public API; may change without notice.
 
-One planner serves the modules (``mig_verify``), the filters (``mig_plan``, ``mig_resources``),
-the roles' preflight and the cluster-side expectations. Given a parsed mig-parted config, a
+One planner serves the modules (``mig_verify``, ``mig_node_state``), the filters (``mig_plan``, ``mig_fleet``) and,
+through the fleet model (``_mig_fleet``), the roles and the cluster-side expectations. Given a parsed mig-parted config, a
 config name and a node's GPUs, it decides per GPU whether the layout can be realised and
 returns the planned MIG devices. Profile facts come from the GPU itself when the caller has
 them (``supported_profiles`` as ``mig_info`` returns them) and from the built-in catalog
@@ -14,9 +14,8 @@ otherwise.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_catalog import (
     GpuModel,
@@ -28,12 +27,12 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config im
     ConfigEntry,
     MigConfigError,
     MigConfigFile,
-    MigProfile,
     normalize_device_id,
     parse_config,
     parse_entries,
     parse_profile,
 )
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._text import brief, is_int
 
 
 class MigPlanError(ValueError):
@@ -45,15 +44,6 @@ class MigPlanError(ValueError):
 MAX_GPUS = 64
 MAX_MEMORY_SLICES = 64
 MAX_INSTANCES = 64
-
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -101,30 +91,30 @@ _PROFILE_SHAPE = "name, id, max_instances and placements [{start, size}] as mig_
 
 def _profile_from_dict(p: Any, where: str) -> _GiProfile:
     if not isinstance(p, Mapping):
-        raise MigPlanError(f"{where}: supported_profiles entry {_brief(p)} is malformed: not a mapping; each needs {_PROFILE_SHAPE}")
+        raise MigPlanError(f"{where}: supported_profiles entry {brief(p)} is malformed: not a mapping; each needs {_PROFILE_SHAPE}")
     missing = [k for k in ("name", "id", "max_instances", "placements") if k not in p]
     if missing:
         raise MigPlanError(
-            f"{where}: supported_profiles entry {_brief(dict(p))} is incomplete: it lacks {', '.join(missing)}; each needs {_PROFILE_SHAPE}"
+            f"{where}: supported_profiles entry {brief(dict(p))} is incomplete: it lacks {', '.join(missing)}; each needs {_PROFILE_SHAPE}"
         )
     try:
         prof = parse_profile(p["name"])
     except MigConfigError as exc:
         raise MigPlanError(f"{where}: supported_profiles: {exc}") from None
     here = f"{where}: supported_profiles entry {prof.gpu_instance_name!r}"
-    if not _is_int(p["id"]) or p["id"] < 0:
-        raise MigPlanError(f"{here}: 'id' must be a non-negative integer, not {_brief(p['id'])}")
-    if not _is_int(p["max_instances"]) or not 0 <= p["max_instances"] <= MAX_INSTANCES:
-        raise MigPlanError(f"{here}: 'max_instances' must be an integer from 0 to {MAX_INSTANCES}, not {_brief(p['max_instances'])}")
+    if not is_int(p["id"]) or p["id"] < 0:
+        raise MigPlanError(f"{here}: 'id' must be a non-negative integer, not {brief(p['id'])}")
+    if not is_int(p["max_instances"]) or not 0 <= p["max_instances"] <= MAX_INSTANCES:
+        raise MigPlanError(f"{here}: 'max_instances' must be an integer from 0 to {MAX_INSTANCES}, not {brief(p['max_instances'])}")
     if not isinstance(p["placements"], list):
-        raise MigPlanError(f"{here}: 'placements' must be a list of {{start, size}}, not {_brief(p['placements'])}")
+        raise MigPlanError(f"{here}: 'placements' must be a list of {{start, size}}, not {brief(p['placements'])}")
     placements: List[Tuple[int, int]] = []
     for pl in p["placements"]:
         start: Any = pl.get("start") if isinstance(pl, Mapping) else None
         size: Any = pl.get("size") if isinstance(pl, Mapping) else None
-        if not (_is_int(start) and _is_int(size) and start >= 0 and size >= 1 and start + size <= MAX_MEMORY_SLICES):
+        if not (is_int(start) and is_int(size) and start >= 0 and size >= 1 and start + size <= MAX_MEMORY_SLICES):
             raise MigPlanError(
-                f"{here}: placement {_brief(pl)} must be {{start, size}} with integers start >= 0, size >= 1 and "
+                f"{here}: placement {brief(pl)} must be {{start, size}} with integers start >= 0, size >= 1 and "
                 f"start + size <= {MAX_MEMORY_SLICES} memory slices"
             )
         placements.append((start, size))
@@ -144,21 +134,21 @@ def _profiles_from_dicts(raw: Sequence[Any], where: str) -> Tuple[_GiProfile, ..
 def gpu_spec(gpu: Mapping[str, Any]) -> GpuSpec:
     """Build a GpuSpec from a dict: ``index`` plus ``pci_device_id`` and/or ``name``; ``supported_profiles`` optional."""
     if not isinstance(gpu, Mapping):
-        raise MigPlanError(f"each GPU must be a mapping with 'index' and 'pci_device_id' or 'name', not {_brief(gpu)}")
+        raise MigPlanError(f"each GPU must be a mapping with 'index' and 'pci_device_id' or 'name', not {brief(gpu)}")
     index: Any = gpu.get("index")
-    if not _is_int(index) or index < 0:
-        raise MigPlanError(f"GPU {_brief(dict(gpu))}: 'index' must be a non-negative integer")
+    if not is_int(index) or index < 0:
+        raise MigPlanError(f"GPU {brief(dict(gpu))}: 'index' must be a non-negative integer")
     where = f"GPU {index}"
     device_id: Optional[str] = None
     if gpu.get("pci_device_id") not in (None, ""):
         raw_id = gpu["pci_device_id"]
         try:
-            device_id = normalize_device_id(raw_id if _is_int(raw_id) else str(raw_id))
+            device_id = normalize_device_id(raw_id if is_int(raw_id) else str(raw_id))
         except MigConfigError as exc:
             raise MigPlanError(f"{where}: {exc}") from None
     name = gpu.get("name")
     if name is not None and not isinstance(name, str):
-        raise MigPlanError(f"{where}: 'name' must be the GPU's name as a string (such as 'NVIDIA A100-SXM4-40GB'), not {_brief(name)}")
+        raise MigPlanError(f"{where}: 'name' must be the GPU's name as a string (such as 'NVIDIA A100-SXM4-40GB'), not {brief(name)}")
     if device_id is None and not name:
         raise MigPlanError(f"{where}: give 'pci_device_id' (such as '0x20B010DE') or 'name' (such as 'NVIDIA A100-SXM4-40GB')")
     model: Optional[GpuModel] = None
@@ -169,7 +159,7 @@ def gpu_spec(gpu: Mapping[str, Any]) -> GpuSpec:
     subsystem = gpu.get("pci_subsystem_id") or None
     if subsystem is not None:
         try:
-            subsystem = normalize_device_id(subsystem if _is_int(subsystem) else str(subsystem))
+            subsystem = normalize_device_id(subsystem if is_int(subsystem) else str(subsystem))
         except MigConfigError as exc:
             raise MigPlanError(f"{where}: pci_subsystem_id: {exc}") from None
     display = str(name) if name else (model.names[0] if model and model.names else "unknown GPU model")
@@ -193,8 +183,8 @@ def expand_gpus(gpus: Any) -> Any:
     """``{count: 8, pci_device_id: "0x20B010DE"}`` (or ``name``) is shorthand for GPUs 0..7 of one model."""
     if isinstance(gpus, Mapping) and "count" in gpus:
         count = gpus["count"]
-        if not _is_int(count) or not 1 <= count <= MAX_GPUS:
-            raise MigPlanError(f"'gpus' shorthand {_brief(dict(gpus))}: 'count' must be a positive integer, at most {MAX_GPUS} GPUs per node")
+        if not is_int(count) or not 1 <= count <= MAX_GPUS:
+            raise MigPlanError(f"'gpus' shorthand {brief(dict(gpus))}: 'count' must be a positive integer, at most {MAX_GPUS} GPUs per node")
         unknown = sorted(set(gpus) - {"count", "pci_device_id", "pci_subsystem_id", "name"})
         if unknown:
             raise MigPlanError(f"'gpus' shorthand {dict(gpus)!r}: unknown key(s) {', '.join(unknown)}")
@@ -390,200 +380,3 @@ def plan(config: Any, config_name: Any, gpus: Any) -> List[Dict[str, Any]]:
                     f"{sorted(present)}"
                 )
     return [_plan_gpu(spec, _entry_for(spec, entries, where), where) for spec in specs]
-
-
-# --------------------------------------------------------------------------- Kubernetes resources
-
-RESOURCE_PREFIX = "nvidia.com/"
-_RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-STRATEGIES = ("mixed", "single")
-
-
-def resource_name(profile: Union[str, MigProfile]) -> str:
-    """The device plugin's ``mixed``-strategy resource for a profile: ``1g.10gb+me`` -> ``nvidia.com/mig-1g.10gb.me``."""
-    prof = profile if isinstance(profile, MigProfile) else parse_profile(profile)
-    name = "mig-" + str(prof).replace("+", ".")
-    if not _RESOURCE_NAME_RE.match(name):  # pragma: no cover - the profile grammar keeps names valid
-        raise MigPlanError(f"profile {prof} yields an invalid Kubernetes resource name {name!r}")
-    return RESOURCE_PREFIX + name
-
-
-def _check_plan_item(item: Mapping[str, Any]) -> None:
-    """A plan entry as mig_plan returns it: mig_enabled a bool, devices a mapping of profile to count."""
-    gpu = f"plan entry for GPU {item['index']}" if "index" in item else f"plan entry {_brief(dict(item))}"
-    if not isinstance(item["mig_enabled"], bool):
-        raise MigPlanError(f"{gpu}: 'mig_enabled' must be true or false, not {_brief(item['mig_enabled'])}")
-    devices = item["devices"]
-    if not isinstance(devices, Mapping):
-        raise MigPlanError(f"{gpu}: 'devices' must be a mapping of MIG profile to count, not {_brief(devices)}")
-    for prof, n in devices.items():
-        try:
-            parse_profile(prof)
-        except MigConfigError as exc:
-            raise MigPlanError(f"{gpu}: 'devices': {exc}") from None
-        if not _is_int(n) or n < 0:
-            raise MigPlanError(f"{gpu}: 'devices': count for {prof!r} must be a non-negative integer, not {_brief(n)}")
-
-
-def _plan_items(plan_: Any, depth: int = 0) -> List[Mapping[str, Any]]:
-    if isinstance(plan_, Mapping):
-        plan_ = [plan_]
-    if not isinstance(plan_, list):
-        raise MigPlanError(f"a plan must be the list mig_plan returns, not {type(plan_).__name__} ({_brief(plan_)})")
-    items: List[Mapping[str, Any]] = []
-    for item in plan_:
-        if isinstance(item, list) and depth == 0:  # a list of node plans
-            items.extend(_plan_items(item, depth + 1))
-        elif isinstance(item, Mapping) and "mig_enabled" in item and "devices" in item:
-            _check_plan_item(item)
-            items.append(item)
-        else:
-            raise MigPlanError(f"plan entry {_brief(item)} lacks 'mig_enabled'/'devices'; pass what mig_plan returns")
-    return items
-
-
-def resources(plan_: Any, strategy: str = "mixed") -> Dict[str, int]:
-    """Extended resources a plan (or a list of node plans) yields under the device plugin's MIG strategy."""
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise MigPlanError(f"unknown MIG strategy {_brief(strategy)}; the device plugin knows {', '.join(STRATEGIES)}")
-    items = _plan_items(plan_)
-    out: Dict[str, int] = {}
-    if strategy == "mixed":
-        for item in items:
-            if not item["mig_enabled"]:
-                out["nvidia.com/gpu"] = out.get("nvidia.com/gpu", 0) + 1
-                continue
-            for prof, n in item["devices"].items():
-                if n:
-                    key = resource_name(prof)
-                    out[key] = out.get(key, 0) + int(n)
-        return dict(sorted(out.items()))
-
-    enabled = [i for i in items if i["mig_enabled"]]
-    if not enabled:
-        return {"nvidia.com/gpu": len(items)} if items else {}
-    disabled = [i for i in items if not i["mig_enabled"]]
-    if disabled:
-        raise MigPlanError(
-            "strategy 'single' needs every GPU MIG-enabled or every GPU MIG-disabled; MIG is disabled on GPU(s) "
-            f"{_gpu_list(disabled)} and enabled on GPU(s) {_gpu_list(enabled)}; use strategy 'mixed'"
-        )
-    kinds = sorted({str(parse_profile(p)) for i in enabled for p, n in i["devices"].items() if n})
-    empty = [i for i in enabled if not any(i["devices"].values())]
-    if empty:
-        raise MigPlanError(
-            f"strategy 'single' needs MIG devices on every GPU; GPU(s) {_gpu_list(empty)} have MIG enabled with none; "
-            "use strategy 'mixed'"
-        )
-    if len(kinds) > 1:
-        raise MigPlanError(
-            f"strategy 'single' needs one MIG profile on every GPU, the layout has {', '.join(kinds)}; use strategy 'mixed'"
-        )
-    return {"nvidia.com/gpu": sum(int(n) for i in enabled for n in i["devices"].values())}
-
-
-def _gpu_list(items: Iterable[Mapping[str, Any]]) -> str:
-    return ", ".join(str(i.get("index", "?")) for i in items)
-
-
-# --------------------------------------------------------------------------- comparing with the hardware
-
-
-def _instances(gpu: Mapping[str, Any], key: str, fields: Tuple[str, ...], where: str) -> List[Mapping[str, Any]]:
-    raw = gpu.get(key) or []
-    if not isinstance(raw, list):
-        raise MigPlanError(f"{where}: '{key}' must be a list as mig_info returns it, not {_brief(raw)}")
-    for item in raw:
-        if not isinstance(item, Mapping) or not all(f in item for f in fields):
-            raise MigPlanError(f"{where}: '{key}' entry {_brief(item)} needs {', '.join(fields)} as mig_info returns them")
-    return raw
-
-
-def actual_devices(gpu: Mapping[str, Any]) -> Tuple[Dict[str, int], List[str]]:
-    """MIG devices present on a GPU as ``mig_info`` reports it: ``({profile: count}, problems)``.
-
-    A MIG device is a compute instance; it is named after its GPU instance when it spans it
-    (``3g.20gb``) and ``<C>c.<GI>`` otherwise. A GPU instance without compute instance is
-    not a usable device and is reported as a problem. Malformed input raises MigPlanError naming the GPU.
-    """
-    where = f"GPU {gpu.get('index', '?')}"
-    counts: Dict[str, int] = {}
-    problems: List[str] = []
-    gis: Dict[Any, Mapping[str, Any]] = {}
-    for gi in _instances(gpu, "gpu_instances", ("id", "profile"), where):
-        if not _is_int(gi["id"]):
-            raise MigPlanError(f"{where}: GPU instance id {_brief(gi['id'])} is not an integer")
-        gis[gi["id"]] = gi
-    with_ci = set()
-    for ci in _instances(gpu, "compute_instances", ("gpu_instance_id", "profile"), where):
-        gi_id = ci["gpu_instance_id"]
-        owner = gis.get(gi_id) if _is_int(gi_id) else None
-        if owner is None:
-            problems.append(f"compute instance {ci.get('id')} belongs to unknown GPU instance {gi_id}")
-            continue
-        with_ci.add(gi_id)
-        try:
-            gi_prof = parse_profile(owner["profile"])
-        except MigConfigError as exc:
-            raise MigPlanError(f"{where}: GPU instance {gi_id}: {exc}") from None
-        try:
-            ci_prof = parse_profile(ci["profile"])
-            c = ci_prof.compute
-        except MigConfigError:
-            c = gi_prof.gpu_slices
-        dev = MigProfile(gi_prof.gpu_slices, gi_prof.memory_gb, gi_prof.attribute, 0 if c == gi_prof.gpu_slices else c)
-        counts[str(dev)] = counts.get(str(dev), 0) + 1
-    for gi_id, gi in sorted(gis.items()):
-        if gi_id not in with_ci:
-            problems.append(f"GPU instance {gi_id} ({gi['profile']}) has no compute instance")
-    return dict(sorted(counts.items())), problems
-
-
-def compare(expected: Sequence[Mapping[str, Any]], gpus: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Differences between a plan and the current state, one dict per (GPU, item):
-    ``{gpu, profile, expected, actual}``; ``profile`` is ``mig-mode`` for the MIG mode.
-    Malformed input raises MigPlanError naming the plan entry or the GPU."""
-    if not isinstance(expected, list):
-        raise MigPlanError(f"the plan must be the list mig_plan returns, not {_brief(expected)}")
-    if not isinstance(gpus, list):
-        raise MigPlanError(f"the GPUs must be a list as mig_info returns them, not {_brief(gpus)}")
-    by_index: Dict[int, Mapping[str, Any]] = {}
-    for g in gpus:
-        if not isinstance(g, Mapping) or not _is_int(g.get("index")):
-            raise MigPlanError(f"GPU {_brief(g)} must be a mapping with an integer 'index', as mig_info returns it")
-        by_index[g["index"]] = g
-    mismatches: List[Dict[str, Any]] = []
-    for exp in expected:
-        if not isinstance(exp, Mapping) or not _is_int(exp.get("index")) or "mig_enabled" not in exp or "devices" not in exp:
-            raise MigPlanError(f"plan entry {_brief(exp)} needs index, mig_enabled and devices; pass what mig_plan returns")
-        _check_plan_item(exp)
-        idx = exp["index"]
-        gpu = by_index.get(idx)
-        if gpu is None:
-            mismatches.append({"gpu": idx, "profile": "gpu", "expected": "present", "actual": "absent"})
-            continue
-        want_mode = "enabled" if exp["mig_enabled"] else "disabled"
-        cur, pend = gpu.get("mig_mode_current"), gpu.get("mig_mode_pending")
-        if cur != want_mode:
-            mismatches.append({"gpu": idx, "profile": "mig-mode", "expected": want_mode, "actual": cur})
-        elif pend not in (None, cur):
-            mismatches.append(
-                {"gpu": idx, "profile": "mig-mode", "expected": want_mode, "actual": f"{cur} (pending {pend}: reset needed)"}
-            )
-        have, problems = actual_devices(gpu) if cur == "enabled" else ({}, [])
-        want = {str(parse_profile(p)): int(n) for p, n in exp["devices"].items() if n}
-        for prof in sorted(set(want) | set(have)):
-            if want.get(prof, 0) != have.get(prof, 0):
-                mismatches.append({"gpu": idx, "profile": prof, "expected": want.get(prof, 0), "actual": have.get(prof, 0)})
-        for problem in problems:
-            mismatches.append({"gpu": idx, "profile": "instance", "expected": "complete", "actual": problem})
-    return mismatches
-
-
-def mismatch_table(mismatches: Sequence[Mapping[str, Any]]) -> str:
-    """A small fixed-width table for error messages."""
-    rows = [("GPU", "PROFILE", "EXPECTED", "ACTUAL")] + [
-        (str(m["gpu"]), str(m["profile"]), str(m["expected"]), str(m["actual"])) for m in mismatches
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -91,7 +91,8 @@ def package_version(run: Runner, family: str, name: str) -> str:
 
 
 def file_state(path: str) -> Dict[str, Any]:
-    """exists, isdir, mode ('0644'), uid, gid and, for regular files, the sha1 checksum (as the copy module's)."""
+    """exists, isdir, islnk, isreg, mode ('0644'), uid, gid, size and, for regular files, the sha1 checksum (as the
+    copy module's). The path itself is examined (lstat): a symlink is reported as a link, not followed."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -102,6 +103,7 @@ def file_state(path: str) -> Dict[str, Any]:
         "exists": True,
         "isdir": stat.S_ISDIR(st.st_mode),
         "islnk": stat.S_ISLNK(st.st_mode),
+        "isreg": stat.S_ISREG(st.st_mode),
         "mode": f"{stat.S_IMODE(st.st_mode):04o}",
         "uid": st.st_uid,
         "gid": st.st_gid,

@@ -22,14 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_info import (
-    ComputeInstance,
-    GpuInfo,
-    GpuInstance,
-    MigMode,
-    Placement,
-    ProfileInfo,
-)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_info import ComputeInstance, GpuInfo, GpuInstance, MigMode, Placement, ProfileInfo
 
 __all__ = [
     "COMMANDS",
@@ -149,6 +142,13 @@ class _Row:
     def inner(self) -> str:
         return self.line[1:-1]
 
+    def match(self, command: str, pattern: re.Pattern[str], what: str, columns: str) -> re.Match[str]:
+        """The row's cells matched by ``pattern``; NvidiaSmiError naming the row and the columns expected otherwise."""
+        found = pattern.fullmatch(self.inner)
+        if found is None:
+            raise NvidiaSmiError(command, f"unrecognised {what} row (expected {columns})", self.number, self.line)
+        return found
+
 
 @dataclass(frozen=True)
 class _Group:
@@ -255,14 +255,7 @@ def parse_lgip(text: str) -> dict[int, list[ProfileInfo]]:
     result: dict[int, list[ProfileInfo]] = {}
     for group in table.groups:
         row = group.rows[0]
-        match = _LGIP_ROW_RE.fullmatch(row.inner)
-        if match is None:
-            raise NvidiaSmiError(
-                _LGIP,
-                "unrecognised profile row (expected GPU, MIG name, ID, Free/Total, GiB, P2P, SM, DEC, ENC)",
-                row.number,
-                row.line,
-            )
+        match = row.match(_LGIP, _LGIP_ROW_RE, "profile", "GPU, MIG name, ID, Free/Total, GiB, P2P, SM, DEC, ENC")
         if len(group.rows) < 2:
             raise NvidiaSmiError(
                 _LGIP,
@@ -382,14 +375,7 @@ def parse_lgi(text: str) -> dict[int, list[GpuInstance]]:
     result: dict[int, list[GpuInstance]] = {}
     for group in table.groups:
         for row in group.rows:
-            match = _LGI_ROW_RE.fullmatch(row.inner)
-            if match is None:
-                raise NvidiaSmiError(
-                    _LGI,
-                    "unrecognised GPU instance row (expected GPU, MIG name, profile ID, instance ID, start:size)",
-                    row.number,
-                    row.line,
-                )
+            match = row.match(_LGI, _LGI_ROW_RE, "GPU instance", "GPU, MIG name, profile ID, instance ID, start:size")
             name = match["name"]
             if _GI_PROFILE_RE.fullmatch(name) is None:
                 raise NvidiaSmiError(_LGI, f"unrecognised profile name {name!r}", row.number, row.line)
@@ -444,10 +430,8 @@ def parse_lci(text: str) -> dict[int, list[ComputeInstance]]:
     result: dict[int, list[ComputeInstance]] = {}
     for group in table.groups:
         for row in group.rows:
-            match = row_re.fullmatch(row.inner)
-            if match is None:
-                columns = "GPU, GI ID, MIG name, profile ID, instance ID" + (", start:size" if table.layout else "")
-                raise NvidiaSmiError(_LCI, f"unrecognised compute instance row (expected {columns})", row.number, row.line)
+            columns = "GPU, GI ID, MIG name, profile ID, instance ID" + (", start:size" if table.layout else "")
+            match = row.match(_LCI, row_re, "compute instance", columns)
             name = match["name"]
             if _CI_PROFILE_RE.fullmatch(name) is None:
                 raise NvidiaSmiError(_LCI, f"unrecognised profile name {name!r}", row.number, row.line)

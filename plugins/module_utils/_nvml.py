@@ -23,16 +23,9 @@ import ctypes
 import math
 import re
 import threading
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_info import (
-    ComputeInstance,
-    GpuInfo,
-    GpuInstance,
-    MigMode,
-    Placement,
-    ProfileInfo,
-)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_info import ComputeInstance, GpuInfo, GpuInstance, MigMode, Placement, ProfileInfo
 
 
 class NvmlError(RuntimeError):
@@ -234,21 +227,26 @@ class _Reader:
                 raise
         return self._call("nvmlDeviceGetGpuInstanceProfileInfo", index, handle, constant, 1)
 
-    def _gi_profiles(self, index: int, handle: Any, enabled: bool) -> list[ProfileInfo]:
-        nvml = self.nvml
+    def _existing_profiles(self, count: int, info: Callable[[int], Any]) -> Iterator[tuple[int, Any]]:
+        """``(constant, info(constant))`` for each profile constant below ``count`` that exists on this GPU (or in this
+        driver), the first constant of each profile id only."""
         seen: set[int] = set()
-        profiles: list[ProfileInfo] = []
-        for constant in range(max(int(nvml.NVML_GPU_INSTANCE_PROFILE_COUNT), _KNOWN_GI_PROFILE_COUNT)):
+        for constant in range(count):
             try:
-                raw = self._gi_profile_info(index, handle, constant)
+                raw = info(constant)
             except NvmlError as exc:
                 if exc.code in self.skip_profile:
                     continue  # this profile does not exist on this GPU (or in this driver)
                 raise
+            if int(raw.id) not in seen:
+                seen.add(int(raw.id))
+                yield constant, raw
+
+    def _gi_profiles(self, index: int, handle: Any, enabled: bool) -> list[ProfileInfo]:
+        profiles: list[ProfileInfo] = []
+        count = max(int(self.nvml.NVML_GPU_INSTANCE_PROFILE_COUNT), _KNOWN_GI_PROFILE_COUNT)
+        for constant, raw in self._existing_profiles(count, lambda c: self._gi_profile_info(index, handle, c)):
             profile_id = int(raw.id)
-            if profile_id in seen:
-                continue
-            seen.add(profile_id)
             memory_mib = int(raw.memorySizeMB)
             slices = int(raw.sliceCount)
             raw_name = getattr(raw, "name", None)
@@ -357,20 +355,9 @@ class _Reader:
 
     def _ci_profiles(self, index: int, gi_handle: Any, gi_profile: ProfileInfo) -> list[tuple[int, int, str]]:
         """(profile id, max instances, name) of each compute instance profile of this GPU instance."""
-        nvml = self.nvml
-        seen: set[int] = set()
         result: list[tuple[int, int, str]] = []
-        for constant in range(max(int(nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT), _KNOWN_CI_PROFILE_COUNT)):
-            try:
-                raw = self._ci_profile_info(index, gi_handle, constant)
-            except NvmlError as exc:
-                if exc.code in self.skip_profile:
-                    continue
-                raise
-            profile_id = int(raw.id)
-            if profile_id in seen:
-                continue
-            seen.add(profile_id)
+        count = max(int(self.nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT), _KNOWN_CI_PROFILE_COUNT)
+        for _constant, raw in self._existing_profiles(count, lambda c: self._ci_profile_info(index, gi_handle, c)):
             slices = int(raw.sliceCount)
             raw_name = getattr(raw, "name", None)
             if raw_name:
@@ -379,5 +366,5 @@ class _Reader:
                 name = gi_profile["name"]
             else:
                 name = f"{slices}c.{gi_profile['name']}"
-            result.append((profile_id, max(int(raw.instanceCount), 1), name))
+            result.append((int(raw.id), max(int(raw.instanceCount), 1), name))
         return result

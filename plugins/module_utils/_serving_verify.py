@@ -18,21 +18,20 @@ Four checks, each reporting exactly what it saw:
 4. an inference through the load balancer succeeds (KServe v2 HTTP protocol, as Triton serves it), through
    the API server's service proxy or a direct URL.
 
-The transport is abstracted (``Transport``): the module gives one built on the ``kubernetes`` client; the unit
-tests give a fake one.
+The transport is abstracted (``Transport``): the module gives one built on the ``kubernetes`` client (``KubeTransport``,
+over ``_kube_client``); the unit tests give a fake one.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from decimal import Decimal
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import StrictYamlError, line_of, load
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._kube_client import KubeRequestError, api_request
 
 CUSTOM_METRICS_GROUP = "custom.metrics.k8s.io"
 KNOWN_METRICS_VERSIONS = ("v1beta2", "v1beta1")
@@ -478,122 +477,13 @@ def build_url(base: str, path: str, query: Optional[Mapping[str, str]]) -> str:
     return base.rstrip("/") + path + (("?" + urlencode(dict(query))) if query else "")
 
 
-# --- the kubeconfig --------------------------------------------------------------------------------------------
-
-
-class KubeconfigError(ValueError):
-    """A kubeconfig the module cannot use; the message names the file, the line where it can, and the fix."""
-
-
-def _kube_brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _named_list(config: Mapping[str, Any], key: str, inner: str, path: str, required: bool) -> Dict[str, Mapping[str, Any]]:
-    """``clusters``/``contexts``/``users``: a list of ``{name, <inner>: {...}}``, by name."""
-    raw = config.get(key)
-    if raw is None and not required:
-        return {}
-    if not isinstance(raw, list):
-        at = line_of(config, key)
-        where = f"{path}, line {at}" if at else path
-        what = "missing" if raw is None else f"{type(raw).__name__}, not a list"
-        raise KubeconfigError(f"{where}: '{key}' is {what}; a kubeconfig lists its {key} as '- name: ...' entries with a '{inner}:' mapping")
-    out: Dict[str, Mapping[str, Any]] = {}
-    for pos, item in enumerate(raw, start=1):
-        at = line_of(item)
-        where = f"{path}, line {at}" if at else f"{path}, {key} entry {pos}"
-        if not isinstance(item, Mapping):
-            raise KubeconfigError(f"{where}: {key} entry {pos} must be a mapping with 'name' and '{inner}', not {_kube_brief(item)}")
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise KubeconfigError(f"{where}: {key} entry {pos} needs a non-empty string 'name', not {_kube_brief(name)}")
-        if name in out:
-            raise KubeconfigError(f"{where}: {key} entry {name!r} is defined twice; kubectl would use the first only: rename or remove one")
-        body = item.get(inner)
-        if not isinstance(body, Mapping):
-            raise KubeconfigError(f"{where}: {key} entry {name!r} needs a '{inner}:' mapping, not {_kube_brief(body)}")
-        out[name] = body
-    return out
-
-
-def default_kubeconfig() -> Optional[str]:
-    """The file the kubernetes client reads when no kubeconfig is given: $KUBECONFIG (one path), else ~/.kube/config;
-    None when that is a list of files (the client merges them) or no file exists (the in-cluster account is used)."""
-    env = os.environ.get("KUBECONFIG", "")
-    if os.pathsep in env:
-        return None
-    path = os.path.expanduser(env or "~/.kube/config")
-    return path if os.path.isfile(path) else None
-
-
-def check_kubeconfig(data: bytes, path: str, context: Optional[str] = None) -> str:
-    """Check a kubeconfig file's content before the kubernetes client reads it (which answers odd files with
-    a Python exception or accepts a server that is no URL). Returns the context used. Refuses, naming the file
-    and the line: binary, non-UTF-8 or non-YAML content, duplicate keys, no mapping, missing or malformed
-    ``clusters``/``contexts``/``users``, an unknown context, cluster or user, a server that is not an http(s) URL."""
-    try:
-        config = load(data, path)
-    except StrictYamlError as exc:
-        raise KubeconfigError(str(exc)) from None
-    if config is None:
-        raise KubeconfigError(f"{path}: empty; a kubeconfig needs clusters, contexts and users (kubectl config view --raw shows one)")
-    if not isinstance(config, Mapping):
-        raise KubeconfigError(
-            f"{path}: must be a mapping (apiVersion: v1, kind: Config, clusters, contexts, users), not {type(config).__name__} "
-            f"({_kube_brief(config)})"
-        )
-    clusters = _named_list(config, "clusters", "cluster", path, required=True)
-    contexts = _named_list(config, "contexts", "context", path, required=True)
-    users = _named_list(config, "users", "user", path, required=False)
-    current = config.get("current-context")
-    name = context or current
-    if not name:
-        raise KubeconfigError(
-            f"{path}: no context given and no current-context set; set the module's context (or K8S_AUTH_CONTEXT) to one of: "
-            f"{', '.join(sorted(contexts)) or 'none defined'}"
-        )
-    if not isinstance(name, str) or name not in contexts:
-        which = "context" if context else "current-context"
-        raise KubeconfigError(
-            f"{path}: {which} {_kube_brief(name)} is not defined; the kubeconfig's contexts are: {', '.join(sorted(contexts)) or 'none'}"
-        )
-    ctx = contexts[name]
-    cluster_name = ctx.get("cluster")
-    if not isinstance(cluster_name, str) or cluster_name not in clusters:
-        raise KubeconfigError(
-            f"{path}: context {name!r} names cluster {_kube_brief(cluster_name)}, which is not defined; clusters: "
-            f"{', '.join(sorted(clusters)) or 'none'}"
-        )
-    user = ctx.get("user")
-    if user is not None and (not isinstance(user, str) or user not in users):
-        raise KubeconfigError(
-            f"{path}: context {name!r} names user {_kube_brief(user)}, which is not defined; users: {', '.join(sorted(users)) or 'none'}"
-        )
-    server = clusters[cluster_name].get("server")
-    parts = urlsplit(server) if isinstance(server, str) else None
-    try:
-        port_ok = parts is not None and (parts.port is None or parts.port > 0)
-    except ValueError:
-        port_ok = False
-    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname or not port_ok:
-        at = line_of(clusters[cluster_name], "server")
-        where = f"{path}, line {at}" if at else path
-        raise KubeconfigError(
-            f"{where}: cluster {cluster_name!r} has server {_kube_brief(server)}, which is not an https:// URL of the API server "
-            "(such as https://10.0.0.1:6443)"
-        )
-    return name
-
-
 # --- the transports the module uses ----------------------------------------------------------------------------
 
 
 class KubeTransport(Transport):
-    """Requests to the API server through the ``kubernetes`` client's configuration (kubeconfig: server, CA, client
-    certificate or token, exec plugins); a ``base`` URL (the load balancer's own address) is asked directly, with
-    ``open_url`` and without the API server's credentials."""
+    """Requests to the API server through a ``kubernetes`` client ``ApiClient`` (see ``_kube_client``: the client builds
+    the URL and adds its credentials, a bearer token refreshed by its exec or OIDC plugin included); a ``base`` URL (the
+    load balancer's own address) is asked directly, with ``open_url`` and without the API server's credentials."""
 
     def __init__(self, api_client: Any, timeout: float, direct: Callable[..., Any], ca_path: Optional[str] = None) -> None:
         self.client = api_client
@@ -601,32 +491,15 @@ class KubeTransport(Transport):
         self.direct = direct
         self.ca_path = ca_path
 
-    def _headers(self) -> Dict[str, str]:
-        headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "gpu-ops-serving-verify"}
-        config = self.client.configuration
-        auth = config.auth_settings().get("BearerToken") or {}
-        if auth.get("value"):
-            headers[str(auth.get("key") or "authorization")] = str(auth["value"])
-        return headers
-
     def request(self, method: str, path: str, query: Optional[Mapping[str, str]] = None, body: Any = None,
                 base: Optional[str] = None) -> Response:
         if base:
             return self._direct(method, build_url(base, path, query), body)
-        url = build_url(self.client.configuration.host, path, query)
         try:
-            resp = self.client.rest_client.request(method, url, headers=self._headers(), body=body, _request_timeout=self.timeout)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            if isinstance(status, int) and status > 0:  # kubernetes < 30 raises ApiException for every status >= 400
-                data = getattr(exc, "body", None) or b""
-                return Response(status, data if isinstance(data, bytes) else str(data).encode())
-            # urllib3 MaxRetryError, SSLError, timeouts: the request got no answer
-            raise VerifyError(f"{method} {url}: no answer from the API server: {exc}") from None
-        data = resp.read() if hasattr(resp, "read") else resp.data
-        if isinstance(data, str):
-            data = data.encode()
-        return Response(int(resp.status), data or b"", str(resp.getheader("Content-Type") or ""))
+            status, data, content_type = api_request(self.client, method, path, query, body, self.timeout)
+        except KubeRequestError as exc:
+            raise VerifyError(str(exc)) from None
+        return Response(status, data, content_type)
 
     def _direct(self, method: str, url: str, body: Any) -> Response:
         payload = json.dumps(body).encode() if body is not None else None

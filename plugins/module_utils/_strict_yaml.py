@@ -80,7 +80,8 @@ def line_of(obj: Any, key: Any = None) -> Optional[int]:
         return None
 
 
-def _describe(value: Any) -> str:
+def brief(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters, for a value quoted in a message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -176,7 +177,7 @@ if HAS_YAML:
             if isinstance(key, (list, dict)):
                 kind = "list" if isinstance(key, list) else "mapping"
                 raise _Refused(
-                    f"a mapping key is a {kind} ({_describe(key)}); keys must be plain strings or numbers - "
+                    f"a mapping key is a {kind} ({brief(key)}); keys must be plain strings or numbers - "
                     "remove the '?' complex-key syntax or quote the key",
                     line,
                 )
@@ -194,7 +195,7 @@ if HAS_YAML:
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             if isinstance(key, (list, dict)):
-                raise _Refused(f"a mapping key is a list or mapping ({_describe(key)}); keys must be plain strings", key_node.start_mark.line + 1)
+                raise _Refused(f"a mapping key is a list or mapping ({brief(key)}); keys must be plain strings", key_node.start_mark.line + 1)
             mapping[key] = loader.construct_object(value_node, deep=True)
             mapping.key_lines[key] = key_node.start_mark.line + 1
         return mapping

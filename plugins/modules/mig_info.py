@@ -131,7 +131,7 @@ gpus:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_reader import (
     GpuReadError,
     gpu_backend_argument_spec,
     read_gpus,

@@ -8,11 +8,13 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: mig_node_state
 short_description: Read in one pass what decides a GPU node's MIG configuration work
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads, in one round trip, the node's GPUs (as M(gpu_ops.mig_serving.mig_info) does), its OS family (from
     C(/etc/os-release)), the installed version of a package, the checksum, mode and owner of files, the state of
     systemd units and, optionally, the processes holding a GPU.
+  - With O(want), compares the node with a description of the files, directories, symlinks and units it must have,
+    the description M(gpu_ops.mig_serving.mig_node_files) converges, and reports what differs in RV(drift).
   - The C(gpu_ops.mig_serving.mig_layout) role decides from this result, on the controller, which of its steps a
     node needs, so a node already in its layout costs one module run, in check mode too.
   - Never changes anything on the node.
@@ -45,6 +47,14 @@ options:
       - List the processes that hold a GPU (C(nvidia-smi --query-compute-apps)) in RV(compute_apps).
     type: bool
     default: false
+  want:
+    description:
+      - What the node must have, as the O(gpu_ops.mig_serving.mig_node_files#module:files) and
+        O(gpu_ops.mig_serving.mig_node_files#module:units) options of M(gpu_ops.mig_serving.mig_node_files) take it
+        (keys C(files) and C(units)), checked the same way.
+      - Compared, never written; RV(drift) lists every path and unit that differs, with why. Units named here are read in
+        the same C(systemctl show) call as O(units) and reported in RV(units) too.
+    type: dict
 notes:
   - Checksums are SHA-1, as M(ansible.builtin.copy) and M(ansible.builtin.template) compare them.
   - O(timeout) bounds every command the module runs, C(dpkg-query) or C(rpm) and C(systemctl) as well as C(nvidia-smi).
@@ -103,10 +113,12 @@ package_version:
   type: str
   sample: 0.13.0-1
 files:
-  description: Per path in O(files), C(exists) and, when it exists, C(isdir), C(islnk), C(mode), C(uid), C(gid), C(size) and for a regular file C(checksum).
+  description:
+    - Per path in O(files), C(exists) and, when it exists, C(isdir), C(islnk), C(isreg), C(mode), C(uid), C(gid), C(size)
+      and for a regular file C(checksum). The path itself is examined (a symlink is not followed).
   returned: always
   type: dict
-  sample: {"/etc/gpu-ops/mig/config.yaml": {"exists": true, "isdir": false, "islnk": false, "mode": "0644", "uid": 0, "gid": 0, "size": 812,
+  sample: {"/etc/gpu-ops/mig/config.yaml": {"exists": true, "isdir": false, "islnk": false, "isreg": true, "mode": "0644", "uid": 0, "gid": 0, "size": 812,
            "checksum": "5b1c0b8f5a1a3e8b0e8fb4b5f7a0b9a2bfb2a8c1"}}
 units:
   description: Per unit in O(units), C(load_state) (V(not-found) when there is no such unit), C(unit_file_state) and C(active_state).
@@ -120,6 +132,16 @@ systemd_running:
   returned: always
   type: bool
   sample: true
+drift:
+  description:
+    - Each path and unit of O(want) that differs from it on the node, in the order given (paths first), as C(name) (the
+      path or unit), C(kind) (V(file), V(directory), V(link) or V(unit)) and C(why).
+    - Empty when the node is as described; M(gpu_ops.mig_serving.mig_node_files) would then change nothing.
+  returned: when O(want) is set
+  type: list
+  elements: dict
+  sample: [{"name": "/etc/gpu-ops/mig/config.yaml", "kind": "file", "why": "content differs; mode 0600 instead of 0644"},
+           {"name": "nvidia-mig-manager.service", "kind": "unit", "why": "not enabled (unit file state: disabled)"}]
 compute_apps:
   description: Processes holding a GPU, C(pid), C(process_name) and C(gpu_uuid).
   returned: when O(compute_apps=true)
@@ -128,11 +150,12 @@ compute_apps:
   sample: [{"pid": "4242", "process_name": "tritonserver", "gpu_uuid": "GPU-5e4c..."}]
 """
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_reader import (
     CommandTimeout,
     GpuReadError,
     gpu_backend_argument_spec,
@@ -140,6 +163,15 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state imp
     read_gpus,
     smi_runner,
     timeout_problem,
+)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_files import (
+    DescriptionError,
+    FileWant,
+    UnitWant,
+    description_argument_spec,
+    drift,
+    parse_files,
+    parse_units,
 )
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_state import (
     NodeStateError,
@@ -159,6 +191,7 @@ def main() -> None:
             "files": {"type": "list", "elements": "path", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
             "compute_apps": {"type": "bool", "default": False},
+            "want": {"type": "dict"},
             **gpu_backend_argument_spec(),
         },
         supports_check_mode=True,
@@ -167,6 +200,18 @@ def main() -> None:
     problem = timeout_problem(p["timeout"])
     if problem:
         module.fail_json(msg=f"Reading the node's state: {problem}")
+    want_files: List[FileWant] = []
+    want_units: List[UnitWant] = []
+    if p["want"] is not None:
+        # the same options, checked the same way, as mig_node_files takes them
+        checked = ArgumentSpecValidator(description_argument_spec()).validate(p["want"])
+        if checked.error_messages:
+            module.fail_json(msg=f"Reading the node's state: want: {'; '.join(checked.error_messages)}")
+        try:
+            want_files = parse_files(checked.validated_parameters["files"])
+            want_units = parse_units(checked.validated_parameters["units"])
+        except DescriptionError as exc:
+            module.fail_json(msg=f"Reading the node's state: want: {exc}")
     # every command (dpkg-query or rpm, systemctl, nvidia-smi) bounded by the timeout option
     run = path_runner(module, p["timeout"])
 
@@ -183,7 +228,11 @@ def main() -> None:
         step = "reading the files"
         result["files"] = {path: file_state(path) for path in p["files"]}
         step = "reading the systemd units"
-        result["units"], result["systemd_running"] = unit_states(run, p["units"])
+        names = list(dict.fromkeys([*p["units"], *(u.name for u in want_units)]))  # one systemctl call for all
+        result["units"], result["systemd_running"] = unit_states(run, names)
+        if p["want"] is not None:
+            step = "comparing the node with want"
+            result["drift"] = drift(want_files, want_units, result["units"])
         if p["compute_apps"]:
             step = "listing the processes holding the GPUs"
             result["compute_apps"] = compute_apps(smi_runner(module, p["nvidia_smi_path"], p["timeout"]))

@@ -127,19 +127,14 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, MigConfigFile, parse_config, parse_entries
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
-    MigPlanError,
-    actual_devices,
-    compare,
-    mismatch_table,
-    plan,
-)
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_state import (
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_reader import (
     GpuReadError,
     gpu_backend_argument_spec,
     read_gpus,
 )
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_compare import actual_devices, compare, mismatch_table
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, MigConfigFile, parse_config, parse_entries
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import MAX_BYTES
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: serving_verify
 short_description: Verify the serving stack end to end - custom metric, HPA, the load balancer's address, an inference through it
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Checks, reading only, that the autoscaled Triton deployment works end to end.
   - B(Custom metric) - the custom metrics API (C(custom.metrics.k8s.io), served by prometheus-adapter through an
@@ -35,20 +35,10 @@ author:
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
   - gpu_ops.mig_serving._attributes.info_module
+  - kubernetes.core.k8s_auth_options
 requirements:
   - kubernetes (the Python client kubernetes.core uses)
 options:
-  kubeconfig:
-    description:
-      - Path of the kubeconfig. Defaults to the environment variable E(K8S_AUTH_KUBECONFIG), then C(~/.kube/config),
-        then the in-cluster service account.
-      - The file is checked before the kubernetes client reads it; a file that is not YAML, not a kubeconfig, lacks the
-        context, or whose cluster server is not an http(s) URL fails naming the file and the line.
-    type: path
-  context:
-    description:
-      - The kubeconfig context. Defaults to E(K8S_AUTH_CONTEXT), then the kubeconfig's current context.
-    type: str
   namespace:
     description: Namespace of Triton, of its HPA or ScaledObject, and (unless O(lb_namespace)) of the load balancer.
     type: str
@@ -128,6 +118,13 @@ options:
     type: int
     default: 30
 notes:
+  - The cluster is reached with kubernetes.core's authentication options (O(kubeconfig), O(context), O(host),
+    O(api_key), client certificates, proxy, impersonation), resolved as kubernetes.core's modules resolve them, the
+    C(K8S_AUTH_*) environment variables included - so C(module_defaults) for the action group
+    C(group/gpu_ops.mig_serving.k8s), which extends C(kubernetes.core.k8s), sets them once for both.
+  - A kubeconfig (a file, or O(kubeconfig) given as a mapping) is checked before the kubernetes client reads it; a file
+    that is not YAML, not a kubeconfig, lacks the context, or whose cluster server is not an http(s) URL fails naming
+    the file and the line. O(impersonate_groups) needs O(impersonate_user) (the API server refuses groups alone).
   - Needs read access to pods, deployments, horizontalpodautoscalers, apiservices (or discovery of
     C(custom.metrics.k8s.io)), C(custom.metrics.k8s.io) C(pods/*), services (get, for the address) and, for the service
     proxy, C(services/proxy) get and create.
@@ -155,6 +152,24 @@ EXAMPLES = r"""
     model: resnet50
     retries: 5
     delay: 5
+
+- name: Set the cluster access once, for kubernetes.core's modules and this one
+  module_defaults:
+    group/gpu_ops.mig_serving.k8s:
+      kubeconfig: /etc/gpu-ops/kubeconfig
+      context: prod
+  block:
+    - name: Read the Triton Deployment
+      kubernetes.core.k8s_info:
+        kind: Deployment
+        namespace: triton
+        name: triton
+
+    - name: Verify, as a user with read access only
+      gpu_ops.mig_serving.serving_verify:
+        hpa_name: triton
+        lb_service: nginx-lb
+        impersonate_user: system:serviceaccount:triton:verifier
 """
 
 RETURN = r"""
@@ -214,27 +229,21 @@ attempts:
   sample: 1
 """
 
+import copy
 import os
 import traceback
 from typing import Any, Dict
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.urls import open_url
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC  # type: ignore[import-untyped]
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import (
-    KubeconfigError,
-    KubeTransport,
-    Verifier,
-    check_kubeconfig,
-    default_kubeconfig,
-    failure_message,
-)
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import MAX_BYTES
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._kube_client import KubeClientError, auth_settings, build_api_client, kubeconfig_secrets
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import KubeTransport, Verifier, failure_message
 
 try:
+    from kubernetes import client as kube_client
     from kubernetes import config as kube_config
-    from kubernetes.client import ApiClient
-    from kubernetes.config.config_exception import ConfigException
 except ImportError:
     HAS_KUBERNETES = False
     KUBERNETES_IMPORT_ERROR = traceback.format_exc()
@@ -243,41 +252,10 @@ else:
     KUBERNETES_IMPORT_ERROR = ""
 
 
-def _api_client(module: AnsibleModule) -> Any:
-    """The kubeconfig given, else the client's default one (KUBECONFIG, ~/.kube/config), else the in-cluster service account.
-    The file is checked first (check_kubeconfig) so that a malformed one is named with its line, not a Python exception."""
-    path = module.params["kubeconfig"]
-    loader: Any = kube_config  # the kubernetes package carries no type hints
-    context = module.params["context"] or None
-    where = f"Loading the kubeconfig {path or '(default)'} (context {context or 'current'})"
-    checked = path or default_kubeconfig()
-    if checked:
-        try:
-            if os.path.getsize(checked) > MAX_BYTES:
-                module.fail_json(msg=f"{where}: {checked} is larger than {MAX_BYTES} bytes; is it the right file?")
-            with open(checked, "rb") as fh:
-                check_kubeconfig(fh.read(MAX_BYTES + 1), checked, context)
-        except OSError as exc:
-            module.fail_json(msg=f"{where}: cannot read {checked}: {exc.strerror}")
-        except KubeconfigError as exc:
-            module.fail_json(msg=f"{where}: {exc}")
-    try:
-        try:
-            return loader.new_client_from_config(config_file=path, context=context, persist_config=False)
-        except ConfigException:
-            if path:
-                raise
-        loader.load_incluster_config()
-        return ApiClient()
-    except Exception as exc:  # the kubernetes client answers odd files with any exception type: name the file instead
-        module.fail_json(msg=f"{where}: {type(exc).__name__}: {exc}")
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
-            "context": {"type": "str", "fallback": (env_fallback, ["K8S_AUTH_CONTEXT"])},
+            **copy.deepcopy(AUTH_ARG_SPEC),  # kubernetes.core's authentication options, as its doc fragment documents them
             "namespace": {"type": "str", "default": "triton"},
             "triton_deployment": {"type": "str", "default": "triton"},
             "triton_selector": {"type": "dict", "default": {}},
@@ -314,7 +292,13 @@ def main() -> None:
     if not (p["check_custom_metrics"] or p["check_hpa"] or p["check_lb"] or p["check_lb_address"]):
         module.fail_json(msg="Nothing to verify: set check_custom_metrics, hpa_name or keda_scaled_object, lb_service or lb_url")
 
-    transport = KubeTransport(_api_client(module), float(p["timeout"]), open_url, p["lb_ca_path"])
+    auth = auth_settings(p, os.environ)
+    module.no_log_values.update(kubeconfig_secrets(auth.get("kubeconfig")))  # a kubeconfig given as a mapping holds credentials
+    try:
+        api = build_api_client(auth, kube_config, kube_client)
+    except KubeClientError as exc:
+        module.fail_json(msg=str(exc))
+    transport = KubeTransport(api, float(p["timeout"]), open_url, p["lb_ca_path"])
     outcome = Verifier(transport, p).run()
     reports = outcome["reports"]
     result: Dict[str, Any] = {

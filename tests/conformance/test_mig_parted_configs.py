@@ -18,7 +18,8 @@ import yaml
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_catalog import MODELS
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, parse_config
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan, resources
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import resources
 
 HERE = Path(__file__).resolve().parent
 CONFORMANCE = HERE.parents[1] / "tests" / "data" / "shared" / "conformance" / "mig-parted"

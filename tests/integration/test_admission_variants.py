@@ -63,14 +63,14 @@ PLUS = [
 EXISTING_PROMETHEUS = "http://prometheus-operated.observability.svc:9090"
 # what a vaulted group_vars/k8s_control/vault.yml gives the example inventory (tests only: no real secret)
 VAULT = ["-e", "vault_grafana_admin_password=admission-test-grafana-Pa55", "-e", "vault_triton_restricted_api_key=admission-test-triton-key-0123456789"]
-KEDA = ["-e", "custom_metrics_backend=keda"]
-EXISTING = ["-e", "monitoring_install=false", "-e", f"monitoring_prometheus_url={EXISTING_PROMETHEUS}",
-            "-e", '{"monitoring_monitor_labels": {"prometheus": "main"}}']
+KEDA = ["-e", "gpu_ops_metrics_backend=keda"]
+EXISTING = ["-e", "monitoring_install=false", "-e", f"gpu_ops_prometheus_url={EXISTING_PROMETHEUS}",
+            "-e", '{"gpu_ops_monitor_labels": {"prometheus": "main"}}']
 NFS = ["-e", "triton_model_source=nfs", "-e", "triton_model_nfs_server=nfs.example.internal", "-e", "triton_model_nfs_path=/export/models"]
 OBJECT_STORE = ["-e", "triton_model_source=object_store", "-e", "triton_model_url=s3://models-bucket/triton",
                 "-e", "triton_model_credentials_secret=triton-s3"]
 # F5's root-master Plus image: it needs the baseline level, so a namespace of the LB's own (never Triton's restricted one)
-PLUS_ROOT = [*PLUS, "-e", "nginx_lb_plus_unprivileged=false", "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=nginx-lb",
+PLUS_ROOT = [*PLUS, "-e", "nginx_lb_plus_unprivileged=false", "-e", "nginx_lb_create_namespace=true", "-e", "gpu_ops_lb_namespace=nginx-lb",
              "-e", "nginx_lb_namespace_pod_security=baseline"]
 TLS = ["-e", "nginx_lb_tls_secret=inference-tls"]
 # name -> extra arguments; the values are the roles' own (roles/*/defaults/main.yml, the inventory's group_vars)

@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 EXPECTED_MODULES = {"gpu_ops.mig_serving.mig_info", "gpu_ops.mig_serving.mig_verify", "gpu_ops.mig_serving.mig_node_state",
-                    "gpu_ops.mig_serving.serving_verify"}
+                    "gpu_ops.mig_serving.serving_verify", "gpu_ops.mig_serving.k8s_render", "gpu_ops.mig_serving.mig_node_files"}
 EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.mig_plan",
     "gpu_ops.mig_serving.mig_compare",
@@ -28,6 +28,9 @@ EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.mig_cluster_expected",
     "gpu_ops.mig_serving.mig_cluster_compare",
     "gpu_ops.mig_serving.input_problems",
+    "gpu_ops.mig_serving.mig_fleet",
+    "gpu_ops.mig_serving.nfd_running",
+    "gpu_ops.mig_serving.nfd_decision",
 }
 EXPECTED_LOOKUPS = {"gpu_ops.mig_serving.mig_config"}
 

@@ -19,7 +19,7 @@
 Proven: the play passes and reports both pods' values, the HPA's metric and an inference through the LB; each
 failure (a pod missing from the metric, the HPA on a wrong metric name, a failing model, the adapter down, nginx
 stopped) fails the play with a message naming the check and what was seen. Not proven: a real API server's
-aggregation layer, a real prometheus-adapter binary, a real HPA controller, KEDA (see docs/modules/serving_verify.md).
+aggregation layer, a real prometheus-adapter binary, a real HPA controller, KEDA (see docs/modules.md).
 """
 from __future__ import annotations
 

@@ -291,3 +291,20 @@ def test_verify_names_the_running_nfd_when_its_labels_do_not_arrive(bed: Dict[st
     assert ("NFD: nfd-master runs (Deployment gpu-operator/gpu-operator-node-feature-discovery-master) and the CRD "
             "nodefeatures.nfd.k8s-sigs.io exists. Check that nfd-master is ready and that its configuration lets GFD's labels "
             "through: the nvidia.com label namespace not in denyLabelNs") in proc.stdout, proc.stdout[-6000:]
+
+
+def test_role_without_the_fleet_fails_in_preflight_writing_nothing(tmp_path: Path) -> None:
+    """The role on its own, without playbooks/validate.yml: it asks for gpu_ops_fleet before rendering or applying."""
+    play = tmp_path / "play.yml"
+    out = tmp_path / "out"
+    play.write_text(yaml.safe_dump([{"name": "Role alone", "hosts": "localhost", "gather_facts": False,
+                                     "vars": {"gpu_ops_k8s_mode": "render", "gpu_ops_render_dir": str(out)},
+                                     "roles": [{"role": "gpu_ops.mig_serving.gpu_plugins"}]}]))
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    proc = subprocess.run([str(BIN / "ansible-playbook"), str(play)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert ("gpu_ops_fleet is not set: import playbooks/validate.yml (or set it with the filter gpu_ops.mig_serving.mig_fleet)"
+            in proc.stdout), proc.stdout[-4000:]
+    assert not out.exists()

@@ -92,8 +92,8 @@ def test_a_node_not_in_the_cluster_skips_the_cluster_checks(inventory: Path, kub
 @pytest.mark.parametrize(("extra", "message"), [
     (["-e", "mig_layout_config=all-1g.5gb"], "1g.5gb"),  # an A100 profile on the H200
     (["-e", '{"mig_layout_config": "bad name"}'], "mig_layout_config 'bad name' is not in"),
-    (["-e", "mig_layout_package_version=latest"], "exact mig_layout_package_version such as 0.13.0 (got 'latest')"),
-    (["-e", "mig_layout_backend=cuda"], "mig_layout_backend must be auto, nvml or nvidia_smi (got 'cuda')"),
+    (["-e", "mig_layout_package_version=latest"], "mig_layout_package_version: 'latest' is not an exact package version such as 0.13.0"),
+    (["-e", "mig_layout_backend=cuda"], "value of mig_layout_backend must be one of: auto, nvml, nvidia_smi, got: cuda"),
     (["-e", '{"mig_layout_gpu_clients": ["dcgm; rm -rf /"]}'], "mig_layout_gpu_clients"),
 ])
 def test_bad_input_fails_naming_it(inventory: Path, extra: list[str], message: str) -> None:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Dict, List
 import pytest
 import yaml
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan, resources
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import resources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
@@ -83,8 +84,8 @@ def h200_node(tmp_path: Path) -> Path:
                                     "ansible_connection": "local",
                                     "ansible_python_interpreter": sys.executable,
                                     "mig_layout_config_file": str(ROOT / "inventories/layouts/dgx.yaml"),
-                                    "mig_backend": "nvidia_smi",
-                                    "mig_nvidia_smi_path": str(smi),
+                                    "gpu_ops_mig_backend": "nvidia_smi",
+                                    "gpu_ops_nvidia_smi_path": str(smi),
                                 }
                             }
                         }

@@ -211,11 +211,11 @@ def _fails_before_writing(tmp_path: Path, extra: List[str], message: str) -> Non
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["-e", "gpu_plugins_mig_strategy=none"], "value of gpu_plugins_mig_strategy must be one of: mixed, single, got: none"),
-        (["-e", "gpu_plugins_mig_strategy=single"], "node dgx-a100-02: strategy 'single' needs one MIG profile on every GPU"),
-        (["-e", "gpu_plugins_chart_version=0.18"], "gpu_plugins_chart_version must be an exact chart version such as 0.18.0, not '0.18'"),
-        (["-e", "gpu_plugins_chart_version=latest"], "not 'latest'"),
-        (["-e", "gpu_plugins_chart_version=>=0.17.0"], "not '>=0.17.0'"),
+        (["-e", "gpu_ops_mig_strategy=none"], "value of gpu_ops_mig_strategy must be one of: mixed, single, got: none"),
+        (["-e", "gpu_ops_mig_strategy=single"], "mig_fleet: GPU node dgx-a100-02: strategy 'single' needs one MIG profile on every GPU"),
+        (["-e", "gpu_plugins_chart_version=0.18"], "gpu_plugins_chart_version: '0.18' is not an exact chart version such as 1.2.3"),
+        (["-e", "gpu_plugins_chart_version=latest"], "'latest' is not an exact chart version"),
+        (["-e", "gpu_plugins_chart_version=>=0.17.0"], "'>=0.17.0' is not an exact chart version"),
         (["-e", "gpu_plugins_chart_repository=ftp://mirror/charts"], "is not an https:// or oci:// chart repository"),
     ],
 )

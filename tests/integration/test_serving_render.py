@@ -105,9 +105,9 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def keda(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("serving-keda") / "out"
     # also: an existing Prometheus (nothing of role monitoring rendered) and an NFS model repository
-    proc = render(out, "-e", "custom_metrics_backend=keda", "-e", "triton_model_source=nfs", "-e", "triton_model_nfs_server=nfs.example.internal",
+    proc = render(out, "-e", "gpu_ops_metrics_backend=keda", "-e", "triton_model_source=nfs", "-e", "triton_model_nfs_server=nfs.example.internal",
                   "-e", "triton_model_nfs_path=/export/models", "-e", "monitoring_install=false",
-                  "-e", f"monitoring_prometheus_url={EXISTING_PROMETHEUS}", "-e", '{"monitoring_monitor_labels": {"prometheus": "main"}}')
+                  "-e", f"gpu_ops_prometheus_url={EXISTING_PROMETHEUS}", "-e", '{"gpu_ops_monitor_labels": {"prometheus": "main"}}')
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     return out
 
@@ -351,7 +351,7 @@ def test_prometheus_peer_is_the_charts_prometheus(adapter: Path, tmp_path: Path)
     assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": crname}
     # a release name longer than 26 characters: cut to 26 (prometheus-stack-for-gpus-), then one trailing "-" trimmed
     out = tmp_path / "long-release"
-    proc = render(out, "--tags", "triton", "-e", "monitoring_release_name=prometheus-stack-for-gpus-fleet")
+    proc = render(out, "--tags", "triton", "-e", "gpu_ops_monitoring_release=prometheus-stack-for-gpus-fleet")
     assert proc.returncode == 0, proc.stdout[-4000:]
     (_lb, prometheus) = objects(out)["triton/NetworkPolicy/triton-ingress"]["spec"]["ingress"]
     assert prometheus["from"][0]["podSelector"]["matchLabels"]["operator.prometheus.io/name"] == "prometheus-stack-for-gpus-prometheus"
@@ -404,7 +404,7 @@ def test_triton_alone_object_store_fixed_replicas(tmp_path: Path) -> None:
     the model repository in an object store, credentials from a Secret."""
     out = tmp_path / "out"
     proc = render(out, "--tags", "triton", "-e", "triton_model_source=object_store", "-e", "triton_model_url=s3://models-bucket/triton",
-                  "-e", "triton_model_credentials_secret=triton-s3", "-e", "triton_replicas_managed_by_autoscaler=false", "-e", "triton_replicas=3")
+                  "-e", "triton_model_credentials_secret=triton-s3", "-e", "gpu_ops_triton_autoscaled=false", "-e", "triton_replicas=3")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["helm-releases.yaml", "triton", "triton_secrets"]
     deploy = objects(out)["triton/Deployment/triton"]
@@ -426,19 +426,19 @@ def test_rerender_changes_nothing(adapter: Path) -> None:
 
 
 BAD_INPUT = [
-    (["triton_mig_profile=7g.80gb"], "triton_mig_profile '7g.80gb' (nvidia.com/mig-7g.80gb) is in no GPU node's layout; the layouts of group "
-                                     "gpu_nodes provide: 1g.18gb, 1g.5gb, 2g.10gb, 3g.20gb"),
+    (["gpu_ops_triton_mig_profile=7g.80gb"], "triton_mig_profile '7g.80gb' is in no GPU node's layout; the layouts provide: "
+                                             "1g.18gb, 1g.5gb, 2g.10gb, 3g.20gb"),
     (["autoscaling_max_replicas=73"], "autoscaling_max_replicas 73 is above the MIG capacity of 1g.5gb across the GPU nodes (72)"),
-    (["autoscaling_min_replicas=9", "triton_mig_profile=3g.20gb"], "autoscaling_min_replicas 9 is above maxReplicas 8"),
-    (["custom_metrics_backend=keda", "autoscaling_backend=adapter"], "autoscaling_backend must be adapter or keda and equal custom_metrics_backend"),
-    (["custom_metrics_scrape_interval=5s"], "custom_metrics_scrape_interval (5s) must equal triton_metrics_interval (1s)"),
+    (["autoscaling_min_replicas=9", "gpu_ops_triton_mig_profile=3g.20gb"], "autoscaling_min_replicas 9 is above maxReplicas 8"),
+    (["gpu_ops_metrics_backend=hpa"], "value of gpu_ops_metrics_backend must be one of: adapter, keda, got: hpa"),
+    (["gpu_ops_triton_metrics_interval=1m"], "triton_metrics_interval: '1m' is not a duration in s or ms such as 1s or 500ms"),
     (["custom_metrics_rate_window=2s"], "custom_metrics_rate_window 2s is shorter than 3 x custom_metrics_scrape_interval"),
-    (["autoscaling_metric_name=queue_time"], "autoscaling_metric_name 'queue_time' must be the name prometheus-adapter publishes"),
-    (["triton_replicas_managed_by_autoscaler=false"], "triton_replicas_managed_by_autoscaler is false"),
+    (["gpu_ops_metric_name=QueueTime"], "custom_metrics_metric_name: 'QueueTime' is not a custom metric name"),
+    (["gpu_ops_triton_autoscaled=false"], "gpu_ops_triton_autoscaled is false"),
     (["triton_image_tag=latest", "triton_model_source=nfs"], "triton_image_tag must be an explicit NGC release"),
     (["triton_model_source=nfs"], "triton_model_source must be nfs (with triton_model_nfs_server"),
-    (["monitoring_chart_version=67.8"], "monitoring_chart_version must be an exact chart version such as 67.8.0, not '67.8'"),
-    (["custom_metrics_adapter_chart_version=latest"], "custom_metrics_adapter_chart_version must be an exact chart version"),
+    (["monitoring_chart_version=67.8"], "monitoring_chart_version: '67.8' is not an exact chart version such as 1.2.3"),
+    (["custom_metrics_adapter_chart_version=latest"], "custom_metrics_adapter_chart_version: 'latest' is not an exact chart version"),
     (["monitoring_grafana_admin_password="], "monitoring_grafana_admin_password is empty: Grafana is installed"),
     (["monitoring_grafana_admin_password=prom-operator"], "monitoring_grafana_admin_password is kube-prometheus-stack's published default"),
     (['{"monitoring_extra_values": {"grafana": {"adminPassword": "hunter2-hunter2"}}}'], "monitoring_extra_values sets grafana's admin credentials"),

@@ -108,7 +108,7 @@ def load_one(out: Path, pattern: str) -> Dict[str, Any]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     out = tmp_path_factory.mktemp("serving-render") / "out"
-    proc = render_serving(out, "-e", f"triton_mig_profile={PROFILE}", "-e", f"autoscaling_target_queue_time_us={TARGET_US}")
+    proc = render_serving(out, "-e", f"gpu_ops_triton_mig_profile={PROFILE}", "-e", f"autoscaling_target_queue_time_us={TARGET_US}")
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     values = load_one(out, "custom_metrics/prometheus-adapter.values.yaml")
     return {

@@ -176,7 +176,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
                 smi.write_text(f"#!/bin/sh\nGPU_SIM_STATE={state} exec {NODE_PYTHON} {SIM / 'nvidia-smi'} \"$@\"\n")
                 smi.chmod(0o755)
                 hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": NODE_PYTHON, "mig_layout_config": layout,
-                               "gpu_ops_node_gpus": {"count": 8, "pci_device_id": pci}, "mig_nvidia_smi_path": str(smi), "mig_layout_gpu_clients": [],
+                               "gpu_ops_node_gpus": {"count": 8, "pci_device_id": pci}, "gpu_ops_nvidia_smi_path": str(smi), "mig_layout_gpu_clients": [],
                                "mig_layout_config_dir": str(node_root / name / "etc"), "mig_layout_textfile_dir": str(node_root / name / "textfile")}
                 kube.add_node(k8s_node(name, {"nvidia.com/gpu": 8}))  # MIG disabled: whole GPUs
             hosts[converged] = {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3",
@@ -184,7 +184,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
             kube.add_node(k8s_node(converged, {"nvidia.com/mig-1g.5gb": 16, "nvidia.com/mig-2g.10gb": 8, "nvidia.com/mig-3g.20gb": 8}))
 
             for host_vars in hosts.values():  # host variables: inventories/dgx/group_vars/gpu_nodes.yml sets some of these for the group
-                host_vars.update({"ansible_user": "root", "ansible_become": False, "mig_backend": "nvidia_smi", "mig_layout_package_file": str(DEB)})
+                host_vars.update({"ansible_user": "root", "ansible_become": False, "gpu_ops_mig_backend": "nvidia_smi", "mig_layout_package_file": str(DEB)})
             inv = tmp / "inv"
             shutil.copytree(ROOT / "inventories" / "dgx", inv)
             shutil.copytree(ROOT / "inventories" / "layouts", tmp / "layouts")
@@ -232,7 +232,7 @@ def test_site_check_diff_reports_and_changes_nothing(bed: Dict[str, Any]) -> Non
     (bed["tmp"] / "site-check-diff.out").write_text(out)  # kept with the test's temporary files, to read after a failure
     assert proc.returncode == 0, out[-8000:] + proc.stderr[-2000:]
     stats = recap(out)
-    # playbooks/validate.yml remembers on localhost (delegated facts) that the run was validated: no connection there
+    # playbooks/validate.yml remembers the validation on every host of the run (a run_once set_fact): no connection for it
     assert set(stats) == {"sim-a100-fresh", "sim-h200-fresh", converged, CONTROL}, stats
     assert all(s["failed"] == 0 and s["unreachable"] == 0 for s in stats.values()), stats
 
@@ -243,10 +243,12 @@ def test_site_check_diff_reports_and_changes_nothing(bed: Dict[str, Any]) -> Non
         assert "Would install nvidia-mig-manager 0.13.0 (installed: none)" in out
     assert stats[converged]["changed"] == 0, [t for t, body in task_blocks(out) if f"changed: [{converged}]" in body]
     # the diff shows the drop-in the fresh nodes would get (the boot-time apply of their own layout)
-    dropin_diffs = [body for title, body in task_blocks(out) if title.endswith("Install our drop-in for the boot-time apply")]
+    # (one task, module mig_node_files, writes the node's files and units: its diff has one entry per path)
+    dropin_diffs = [body for title, body in task_blocks(out)
+                    if title.endswith("Write our configuration and enable the boot-time apply")]
     assert len(dropin_diffs) == 1, dropin_diffs
     dropin = dropin_diffs[0]
-    assert dropin.count("+++ after") == 2, dropin
+    assert dropin.count("+++ after: /etc/systemd/system/nvidia-mig-manager.service.d/zz-gpu-ops.conf") == 2, dropin
     for host, layout in (("sim-a100-fresh", "all-1g.5gb"), ("sim-h200-fresh", "all-1g.18gb")):
         assert f"changed: [{host}]" in dropin
         assert f'+Environment="MIG_PARTED_SELECTED_CONFIG={layout}"' in dropin, f"the drop-in diff does not show {host}'s layout"

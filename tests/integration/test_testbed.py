@@ -158,7 +158,7 @@ def test_verify_playbook_runs_on_the_simulated_nodes(nodes: Dict[str, str], tmp_
             "ansible_connection": "containers.podman.podman",
             "ansible_python_interpreter": "/usr/bin/python3",
             "mig_layout_config": "all-disabled",
-            "mig_backend": "nvidia_smi",
+            "gpu_ops_mig_backend": "nvidia_smi",
         }
     inventory = {"all": {"children": {"gpu_nodes": {"hosts": hosts, "vars": {"mig_layout_config_file": str(LAYOUTS)}}}}}
     inv = tmp_path / "inventory.yml"

@@ -264,14 +264,20 @@ class RecordedRequest:
     user_agent: Optional[str] = None
     time: str = ""  # when it was answered, RFC 3339 UTC with microseconds
     warnings: Tuple[str, ...] = ()  # the Warning headers' texts answered with it
+    # the Authorization header's scheme ("Bearer", "Basic"; never the credential); None without the header
+    auth_scheme: Optional[str] = None
+    # the impersonation headers as sent, in order: ("Impersonate-User", name), one ("Impersonate-Group", group) per header
+    impersonate: Tuple[Tuple[str, str], ...] = ()
 
     def to_json(self) -> Obj:
         """The record as one line of --requests-out: method, path, query, content_type, field_manager, user_agent, status, body, time,
-        and warnings when the answer carried any."""
+        warnings when the answer carried any, impersonate when the request impersonated."""
         record: Obj = {"time": self.time, "method": self.method, "path": self.path, "query": self.query, "content_type": self.content_type,
                        "field_manager": self.field_manager, "user_agent": self.user_agent, "status": self.status, "body": self.body}
         if self.warnings:
             record["warnings"] = list(self.warnings)
+        if self.impersonate:
+            record["impersonate"] = [list(pair) for pair in self.impersonate]
         return record
 
 
@@ -2058,8 +2064,11 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             _REQUEST.warnings = None
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        authorization = self.headers.get("Authorization")
+        # each header line as sent: an API server reads one group per Impersonate-Group header (net/http Header values)
+        impersonate = tuple((name, value) for name, value in self.headers.items() if name.lower() in ("impersonate-user", "impersonate-group"))
         kube.record(RecordedRequest(method, path, query, content_type, manager, status, parsed, self.headers.get("User-Agent"), stamp,
-                                    tuple(warnings)))
+                                    tuple(warnings), authorization.split(" ", 1)[0] if authorization else None, impersonate))
         if isinstance(answer, RawAnswer):
             payload, media = answer.body, answer.content_type
         elif isinstance(answer, str):

@@ -1,8 +1,8 @@
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The bad-input table of the node side (tests/data/bad_inputs/node.yaml): the modules' timeout option, hung commands
-and a hung NVML, and the mig_layout role's time bounds and GPU client list.
+"""The bad-input table of the node side (tests/data/bad_inputs/node.yaml): the modules' timeout option and file
+descriptions, hung commands and a hung NVML, and the mig_layout role's input rules, time bounds and GPU client list.
 
 Module cases run main() on a node whose commands are real processes, with AnsibleModule's real run_command: a hung
 command must fail the module within its bound, naming the command and the limit, and be gone afterwards; a refused
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 else:
     from h200_replay import write_replay_nvidia_smi
 
-from ansible_collections.gpu_ops.mig_serving.plugins.modules import mig_info, mig_node_state, mig_verify
+from ansible_collections.gpu_ops.mig_serving.plugins.modules import mig_info, mig_node_files, mig_node_state, mig_verify
 
 __all__ = ["run_real"]  # the fixture, for the module cases
 
@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TABLE = ROOT / "tests" / "data" / "bad_inputs" / "node.yaml"
 CASES: List[Dict[str, Any]] = yaml.safe_load(TABLE.read_text(encoding="utf-8"))
-MODULES = {"mig_info": mig_info, "mig_verify": mig_verify, "mig_node_state": mig_node_state}
+MODULES = {"mig_info": mig_info, "mig_verify": mig_verify, "mig_node_state": mig_node_state, "mig_node_files": mig_node_files}
+GPU_MODULES = ("mig_info", "mig_verify", "mig_node_state")  # the ones taking the GPU backend options
 SLACK = 4  # seconds over the bound a hung case may take (SIGKILL, reaping, Python)
 
 
@@ -64,8 +65,9 @@ def test_module_case(case: Dict[str, Any], run_real: RunReal, tmp_path: Path, mo
     monkeypatch.setattr(mig_node_state, "read_os_family", lambda: "Debian")  # dpkg-query, whatever runs the test
     node = ScriptedNode(tmp_path, hang=case.get("hang"))
     args = dict(case["args"])
-    args.setdefault("nvidia_smi_path", node.nvidia_smi)
-    args.setdefault("backend", "nvidia_smi")
+    if case["module"] in GPU_MODULES:
+        args.setdefault("nvidia_smi_path", node.nvidia_smi)
+        args.setdefault("backend", "nvidia_smi")
     nvml = hanging_nvml(case["nvml_hang"]) if "nvml_hang" in case else None
     res = run_real(MODULES[case["module"]].main, args, node, nvml=nvml)
     assert res.failed, f"{case['id']}: accepted: {res.result}"

@@ -19,10 +19,13 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.gpu_ops.mig_serving.plugins.filter.mig import FilterModule
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_cluster import compare_nodes, expected_resources
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._kube_client import KubeconfigError, check_kubeconfig
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_cluster import compare_nodes
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_compare import compare
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, parse_config, read_config
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, compare, plan, resources
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import KubeconfigError, check_kubeconfig
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_fleet import expected_resources
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import resources
 
 ROUNDS = 400
 FILTERS = FilterModule().filters()

@@ -8,14 +8,9 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_cluster import (
-    NFD_CRD,
-    compare_nodes,
-    expected_resources,
-    node_view,
-    report_table,
-)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_cluster import compare_nodes, node_view, report_table
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._nfd import NFD_CRD
 
 CONFIG = {
     "version": "v1",
@@ -41,39 +36,6 @@ def k8s_node(name: str, allocatable: Dict[str, str], labels: Optional[Dict[str, 
         "metadata": {"name": name, "labels": {**base_labels, **(labels or {})}},
         "status": {"allocatable": {**base_alloc, **allocatable}, "capacity": {**base_alloc, **allocatable}},
     }
-
-
-def test_expected_resources_per_node() -> None:
-    nodes = [
-        {"node": "dgx-1", "config": CONFIG, "config_name": "all-1g.5gb", "gpus": A100},
-        {"node": "dgx-2", "config": CONFIG, "config_name": "half", "gpus": A100},
-    ]
-    assert expected_resources(nodes) == {
-        "dgx-1": {"nvidia.com/mig-1g.5gb": 56},
-        "dgx-2": {"nvidia.com/gpu": 4, "nvidia.com/mig-3g.20gb": 8},
-    }
-
-
-def test_expected_single_refuses_non_uniform_naming_the_node() -> None:
-    nodes = [{"node": "dgx-2", "config": CONFIG, "config_name": "all-balanced", "gpus": A100}]
-    with pytest.raises(MigPlanError, match=r"^node dgx-2: strategy 'single' needs one MIG profile on every GPU"):
-        expected_resources(nodes, "single")
-    assert expected_resources([{"node": "dgx-1", "config": CONFIG, "config_name": "all-1g.5gb", "gpus": A100}], "single") == {
-        "dgx-1": {"nvidia.com/gpu": 56}
-    }
-
-
-@pytest.mark.parametrize(
-    ("nodes", "message"),
-    [
-        ({}, "nodes must be a list"),
-        ([{"node": "x"}], "needs node, config, config_name and gpus"),
-        ([{"node": "x", "config": CONFIG, "config_name": "nope", "gpus": A100}], "node x: config 'nope' not found"),
-    ],
-)
-def test_expected_bad_input(nodes: Any, message: str) -> None:
-    with pytest.raises((MigPlanError, ValueError), match=message):
-        expected_resources(nodes)
 
 
 def test_unknown_strategy() -> None:

@@ -7,15 +7,9 @@ from typing import Any, Dict, List
 
 import pytest
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import (
-    MigPlanError,
-    actual_devices,
-    compare,
-    mismatch_table,
-    plan,
-    resource_name,
-    resources,
-)
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_compare import actual_devices, compare, mismatch_table
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import resource_name, resources
 
 # The A100-SXM4-40GB table as `nvidia-smi mig -lgip` / `-lgipp` print it in NVIDIA's MIG User Guide
 # (shared/fixtures/nvidia-smi/documented/a100-sxm4-40gb/mig-user-guide/), in mig_info's shape.

@@ -5,18 +5,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import pytest
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import (
-    KubeconfigError,
     Response,
     Transport,
     Verifier,
-    check_kubeconfig,
-    default_kubeconfig,
     failure_message,
     parse_quantity,
     pod_ready,
@@ -426,59 +422,3 @@ def test_missing_objects_that_apply_creates_at_once_are_not_waited_for() -> None
         "hpa": 'reading HPA triton/triton: 404 NotFound: horizontalpodautoscalers.autoscaling "triton" not found',
         "lb": 'load balancer (service proxy triton/nginx-lb:http): POST /v2/repository/index answered 404 NotFound: services "nginx-lb" not found',
     }
-
-
-# --- the kubeconfig check (bad kubeconfigs: tests/data/bad_inputs/core.yaml) ----------------------------------------
-
-KUBECONFIG = """\
-apiVersion: v1
-kind: Config
-clusters:
-  - name: prod
-    cluster: {server: "https://10.0.0.1:6443", certificate-authority-data: AAAA}
-  - name: lab
-    cluster: {server: "http://127.0.0.1:8080"}
-contexts:
-  - {name: prod, context: {cluster: prod, user: admin, namespace: triton}}
-  - {name: lab, context: {cluster: lab}}
-users:
-  - {name: admin, user: {token: secret}}
-current-context: prod
-preferences: {}
-"""
-
-
-def test_kubeconfig_current_context_and_an_explicit_one() -> None:
-    assert check_kubeconfig(KUBECONFIG.encode(), "kc") == "prod"
-    assert check_kubeconfig(KUBECONFIG.encode(), "kc", "lab") == "lab"  # no user, plain http: the client handles both
-
-
-def test_kubeconfig_as_kube_fake_writes_it() -> None:
-    config = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "kube-fake", "cluster": {"server": "https://127.0.0.1:40123", "certificate-authority-data": "QQ=="}}],
-        "users": [{"name": "kube-fake-admin", "user": {"token": "t"}}],
-        "contexts": [{"name": "kube-fake", "context": {"cluster": "kube-fake", "user": "kube-fake-admin"}}],
-        "current-context": "kube-fake", "preferences": {},
-    }
-    assert check_kubeconfig(json.dumps(config).encode(), "kc") == "kube-fake"
-
-
-def test_kubeconfig_refusal_names_the_file_and_the_line() -> None:
-    bad = KUBECONFIG.replace('server: "https://10.0.0.1:6443"', "server: 10.0.0.1")
-    with pytest.raises(KubeconfigError) as exc:
-        check_kubeconfig(bad.encode(), "/etc/gpu-ops/kubeconfig")
-    assert str(exc.value).startswith("/etc/gpu-ops/kubeconfig, line 5: cluster 'prod' has server '10.0.0.1', which is not an https:// URL")
-
-
-def test_default_kubeconfig_is_the_one_the_client_would_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / ".kube").mkdir()
-    home_config = tmp_path / ".kube" / "config"
-    home_config.write_text(KUBECONFIG)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    assert default_kubeconfig() == str(home_config)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "other"))
-    assert default_kubeconfig() is None  # named but absent: the client falls back to the in-cluster account
-    monkeypatch.setenv("KUBECONFIG", f"{home_config}:{tmp_path / 'other'}")
-    assert default_kubeconfig() is None  # several files: the client merges them

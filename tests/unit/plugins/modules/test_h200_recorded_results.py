@@ -17,7 +17,8 @@ from typing import Any, Dict
 import pytest
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_catalog import model_by_device_id, supported_profiles
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan, resources
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import plan
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import resources
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._nvidia_smi import parse_lgip, parse_lgipp
 
 RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "h200-real"

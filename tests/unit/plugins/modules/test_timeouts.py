@@ -15,7 +15,7 @@ from mig_module_harness import FIXTURES, ModuleExit
 from scripted_node import HANG_SECONDS, RunReal, ScriptedNode, hanging_nvml
 
 from ansible_collections.gpu_ops.mig_serving.plugins.doc_fragments._gpu_backend import ModuleDocFragment
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _mig_state
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _gpu_reader
 from ansible_collections.gpu_ops.mig_serving.plugins.modules import mig_info, mig_node_state, mig_verify
 
 if not FIXTURES.is_dir():
@@ -128,9 +128,9 @@ def test_a_bad_timeout_is_refused_before_any_command(run_real: RunReal, tmp_path
 
 
 def test_timeout_option_is_shared_and_documented() -> None:
-    spec = _mig_state.gpu_backend_argument_spec()
+    spec = _gpu_reader.gpu_backend_argument_spec()
     assert spec["timeout"] == {"type": "int", "default": 60}
-    assert spec is not _mig_state.gpu_backend_argument_spec()  # a new copy per module
+    assert spec is not _gpu_reader.gpu_backend_argument_spec()  # a new copy per module
     assert "  timeout:\n" in ModuleDocFragment.DOCUMENTATION
     assert "    default: 60\n" in ModuleDocFragment.DOCUMENTATION
 

@@ -1,9 +1,12 @@
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE module_utils: read a node's GPUs and MIG state through NVML or nvidia-smi, every command bounded in time.
+"""PRIVATE module_utils: the GPU reader - read a node's GPUs and MIG state through NVML or nvidia-smi (the
+``backend`` option chooses; ``auto`` falls back), every command bounded in time.
 
-Not a public API; may change without notice. Shared by the mig_info, mig_verify and mig_node_state modules.
+Not a public API; may change without notice. Shared by the mig_info, mig_verify and mig_node_state modules, which
+take the options of ``gpu_backend_argument_spec()`` (documented once, in the doc fragment
+``gpu_ops.mig_serving._gpu_backend``; ``BACKENDS`` is the one list of backends).
 
 Why the bound is a SIGALRM in the module process: ``AnsibleModule.run_command`` has no timeout, and a hung driver
 leaves ``nvidia-smi`` in an uninterruptible ioctl where even SIGKILL waits, so killing the child from a timer cannot
@@ -35,12 +38,18 @@ MAX_TIMEOUT = 3600
 _REAP_SECONDS = 5
 
 
+def timeout_argument_spec() -> Dict[str, Dict[str, Any]]:
+    """The ``timeout`` option of a module whose commands run bounded (``run_bounded``; check it with ``timeout_problem``),
+    a new copy each call."""
+    return {"timeout": {"type": "int", "default": DEFAULT_TIMEOUT}}
+
+
 def gpu_backend_argument_spec() -> Dict[str, Dict[str, Any]]:
     """The options every GPU-reading module takes (doc fragment gpu_ops.mig_serving._gpu_backend), a new copy each call."""
     return {
         "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
         "nvidia_smi_path": {"type": "path"},
-        "timeout": {"type": "int", "default": DEFAULT_TIMEOUT},
+        **timeout_argument_spec(),
     }
 
 
@@ -145,7 +154,9 @@ def path_runner(module: Any, timeout: int) -> Runner:
     return run
 
 
-def _nvidia_smi_runner(module: Any, path: Optional[str], timeout: int = DEFAULT_TIMEOUT) -> Runner:
+def smi_runner(module: Any, path: Optional[str], timeout: int = DEFAULT_TIMEOUT) -> Runner:
+    """A runner for nvidia-smi (``path`` or looked up), C locale, each run bounded by ``timeout`` seconds;
+    raises GpuReadError for a bad path."""
     if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise GpuReadError(f"nvidia_smi_path {path!r} is not an executable file")
     binary = path or module.get_bin_path("nvidia-smi", required=True)
@@ -156,12 +167,6 @@ def _nvidia_smi_runner(module: Any, path: Optional[str], timeout: int = DEFAULT_
         return rc, out, err
 
     return run
-
-
-def smi_runner(module: Any, path: Optional[str], timeout: int = DEFAULT_TIMEOUT) -> Runner:
-    """A runner for nvidia-smi (``path`` or looked up), C locale, each run bounded by ``timeout`` seconds;
-    raises GpuReadError for a bad path."""
-    return _nvidia_smi_runner(module, path, timeout)
 
 
 def read_gpus(
@@ -194,7 +199,7 @@ def read_gpus(
                 if backend == "nvml":
                     raise GpuReadError(f"reading GPUs through NVML: {exc}") from None
                 note = f"NVML failed ({exc}); used nvidia-smi"
-    runner = _nvidia_smi_runner(module, nvidia_smi_path, timeout)
+    runner = smi_runner(module, nvidia_smi_path, timeout)
     try:
         gpus = _nvidia_smi.collect(runner)
     except (_nvidia_smi.NvidiaSmiError, CommandTimeout) as exc:
