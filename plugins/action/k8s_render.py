@@ -32,14 +32,6 @@ def _dump(data: Any) -> str:
                          sort_keys=False, width=1000))
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no type information
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -63,7 +55,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
             changed = plan.changed
             if files or state["root_exists"]:
                 index = os.path.join(root, render.INDEX_NAME)
-                content = render.index_content(_read(index), component, args["helm_releases"], yaml.safe_load, _dump)
+                content = render.index_content(render.read_text(index), component, args["helm_releases"], yaml.safe_load, _dump)
                 changed = render.write_if_changed(index, content, 0o644, check) or changed
             if files or state["record_exists"]:
                 record = os.path.join(root, render.RECORD_NAME)

@@ -35,3 +35,15 @@ attributes:
   idempotent:
     support: full
 """
+
+    # Modules that change state: predicted in check mode, shown in diff mode, quiet when nothing differs.
+    CONVERGE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+"""

@@ -15,7 +15,7 @@ options:
       - V(nvidia_smi) runs C(nvidia-smi) with the C locale and parses its output strictly; output it does not
         recognise is an error, never skipped.
       - V(auto) uses NVML when the bindings import and NVML initialises, and falls back to C(nvidia-smi)
-        otherwise; RV(backend) and RV(backend_note) say what was used and why.
+        otherwise; the returned C(backend) and C(backend_note) say what was used and why.
     type: str
     choices: [auto, nvml, nvidia_smi]
     default: auto
@@ -41,4 +41,18 @@ options:
 requirements:
   - NVIDIA driver on the node (C(nvidia-smi) or C(libnvidia-ml.so.1)).
   - C(nvidia-ml-py) on the node for O(backend=nvml); optional for O(backend=auto).
+"""
+
+    # Merged into a module's RETURN when its RETURN extends this fragment (ansible-core >= 2.20).
+    RETURN = r"""
+backend:
+  description: The backend that read the GPUs (V(nvml) or V(nvidia_smi)).
+  returned: whenever the GPUs are read (by M(gpu_ops.mig_serving.mig_node_state) only when its C(gpus) option is true)
+  type: str
+  sample: nvml
+backend_note:
+  description: Why O(backend=auto) fell back to C(nvidia-smi); empty otherwise.
+  returned: whenever C(backend) is
+  type: str
+  sample: ""
 """

@@ -25,6 +25,7 @@ author:
   - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.converge
 options:
   render_dir:
     description:
@@ -53,14 +54,9 @@ options:
     type: bool
     default: false
 attributes:
-  check_mode:
-    support: full
   diff_mode:
-    support: full
     details:
       - No diff for a sensitive component.
-  idempotent:
-    support: full
 seealso:
   - module: kubernetes.core.k8s
 """

@@ -55,16 +55,8 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-backend:
-  description: The backend that produced the result.
-  returned: always
-  type: str
-  sample: nvml
-backend_note:
-  description: Why O(backend=auto) fell back to C(nvidia-smi); empty otherwise.
-  returned: always
-  type: str
-  sample: ""
+extends_documentation_fragment:
+  - gpu_ops.mig_serving._gpu_backend
 gpus:
   description: One entry per GPU, sorted by index.
   returned: always

@@ -25,15 +25,11 @@ author:
   - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.converge
 attributes:
-  check_mode:
-    support: full
   diff_mode:
-    support: full
     details:
       - One diff per path for state, mode, owner and link target, and one with the content for a file; one per unit.
-  idempotent:
-    support: full
 options:
   files:
     description:

@@ -86,6 +86,8 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+extends_documentation_fragment:
+  - gpu_ops.mig_serving._gpu_backend
 os_family:
   description: The OS family as Ansible's C(ansible_facts.os_family) names it, from C(/etc/os-release).
   returned: always
@@ -96,16 +98,6 @@ gpus:
   returned: when O(gpus=true)
   type: list
   elements: dict
-backend:
-  description: The backend that read the GPUs.
-  returned: when O(gpus=true)
-  type: str
-  sample: nvml
-backend_note:
-  description: Why O(backend=auto) fell back to C(nvidia-smi); empty otherwise.
-  returned: when O(gpus=true)
-  type: str
-  sample: ""
 package_version:
   description:
     - Installed version of O(package) (Debian C(dpkg) version, RPM C(version-release)); empty when not installed.

@@ -81,6 +81,8 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+extends_documentation_fragment:
+  - gpu_ops.mig_serving._gpu_backend
 matched:
   description: Whether every GPU is in its expected state.
   returned: always
@@ -91,16 +93,6 @@ config:
   returned: always
   type: str
   sample: all-1g.18gb
-backend:
-  description: The backend that read the GPUs.
-  returned: always
-  type: str
-  sample: nvml
-backend_note:
-  description: Why O(backend=auto) fell back to C(nvidia-smi); empty otherwise.
-  returned: always
-  type: str
-  sample: ""
 expected:
   description: Per GPU, the planned state.
   returned: always

@@ -113,7 +113,8 @@ def _lstat(path: str) -> Optional[os.stat_result]:
         return None
 
 
-def _read(path: str) -> Optional[str]:
+def read_text(path: str) -> Optional[str]:
+    """A file's text, or None when it cannot be read as UTF-8 text."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
@@ -188,7 +189,7 @@ def plan(root: str, component: str, files: List[Tuple[str, str]], sensitive: boo
     for name, content in files:
         path = os.path.join(directory, name)
         st = _lstat(path) if dir_st is not None else None
-        old = _read(path) if st is not None and stat.S_ISREG(st.st_mode) else None
+        old = read_text(path) if st is not None and stat.S_ISREG(st.st_mode) else None
         if st is None:
             out.writes.append((path, content, "created"))
         elif old != content:
@@ -205,7 +206,7 @@ def plan(root: str, component: str, files: List[Tuple[str, str]], sensitive: boo
             st = os.lstat(path)
         except OSError:
             continue  # gone: forgotten
-        old = _read(path) if stat.S_ISREG(st.st_mode) else None
+        old = read_text(path) if stat.S_ISREG(st.st_mode) else None
         digest = owned[name]
         if old is not None and (digest is None or sha1(old) == digest):
             out.removes.append((path, old))
@@ -240,7 +241,7 @@ def _atomic_write(path: str, content: str, mode: int) -> None:
 def write_if_changed(path: str, content: str, mode: int, check_mode: bool) -> bool:
     """Write one file of the render directory (the index, the record) when its content or mode differs."""
     st = _lstat(path)
-    if st is not None and stat.S_ISREG(st.st_mode) and _read(path) == content and stat.S_IMODE(st.st_mode) == mode:
+    if st is not None and stat.S_ISREG(st.st_mode) and read_text(path) == content and stat.S_IMODE(st.st_mode) == mode:
         return False
     if not check_mode:
         _atomic_write(path, content, mode)
