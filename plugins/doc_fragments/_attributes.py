@@ -9,6 +9,8 @@ class ModuleDocFragment:
     # Standard documentation of the attributes.
     DOCUMENTATION = r"""
 options: {}
+author:
+  - GPU Ops maintainers (@gpu-ops)
 attributes:
   check_mode:
     description: Can run in C(check_mode) and return changed status prediction without modifying target.

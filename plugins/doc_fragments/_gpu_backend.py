@@ -1,12 +1,15 @@
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE doc fragment: how the modules read the GPUs."""
+"""PRIVATE doc fragment: how the modules read the GPUs (all of them read-only: the info-module attributes come with it)."""
 from __future__ import annotations
+
+from ansible_collections.gpu_ops.mig_serving.plugins.doc_fragments._attributes import ModuleDocFragment as _Attributes
 
 
 class ModuleDocFragment:
-    DOCUMENTATION = r"""
+    # the read-only (info module) attributes, then the options
+    DOCUMENTATION = _Attributes.INFO_MODULE.replace("options: {}\n", "", 1) + r"""
 options:
   backend:
     description:

@@ -25,6 +25,8 @@ import signal
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _nvidia_smi, _nvml
 
 BACKENDS = ("auto", "nvml", "nvidia_smi")
@@ -89,6 +91,16 @@ def timeout_problem(value: Any) -> Optional[str]:
             f"the default {DEFAULT_TIMEOUT} s is a generous bound for one nvidia-smi or NVML read"
         )
     return None
+
+
+def bounded_module(doing: str, argument_spec: Dict[str, Any], **kwargs: Any) -> Any:
+    """The module object of a module whose commands run bounded: check mode supported, and its ``timeout`` option
+    checked before anything else, failing with ``<doing>: <why>`` (so bad input never reaches a command)."""
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **kwargs)
+    problem = timeout_problem(module.params["timeout"])
+    if problem:
+        module.fail_json(msg=f"{doing}: {problem}")
+    return module
 
 
 def _shown(argv: List[str]) -> str:

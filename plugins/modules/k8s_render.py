@@ -21,8 +21,6 @@ description:
   - The record is read and checked before anything is written; a render refused for it, or for a path that is not
     a directory, changes nothing.
   - Runs on the controller, in the process of C(ansible-playbook), whatever the host's connection.
-author:
-  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
   - gpu_ops.mig_serving._attributes.converge

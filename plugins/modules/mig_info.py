@@ -15,11 +15,8 @@ description:
   - The profile table comes from the GPU itself and is reported even while MIG is disabled, so a layout can be
     validated against the real hardware before MIG is enabled.
   - Never changes anything on the node.
-author:
-  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
-  - gpu_ops.mig_serving._attributes.info_module
   - gpu_ops.mig_serving._gpu_backend
 options: {}
 notes:
@@ -121,25 +118,18 @@ gpus:
           placements: [{"start": 0, "size": 1}, {"start": 1, "size": 1}]
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_reader import (
     GpuReadError,
+    bounded_module,
     gpu_backend_argument_spec,
     read_gpus,
-    timeout_problem,
 )
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=gpu_backend_argument_spec(),
-        supports_check_mode=True,
-    )
+    module = bounded_module("Reading the node's GPUs", gpu_backend_argument_spec())
     p = module.params
-    problem = timeout_problem(p["timeout"])
-    if problem:
-        module.fail_json(msg=f"Reading the node's GPUs: {problem}")
     try:
         gpus, used, note = read_gpus(module, p["backend"], p["nvidia_smi_path"], p["timeout"])
     except GpuReadError as exc:

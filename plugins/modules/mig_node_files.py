@@ -21,8 +21,6 @@ description:
     file in the same directory renamed over the old one). Directories are created with their missing parents.
   - Never deletes anything. A path where something else stands (a directory where a file should be, a file where a
     directory or a link should be) fails naming it.
-author:
-  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
   - gpu_ops.mig_serving._attributes.converge
@@ -157,13 +155,11 @@ systemd_running:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_reader import (
     CommandTimeout,
+    bounded_module,
     path_runner,
     timeout_argument_spec,
-    timeout_problem,
 )
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_files import (
     ConvergeError,
@@ -177,14 +173,8 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_state im
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={**description_argument_spec(), **timeout_argument_spec()},
-        supports_check_mode=True,
-    )
+    module = bounded_module("Converging the node's files and units", {**description_argument_spec(), **timeout_argument_spec()})
     p = module.params
-    problem = timeout_problem(p["timeout"])
-    if problem:
-        module.fail_json(msg=f"Converging the node's files and units: {problem}")
     try:
         files = parse_files(p["files"])
         units = parse_units(p["units"])

@@ -18,11 +18,8 @@ description:
   - The C(gpu_ops.mig_serving.mig_layout) role decides from this result, on the controller, which of its steps a
     node needs, so a node already in its layout costs one module run, in check mode too.
   - Never changes anything on the node.
-author:
-  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
-  - gpu_ops.mig_serving._attributes.info_module
   - gpu_ops.mig_serving._gpu_backend
 options:
   gpus:
@@ -144,17 +141,16 @@ compute_apps:
 
 from typing import Any, Dict, List
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._gpu_reader import (
     CommandTimeout,
     GpuReadError,
+    bounded_module,
     gpu_backend_argument_spec,
     path_runner,
     read_gpus,
     smi_runner,
-    timeout_problem,
 )
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_files import (
     DescriptionError,
@@ -176,8 +172,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_state im
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
+    module = bounded_module("Reading the node's state", {
             "gpus": {"type": "bool", "default": True},
             "package": {"type": "str"},
             "files": {"type": "list", "elements": "path", "default": []},
@@ -185,13 +180,8 @@ def main() -> None:
             "compute_apps": {"type": "bool", "default": False},
             "want": {"type": "dict"},
             **gpu_backend_argument_spec(),
-        },
-        supports_check_mode=True,
-    )
+        })
     p = module.params
-    problem = timeout_problem(p["timeout"])
-    if problem:
-        module.fail_json(msg=f"Reading the node's state: {problem}")
     want_files: List[FileWant] = []
     want_units: List[UnitWant] = []
     if p["want"] is not None:

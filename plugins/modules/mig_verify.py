@@ -18,11 +18,8 @@ description:
     covered) is an error, reported before anything is compared.
   - A pending MIG mode change counts as a mismatch, as does a GPU instance without a compute instance.
   - Never changes anything on the node.
-author:
-  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
-  - gpu_ops.mig_serving._attributes.info_module
   - gpu_ops.mig_serving._gpu_backend
 options:
   config_file:

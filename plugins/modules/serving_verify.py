@@ -30,8 +30,6 @@ description:
   - A fresh deployment needs time (the adapter re-lists series, the HPA controller syncs every 15 s), so each check is
     repeated until it passes, at most O(retries) more times, O(delay) seconds apart. The failure message names each
     check that still fails and what it saw.
-author:
-  - GPU Ops maintainers (@gpu-ops)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
   - gpu_ops.mig_serving._attributes.info_module

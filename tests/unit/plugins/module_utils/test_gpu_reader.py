@@ -50,7 +50,8 @@ def test_backend_choices_are_the_one_constant() -> None:
 @pytest.mark.parametrize("module", GPU_MODULES)
 def test_every_gpu_module_takes_the_shared_spec_and_fragment_without_a_copy(module: str) -> None:
     source = (MODULES / f"{module}.py").read_text()
-    assert "**gpu_backend_argument_spec()" in source or "argument_spec=gpu_backend_argument_spec()" in source, module
+    assert any(use in source for use in ("**gpu_backend_argument_spec()", "argument_spec=gpu_backend_argument_spec()",
+                                         ", gpu_backend_argument_spec())")), module
     doc = _documentation(module)
     assert "gpu_ops.mig_serving._gpu_backend" in doc["extends_documentation_fragment"], module
     own = doc.get("options") or {}
