@@ -157,10 +157,13 @@ def test_surveys_offer_the_layouts_files_config_names(configured: Dict[str, Any]
     awx: FakeAWX = configured["awx"]
     names = list(yaml.safe_load(LAYOUTS.read_text())["mig-configs"])
     survey = awx.survey(jt(awx, "mig_apply")["id"])
-    (question,) = survey["spec"]
+    question, rollout = survey["spec"]
     assert (question["variable"], question["type"], question["required"], question["default"]) == ("mig_layout_config", "multiplechoice", False, "")
     assert question["choices"] == names
-    for key in ("site", "mig_reapply", "serving", "load_balancer", "verify"):
+    # the batch size can only be an extra variable (Ansible sizes batches before it reads the inventory)
+    assert (rollout["variable"], rollout["type"], rollout["min"], rollout["max"], rollout["default"]) == ("gpu_ops_mig_serial", "integer", 1, 1000, 1)
+    assert awx.survey(jt(awx, "mig_reapply")["id"])["spec"] == [rollout]
+    for key in ("site", "serving", "load_balancer", "verify"):
         assert awx.survey(jt(awx, key)["id"]) == {}, key
 
 
@@ -222,6 +225,6 @@ def test_survey_variables_are_used_by_their_playbook(entry: Dict[str, Any]) -> N
     assert roles or "tasks:" in text, f"{entry['playbook']} runs neither tasks nor roles of the collection"
     for role in sorted(roles):
         text += "".join(p.read_text() for p in sorted((ROOT / "roles" / role).rglob("*.yml")))
-    variables = {"layout": "mig_layout_config"}
+    variables = {"layout": "mig_layout_config", "rollout": "gpu_ops_mig_serial"}
     for survey in entry["surveys"]:
         assert re.search(rf"\b{variables[survey]}\b", text), f"{entry['playbook']} does not use {variables[survey]} (survey '{survey}')"
