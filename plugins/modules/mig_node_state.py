@@ -173,14 +173,14 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._node_state im
 
 def main() -> None:
     module = bounded_module("Reading the node's state", {
-            "gpus": {"type": "bool", "default": True},
-            "package": {"type": "str"},
-            "files": {"type": "list", "elements": "path", "default": []},
-            "units": {"type": "list", "elements": "str", "default": []},
-            "compute_apps": {"type": "bool", "default": False},
-            "want": {"type": "dict"},
-            **gpu_backend_argument_spec(),
-        })
+        "gpus": {"type": "bool", "default": True},
+        "package": {"type": "str"},
+        "files": {"type": "list", "elements": "path", "default": []},
+        "units": {"type": "list", "elements": "str", "default": []},
+        "compute_apps": {"type": "bool", "default": False},
+        "want": {"type": "dict"},
+        **gpu_backend_argument_spec(),
+    })
     p = module.params
     want_files: List[FileWant] = []
     want_units: List[UnitWant] = []
