@@ -1,24 +1,13 @@
 # Copyright (c) gpu_ops.mig_serving contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE doc fragment: how the modules read the GPUs (all of them read-only: the info-module attributes come with it)."""
+"""PRIVATE doc fragment: how the modules read the GPUs."""
 from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # the read-only (info module) attributes, then the options (a string literal: ansible-test's yamllint reads it as one)
+    # the options (a string literal: ansible-test's yamllint reads it as one)
     DOCUMENTATION = r"""
-attributes:
-  check_mode:
-    support: full
-    details:
-      - This action does not modify state.
-  diff_mode:
-    support: N/A
-    details:
-      - This action does not modify state.
-  idempotent:
-    support: full
 options:
   backend:
     description:

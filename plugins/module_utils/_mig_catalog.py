@@ -83,36 +83,55 @@ class GpuModel:
     mig_capable: bool = True
 
 
-_ONE = (0, 1, 2, 3, 4, 5, 6)  # 1-slice placements on GPUs with 8 memory slices
-_TWO = (0, 2, 4, 6)
-
 # Columns of every profile row below:
 #   name, GI profile id, compute slices, memory slices, memory MiB, max instances, placements, SMs
 
+# The GPUs with 7 compute slices and 8 memory slices (A100, H100, H200) share one profile table except for
+# the memory sizes in the names, the MiB and the SM counts: profile ids, slice counts, instance counts and
+# placements are the same in every -lgip/-lgipp capture of them. Columns: compute prefix, name suffix, GI
+# profile id, compute slices, memory slices, max instances, placements. The memory in a profile's name and
+# its MiB come from the model's ``memory`` row, keyed by the profile's memory slices.
+_SEVEN_OF_EIGHT = (
+    ("1g", "", 19, 1, 1, 7, (0, 1, 2, 3, 4, 5, 6)),
+    ("1g", "+me", 20, 1, 1, 1, (0, 1, 2, 3, 4, 5, 6)),
+    ("1g", "", 15, 1, 2, 4, (0, 2, 4, 6)),
+    ("2g", "", 14, 2, 2, 3, (0, 2, 4)),
+    ("3g", "", 9, 3, 4, 2, (0, 4)),
+    ("4g", "", 5, 4, 4, 1, (0,)),
+    ("7g", "", 0, 7, 8, 1, (0,)),
+)
+
+
+def _seven_of_eight(
+    key: str, names: tuple[str, ...], device_ids: tuple[str, ...], memory: dict[int, tuple[int, int]],
+    sms: tuple[int, ...], source: str,
+) -> GpuModel:
+    """Build a 7-compute, 8-memory-slice model.
+
+    ``memory`` maps a profile's memory slices to (GB in its name, MiB); ``sms`` gives the SMs of 1g, 1g with
+    2 memory slices, 2g, 3g, 4g and 7g (1g+me has 1g's).
+    """
+    per_row = (sms[0], *sms)
+    profiles = tuple(
+        CatalogProfile(
+            f"{prefix}.{memory[mem][0]}gb{suffix}", gi_id, compute, mem, memory[mem][1], count, placements,
+            per_row[row],
+        )
+        for row, (prefix, suffix, gi_id, compute, mem, count, placements) in enumerate(_SEVEN_OF_EIGHT)
+    )
+    return GpuModel(key, names, device_ids, 8, 7, profiles, source)
+
+
 # A100 40GB. Source: MIG User Guide -lgip/-lgipp (R470-R535 era copy), stored whole as
 # test capture documented/a100-sxm4-40gb/mig-user-guide/. MiB = round(GiB * 1024).
-_A100_40GB = GpuModel(
-    key="A100-SXM4-40GB",
-    names=("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB", "A100-SXM4-40GB", "A100-PCIE-40GB"),
-    device_ids=("0x20B010DE", "0x20B110DE", "0x20F110DE"),
-    memory_slices=8,
-    compute_slices=7,
-    profiles=(
-        CatalogProfile("1g.5gb", 19, 1, 1, 4864, 7, _ONE, 14),
-        CatalogProfile("1g.5gb+me", 20, 1, 1, 4864, 1, _ONE, 14),
-        CatalogProfile("1g.10gb", 15, 1, 2, 9851, 4, _TWO, 14),
-        CatalogProfile("2g.10gb", 14, 2, 2, 9851, 3, (0, 2, 4), 28),
-        CatalogProfile("3g.20gb", 9, 3, 4, 19968, 2, (0, 4), 42),
-        CatalogProfile("4g.20gb", 5, 4, 4, 19968, 1, (0,), 56),
-        CatalogProfile("7g.40gb", 0, 7, 8, 40192, 1, (0,), 98),
-    ),
-    source=(
-        f"{_GUIDE} (A100 table: profiles, instance counts; 1g.10gb needs R525+, 1g.5gb+me R470+); "
-        f"-lgip/-lgipp from the MIG User Guide, {_FIXTURES}documented/a100-sxm4-40gb/mig-user-guide/; "
-        f"the R450 A100-PCIE-40GB capture {_FIXTURES}documented/a100-pcie-40gb/ agrees on ids, counts, "
-        "placements and SMs. Device ids per mig-parted config-default.yaml (A100-40GB) and pci.ids "
-        "(20B0 A100 SXM4 40GB, 20B1/20F1 A100 PCIe 40GB)."
-    ),
+_A100_40GB = _seven_of_eight(
+    "A100-SXM4-40GB", ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB", "A100-SXM4-40GB", "A100-PCIE-40GB"), ("0x20B010DE", "0x20B110DE", "0x20F110DE"),
+    {1: (5, 4864), 2: (10, 9851), 4: (20, 19968), 8: (40, 40192)}, (14, 14, 28, 42, 56, 98),
+    f"{_GUIDE} (A100 table: profiles, instance counts; 1g.10gb needs R525+, 1g.5gb+me R470+); "
+    f"-lgip/-lgipp from the MIG User Guide, {_FIXTURES}documented/a100-sxm4-40gb/mig-user-guide/; "
+    f"the R450 A100-PCIE-40GB capture {_FIXTURES}documented/a100-pcie-40gb/ agrees on ids, counts, "
+    "placements and SMs. Device ids per mig-parted config-default.yaml (A100-40GB) and pci.ids "
+    "(20B0 A100 SXM4 40GB, 20B1/20F1 A100 PCIe 40GB).",
 )
 
 # A100 80GB. Source: 515.86.01 capture of an A100 80GB PCIe (-lgip, and MIG device memory 9728/19968/40192
@@ -120,28 +139,14 @@ _A100_40GB = GpuModel(
 # (1g.20gb = 19968 MiB, 14 SMs; test capture a100-sxm4-80gb/telegraf-535.54.03/), and an
 # A100 80GB -lgip with 1g.20gb (index id 23354834134). Placements: the User Guide's A100 diagram,
 # shared by 40GB and 80GB ("the profile names will change according to the memory proportion").
-_A100_80GB = GpuModel(
-    key="A100-SXM4-80GB",
-    names=("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"),
-    device_ids=("0x20B210DE", "0x20B510DE"),
-    memory_slices=8,
-    compute_slices=7,
-    profiles=(
-        CatalogProfile("1g.10gb", 19, 1, 1, 9728, 7, _ONE, 14),
-        CatalogProfile("1g.10gb+me", 20, 1, 1, 9728, 1, _ONE, 14),
-        CatalogProfile("1g.20gb", 15, 1, 2, 19968, 4, _TWO, 14),
-        CatalogProfile("2g.20gb", 14, 2, 2, 19968, 3, (0, 2, 4), 28),
-        CatalogProfile("3g.40gb", 9, 3, 4, 40192, 2, (0, 4), 42),
-        CatalogProfile("4g.40gb", 5, 4, 4, 40192, 1, (0,), 56),
-        CatalogProfile("7g.80gb", 0, 7, 8, 80896, 1, (0,), 98),
-    ),
-    source=(
-        f"{_GUIDE} (A100 table, 80GB names); -lgip of an A100 80GB PCIe at 515.86.01 with MIG device "
-        "memory (public code archive index id 36981796389) and an A100 80GB -lgip listing 1g.20gb "
-        f"(index id 23354834134); {_FIXTURES}documented/a100-sxm4-80gb/telegraf-535.54.03/ (1g.20gb "
-        "19968 MiB, device id 20B210DE); placements as the A100 40GB -lgipp and the User Guide's A100 "
-        "diagram. 0x20B510DE is the A100 80GB PCIe (pci.ids, mig-parted config-default.yaml)."
-    ),
+_A100_80GB = _seven_of_eight(
+    "A100-SXM4-80GB", ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"), ("0x20B210DE", "0x20B510DE"),
+    {1: (10, 9728), 2: (20, 19968), 4: (40, 40192), 8: (80, 80896)}, (14, 14, 28, 42, 56, 98),
+    f"{_GUIDE} (A100 table, 80GB names); -lgip of an A100 80GB PCIe at 515.86.01 with MIG device "
+    "memory (public code archive index id 36981796389) and an A100 80GB -lgip listing 1g.20gb "
+    f"(index id 23354834134); {_FIXTURES}documented/a100-sxm4-80gb/telegraf-535.54.03/ (1g.20gb "
+    "19968 MiB, device id 20B210DE); placements as the A100 40GB -lgipp and the User Guide's A100 "
+    "diagram. 0x20B510DE is the A100 80GB PCIe (pci.ids, mig-parted config-default.yaml).",
 )
 
 # A30. Source: 535.183.01 capture (-lgip, -lgipp, MIG device memory 5952/11968 MiB),
@@ -169,99 +174,43 @@ _A30 = GpuModel(
 # public code archive index id 8225626544); exact MiB from the 535.104.12 8-GPU capture,
 # test capture documented/h100-80gb-hbm3/cloud-native-docs-ocp-535.104.12/
 # (1g.10gb 9984, 2g.20gb 20096, 3g.40gb 40448 MiB).
-_H100_SXM = GpuModel(
-    key="H100-SXM5-80GB",
-    names=("NVIDIA H100 80GB HBM3",),
-    device_ids=("0x233010DE",),
-    memory_slices=8,
-    compute_slices=7,
-    profiles=(
-        CatalogProfile("1g.10gb", 19, 1, 1, 9984, 7, _ONE, 16),
-        CatalogProfile("1g.10gb+me", 20, 1, 1, 9984, 1, _ONE, 16),
-        CatalogProfile("1g.20gb", 15, 1, 2, 20096, 4, _TWO, 26),
-        CatalogProfile("2g.20gb", 14, 2, 2, 20096, 3, (0, 2, 4), 32),
-        CatalogProfile("3g.40gb", 9, 3, 4, 40448, 2, (0, 4), 60),
-        CatalogProfile("4g.40gb", 5, 4, 4, 40448, 1, (0,), 64),
-        CatalogProfile("7g.80gb", 0, 7, 8, 81152, 1, (0,), 132),
-    ),
-    source=(
-        f"{_GUIDE} (H100 80GB table, PCIe and SXM5); -lgip/-lgipp of an NVIDIA H100 80GB HBM3 (public "
-        "code archive index id 8225626544); MIG device memory at 535.104.12 from "
-        f"{_FIXTURES}documented/h100-80gb-hbm3/cloud-native-docs-ocp-535.104.12/."
-    ),
+_H100_SXM = _seven_of_eight(
+    "H100-SXM5-80GB", ("NVIDIA H100 80GB HBM3",), ("0x233010DE",),
+    {1: (10, 9984), 2: (20, 20096), 4: (40, 40448), 8: (80, 81152)}, (16, 26, 32, 60, 64, 132),
+    f"{_GUIDE} (H100 80GB table, PCIe and SXM5); -lgip/-lgipp of an NVIDIA H100 80GB HBM3 (public "
+    "code archive index id 8225626544); MIG device memory at 535.104.12 from "
+    f"{_FIXTURES}documented/h100-80gb-hbm3/cloud-native-docs-ocp-535.104.12/.",
 )
 
 # H100 PCIe 80GB. Source: 570.169 -lgip (MiB, SMs) and 7x1g.10gb capture (9984 MiB),
 # test capture documented/h100-pcie-80gb/user-notes-570.169/; placements from the
 # 525.125.06 -lgipp, .../h100-pcie-80gb/scaleway-525.125.06/ (its memory column is 0.12-0.25 GiB lower).
-_H100_PCIE = GpuModel(
-    key="H100-PCIE-80GB",
-    names=("NVIDIA H100 PCIe",),
-    device_ids=("0x233110DE",),
-    memory_slices=8,
-    compute_slices=7,
-    profiles=(
-        CatalogProfile("1g.10gb", 19, 1, 1, 9984, 7, _ONE, 14),
-        CatalogProfile("1g.10gb+me", 20, 1, 1, 9984, 1, _ONE, 14),
-        CatalogProfile("1g.20gb", 15, 1, 2, 20091, 4, _TWO, 14),
-        CatalogProfile("2g.20gb", 14, 2, 2, 20091, 3, (0, 2, 4), 30),
-        CatalogProfile("3g.40gb", 9, 3, 4, 40448, 2, (0, 4), 46),
-        CatalogProfile("4g.40gb", 5, 4, 4, 40448, 1, (0,), 62),
-        CatalogProfile("7g.80gb", 0, 7, 8, 81152, 1, (0,), 114),
-    ),
-    source=(
-        f"{_GUIDE} (H100 80GB table, PCIe and SXM5); -lgip at 570.169, "
-        f"{_FIXTURES}documented/h100-pcie-80gb/user-notes-570.169/; -lgip/-lgipp at 525.125.06, "
-        f"{_FIXTURES}documented/h100-pcie-80gb/scaleway-525.125.06/."
-    ),
+_H100_PCIE = _seven_of_eight(
+    "H100-PCIE-80GB", ("NVIDIA H100 PCIe",), ("0x233110DE",),
+    {1: (10, 9984), 2: (20, 20091), 4: (40, 40448), 8: (80, 81152)}, (14, 14, 30, 46, 62, 114),
+    f"{_GUIDE} (H100 80GB table, PCIe and SXM5); -lgip at 570.169, "
+    f"{_FIXTURES}documented/h100-pcie-80gb/user-notes-570.169/; -lgip/-lgipp at 525.125.06, "
+    f"{_FIXTURES}documented/h100-pcie-80gb/scaleway-525.125.06/.",
 )
 
 # H100 NVL (94GB). Source: 560.35.03 capture (-lgip, -lgipp, MIG device memory 11008/22144/47488 MiB),
 # test capture documented/h100-nvl/azure-560.35.03/.
-_H100_NVL = GpuModel(
-    key="H100-NVL",
-    names=("NVIDIA H100 NVL",),
-    device_ids=("0x232110DE",),
-    memory_slices=8,
-    compute_slices=7,
-    profiles=(
-        CatalogProfile("1g.12gb", 19, 1, 1, 11008, 7, _ONE, 16),
-        CatalogProfile("1g.12gb+me", 20, 1, 1, 11008, 1, _ONE, 16),
-        CatalogProfile("1g.24gb", 15, 1, 2, 22144, 4, _TWO, 26),
-        CatalogProfile("2g.24gb", 14, 2, 2, 22144, 3, (0, 2, 4), 32),
-        CatalogProfile("3g.47gb", 9, 3, 4, 47488, 2, (0, 4), 60),
-        CatalogProfile("4g.47gb", 5, 4, 4, 47488, 1, (0,), 64),
-        CatalogProfile("7g.94gb", 0, 7, 8, 95355, 1, (0,), 132),
-    ),
-    source=(
-        f"{_GUIDE} (H100 94GB table, PCIe and SXM5); -lgip/-lgipp at 560.35.03, "
-        f"{_FIXTURES}documented/h100-nvl/azure-560.35.03/."
-    ),
+_H100_NVL = _seven_of_eight(
+    "H100-NVL", ("NVIDIA H100 NVL",), ("0x232110DE",),
+    {1: (12, 11008), 2: (24, 22144), 4: (47, 47488), 8: (94, 95355)}, (16, 26, 32, 60, 64, 132),
+    f"{_GUIDE} (H100 94GB table, PCIe and SXM5); -lgip/-lgipp at 560.35.03, "
+    f"{_FIXTURES}documented/h100-nvl/azure-560.35.03/.",
 )
 
 # H200 141GB. Source: our own capture at 580.159.04 (-lgip, -lgipp, NVML memorySizeMB),
 # test capture h200-mig-disabled/. H200 NVL: see the module docstring.
-_H200 = GpuModel(
-    key="H200",
-    names=("NVIDIA H200", "NVIDIA H200 NVL"),
-    device_ids=("0x233510DE", "0x233B10DE"),
-    memory_slices=8,
-    compute_slices=7,
-    profiles=(
-        CatalogProfile("1g.18gb", 19, 1, 1, 16384, 7, _ONE, 16),
-        CatalogProfile("1g.18gb+me", 20, 1, 1, 16384, 1, _ONE, 16),
-        CatalogProfile("1g.35gb", 15, 1, 2, 33280, 4, _TWO, 26),
-        CatalogProfile("2g.35gb", 14, 2, 2, 33280, 3, (0, 2, 4), 32),
-        CatalogProfile("3g.71gb", 9, 3, 4, 71424, 2, (0, 4), 60),
-        CatalogProfile("4g.71gb", 5, 4, 4, 71424, 1, (0,), 64),
-        CatalogProfile("7g.141gb", 0, 7, 8, 143360, 1, (0,), 132),
-    ),
-    source=(
-        f"{_FIXTURES}h200-mig-disabled/ (driver 580.159.04: -lgip, -lgipp, NVML memorySizeMB; device "
-        f"0x233510DE); {_GUIDE} (one H200 141GB table); H200 NVL listed as a 141GB MIG GPU in "
-        f"{_GUIDE_GPUS} and keyed with the H200 in mig-parted config-default.yaml; its SMs and MiB "
-        "are the H200 SXM capture's, not checked on an NVL card."
-    ),
+_H200 = _seven_of_eight(
+    "H200", ("NVIDIA H200", "NVIDIA H200 NVL"), ("0x233510DE", "0x233B10DE"),
+    {1: (18, 16384), 2: (35, 33280), 4: (71, 71424), 8: (141, 143360)}, (16, 26, 32, 60, 64, 132),
+    f"{_FIXTURES}h200-mig-disabled/ (driver 580.159.04: -lgip, -lgipp, NVML memorySizeMB; device "
+    f"0x233510DE); {_GUIDE} (one H200 141GB table); H200 NVL listed as a 141GB MIG GPU in "
+    f"{_GUIDE_GPUS} and keyed with the H200 in mig-parted config-default.yaml; its SMs and MiB "
+    "are the H200 SXM capture's, not checked on an NVL card.",
 )
 
 # RTX PRO 6000 Blackwell (Server, Workstation and Max-Q Workstation Editions; one User Guide table).
@@ -303,12 +252,7 @@ _RTX_PRO_6000 = GpuModel(
 
 # DGX Station A100 display GPU: no MIG. mig-parted's DGX Station examples disable MIG on it.
 _DGX_DISPLAY = GpuModel(
-    key="DGX-DISPLAY",
-    names=("NVIDIA DGX Display",),
-    device_ids=("0x1FB010DE",),
-    memory_slices=0,
-    compute_slices=0,
-    profiles=(),
+    "DGX-DISPLAY", ("NVIDIA DGX Display",), ("0x1FB010DE",), memory_slices=0, compute_slices=0, profiles=(),
     source=(
         "shared/conformance/mig-parted/examples-dgx-station-80gb-config.yaml (device-filter 0x1FB010DE, "
         f"mig-enabled: false); name from {_FIXTURES}documented/a100-sxm4-80gb/dgx-station-kr-notes/."

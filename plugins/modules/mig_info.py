@@ -14,9 +14,9 @@ description:
     MIG profiles the GPU supports, with their capacities and placements.
   - The profile table comes from the GPU itself and is reported even while MIG is disabled, so a layout can be
     validated against the real hardware before MIG is enabled.
-  - Never changes anything on the node.
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.info_module
   - gpu_ops.mig_serving._gpu_backend
 options: {}
 notes:

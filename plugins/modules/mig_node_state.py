@@ -17,9 +17,9 @@ description:
     the description M(gpu_ops.mig_serving.mig_node_files) converges, and reports what differs in RV(drift).
   - The C(gpu_ops.mig_serving.mig_layout) role decides from this result, on the controller, which of its steps a
     node needs, so a node already in its layout costs one module run, in check mode too.
-  - Never changes anything on the node.
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.info_module
   - gpu_ops.mig_serving._gpu_backend
 options:
   gpus:

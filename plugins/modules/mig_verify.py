@@ -17,9 +17,9 @@ description:
   - A layout that cannot be realised on the node's GPUs (unknown profile, over capacity, no placement, a GPU not
     covered) is an error, reported before anything is compared.
   - A pending MIG mode change counts as a mismatch, as does a GPU instance without a compute instance.
-  - Never changes anything on the node.
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
+  - gpu_ops.mig_serving._attributes.info_module
   - gpu_ops.mig_serving._gpu_backend
 options:
   config_file:

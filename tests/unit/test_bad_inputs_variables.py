@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The bad role variables of tests/data/bad_inputs/variables.yaml, each checked the way the role's preflight checks it:
-first the role's own meta/argument_specs.yml (types, choices; what ansible.builtin.validate_argument_spec runs), then
-the formats and ranges its tasks/preflight.yml gives the input_problems filter. Both are read from the role's files,
+first the role's own meta/argument_specs.yml (types, choices), then the formats and ranges of the rules its
+tasks/preflight.yml gives the action gpu_ops.mig_serving.preflight, through the action's own code. Both are read from the role's files,
 so a rule dropped from a preflight or a spec fails here. That the preflights run before anything is written is proven
 by tests/integration/test_bad_inputs_playbooks.py."""
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any, Dict, List
 
 import pytest
 import yaml
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._inputs import problems
+from ansible_collections.gpu_ops.mig_serving.plugins.plugin_utils._preflight import spec_and_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES: List[Dict[str, Any]] = yaml.safe_load((ROOT / "tests/data/bad_inputs/variables.yaml").read_text())
@@ -24,10 +24,10 @@ CASES: List[Dict[str, Any]] = yaml.safe_load((ROOT / "tests/data/bad_inputs/vari
 def role_rules(role: str) -> Dict[str, str]:
     tasks = yaml.safe_load((ROOT / "roles" / role / "tasks" / "preflight.yml").read_text())
     for task in tasks:
-        rules = (task.get("vars") or {}).get(f"__{role}_rules")
+        rules = (task.get("gpu_ops.mig_serving.preflight") or {}).get("rules")
         if rules:
             return dict(rules)
-    raise AssertionError(f"roles/{role}/tasks/preflight.yml has no __{role}_rules")
+    raise AssertionError(f"roles/{role}/tasks/preflight.yml has no gpu_ops.mig_serving.preflight task with rules")
 
 
 def role_spec(role: str) -> Dict[str, Any]:
@@ -36,15 +36,13 @@ def role_spec(role: str) -> Dict[str, Any]:
 
 
 def role_message(role: str, var: str, value: Any) -> str:
-    """What the role's preflight says about one variable: its argument spec first, then its rule."""
+    """What the role's preflight (the action gpu_ops.mig_serving.preflight) says about one variable: its argument spec
+    first, then its rule."""
     spec = role_spec(role)
     assert var in spec, f"{var} is not in roles/{role}/meta/argument_specs.yml"
     option = {k: v for k, v in spec[var].items() if k in ("type", "choices", "elements")}
-    result = ArgumentSpecValidator({var: option}).validate({var: value})
-    if result.error_messages:
-        return "; ".join(result.error_messages)
     rules = role_rules(role)
-    return "; ".join(problems({var: rules[var]}, {var: result.validated_parameters[var]})) if var in rules else ""
+    return "; ".join(spec_and_rules({var: option}, {var: rules[var]} if var in rules else {}, {var: value}))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
