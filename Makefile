@@ -13,11 +13,12 @@ STAMP := $(VENV)/.installed
 TEST_APT_PACKAGES ?= git podman runc debootstrap prometheus nginx dnsmasq python3-venv
 PYTEST_ARGS ?=
 
-.PHONY: help sandbox sandbox-clean test venv apt-deps lint sanity unit changelog-lint build clean sync-shared docs
+.PHONY: help sandbox sandbox-clean test venv apt-deps lint sanity unit changelog-lint build clean sync-shared docs autoscale-demo
 
 help:
 	@echo "make sandbox  - run site.yml against the embedded sandbox (inventories/sandbox); make sandbox-clean removes it"
 	@echo "make test     - every check: lint, sanity, unit, conformance, integration"
+	@echo "make autoscale-demo - the autoscaling loop closed on one machine (real Triton, nginx, dnsmasq, Prometheus); writes a report"
 	@echo "make lint | sanity | unit | docs | build | clean"
 
 $(STAMP): requirements/runtime.txt requirements/test.txt
@@ -53,6 +54,13 @@ sanity: venv
 
 unit: venv
 	$(VENV)/bin/pytest -p no:cacheprovider tests/unit tests/conformance
+
+# The autoscaling loop closed on one machine (about 5 minutes): real Triton pods, nginx (the rendered nginx_lb config),
+# dnsmasq as the headless Service, Prometheus (the rendered PodMonitor settings and PrometheusRule), stand-ins for the
+# HPA and Deployment controllers (tests/autoscale); writes build/autoscale-demo/<UTC time>/ (report.md, PNG plots, CSV,
+# run.json) and prints its path. docs/testing.md says what stands in for Kubernetes.
+autoscale-demo: venv apt-deps
+	$(PY) benchmarks/autoscale_demo.py --profile demo --out build/autoscale-demo
 
 # Module, filter, lookup and role option pages, and the shared-variable page, from DOCUMENTATION and the argument
 # specs (antsibull-docs); tests/quality/test_docs_current.py fails when docs/ differs from what this writes.

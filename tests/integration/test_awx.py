@@ -135,7 +135,7 @@ def test_job_templates(configured: Dict[str, Any]) -> None:
     creds = {awx.find("credentials", f"{PREFIX} {n}")["id"] for n in ("GPU nodes SSH", "vault", "kubeconfig")}
     names = sorted(o["name"] for o in awx.objects("job_templates"))
     assert names == sorted(f"{PREFIX} {t['name']}" for t in TEMPLATES)
-    assert {t["key"] for t in TEMPLATES} == {"site", "mig_apply", "mig_reapply", "serving", "load_balancer", "verify"}
+    assert {t["key"] for t in TEMPLATES} == {"site", "mig_apply", "mig_reapply", "serving", "load_balancer", "verify", "loadtest"}
     for entry in TEMPLATES:
         obj = jt(awx, entry["key"])
         assert obj["playbook"] == entry["playbook"]
@@ -148,6 +148,8 @@ def test_job_templates(configured: Dict[str, Any]) -> None:
         assert (ROOT / json.loads(obj["extra_vars"])["mig_layout_config_file"].removeprefix("/runner/project/")).is_file()
         assert obj["survey_enabled"] is bool(entry["surveys"])
     assert jt(awx, "verify")["ask_job_type_on_launch"] is False
+    # the load test runs a Job and writes a report: no check-mode run to offer
+    assert jt(awx, "loadtest")["ask_job_type_on_launch"] is False
     assert jt(awx, "site")["ask_tags_on_launch"] is True
     # the node limit: AWX's Limit prompt on the MIG templates only (elsewhere it would drop k8s_control)
     assert {t["key"] for t in TEMPLATES if jt(awx, t["key"])["ask_limit_on_launch"]} == {"mig_apply", "mig_reapply"}
@@ -163,7 +165,7 @@ def test_surveys_offer_the_layouts_files_config_names(configured: Dict[str, Any]
     # the batch size can only be an extra variable (Ansible sizes batches before it reads the inventory)
     assert (rollout["variable"], rollout["type"], rollout["min"], rollout["max"], rollout["default"]) == ("gpu_ops_mig_serial", "integer", 1, 1000, 1)
     assert awx.survey(jt(awx, "mig_reapply")["id"])["spec"] == [rollout]
-    for key in ("site", "serving", "load_balancer", "verify"):
+    for key in ("site", "serving", "load_balancer", "verify", "loadtest"):
         assert awx.survey(jt(awx, key)["id"]) == {}, key
 
 

@@ -61,6 +61,7 @@ from .crds import (
     served_versions,
     version_priority,
 )
+from .jobs import run_job
 from .metrics import MetricError, MetricsAdapter, hpa_status
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ RESOURCES: Tuple[ResourceType, ...] = (
     ResourceType("", "v1", "nodes", "node", "Node", False, ("no",), has_status=True),
     ResourceType("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", True, ("pvc",), has_status=True),
     ResourceType("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", False, ("pv",), has_status=True),
-    ResourceType("", "v1", "pods", "pod", "Pod", True, ("po",), has_status=True, subresources=(("eviction", "policy/v1", "Eviction", ("create",)),)),
+    ResourceType("", "v1", "pods", "pod", "Pod", True, ("po",), has_status=True,
+                 subresources=(("eviction", "policy/v1", "Eviction", ("create",)), ("log", "v1", "Pod", ("get",)))),
     ResourceType("", "v1", "secrets", "secret", "Secret", True),
     ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
     ResourceType("", "v1", "services", "service", "Service", True, ("svc",), has_status=True),
@@ -937,6 +939,7 @@ class Cluster:
         self.nfd_deny_label_ns: Tuple[str, ...] = ()
         self._dry_depth = 0
         self._settling = False
+        self.pod_logs: Dict[Tuple[str, str, str], str] = {}  # (namespace, pod, container) -> its log (the Job hook writes them)
 
     @staticmethod
     def key(rt: ResourceType) -> str:
@@ -1670,6 +1673,8 @@ class Cluster:
                 return self._delete_pod(live, options, dry_run)
             if not dry_run:
                 self._remove(rt, namespace, name)
+                if rt.kind == "Job":
+                    self._collect_dependents(live, options)
             details = _details(rt, name)
             details["uid"] = live["metadata"]["uid"]
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
@@ -1679,7 +1684,52 @@ class Cluster:
         gone = self.objects.pop((self.key(rt), namespace if rt.namespaced else "", name))
         self._after_write(rt, namespace, name)
         if rt.kind == "Pod":
+            for key in [k for k in self.pod_logs if k[:2] == (namespace, name)]:
+                del self.pod_logs[key]
             self._replace_daemon_pod(gone)
+
+    def _collect_dependents(self, owner: Obj, options: Obj) -> None:
+        """The garbage collector for a deleted Job (pkg/controller/garbagecollector): with propagationPolicy Background
+        or Foreground its pods (controller owner reference with the Job's uid) are deleted; Orphan, or none given (the
+        batch/v1 Job's default, DefaultGarbageCollectionPolicy OrphanDependents), leaves them. Foreground's wait for
+        the dependents is not modelled: the pods go at once, before the Job is answered gone."""
+        if options.get("propagationPolicy") not in ("Background", "Foreground"):
+            return
+        uid = owner["metadata"].get("uid")
+        namespace = str(owner["metadata"].get("namespace", ""))
+        for pod in [o for (res, ns, _n), o in sorted(self.objects.items()) if res == self.key(PODS) and ns == namespace]:
+            if any(isinstance(r, dict) and r.get("uid") == uid and r.get("controller") for r in pod["metadata"].get("ownerReferences") or []):
+                self._remove(PODS, namespace, str(pod["metadata"]["name"]))
+
+    def pod_log(self, namespace: str, name: str, container: str) -> str:
+        """GET pods/{name}/log: the API server picks the container (pkg/registry/core/pod/strategy.go LogLocation), the
+        kubelet checks its state before it streams (pkg/kubelet/kubelet_pods.go validateContainerLogStatus); both
+        refusals reach the client as 400 BadRequest with that text."""
+        with self.lock:
+            pod = self.get(PODS, namespace, name)
+            if pod is None:
+                raise not_found(PODS, name)
+            names = [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
+            if not container:
+                if len(names) != 1:
+                    raise bad_request(f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]")
+                container = names[0]
+            elif container not in names:
+                raise bad_request(f"container {container} is not valid for pod {name}")
+            statuses = {str(s.get("name")): s for s in (pod.get("status") or {}).get("containerStatuses") or [] if isinstance(s, dict)}
+            if container not in statuses:
+                raise bad_request(f'container "{container}" in pod "{name}" is not available')
+            state = statuses[container].get("state") or {}
+            if "running" not in state and "terminated" not in state:
+                reason = (state.get("waiting") or {}).get("reason")
+                if reason == "ErrImagePull":
+                    raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: image can\'t be pulled')
+                if reason == "ImagePullBackOff":
+                    raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: trying and failing to pull image')
+                if reason:
+                    raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+                raise bad_request(f'container "{container}" in pod "{name}" is waiting to start - no logs yet')
+            return self.pod_logs.get((namespace, name, container), "")
 
     def _replace_daemon_pod(self, old: Obj) -> None:
         """The DaemonSet controller: a deleted pod of an existing DaemonSet comes back on its node, under a new name."""
@@ -2544,6 +2594,11 @@ class FakeKube:
             raise METHOD_NOT_ALLOWED
         if rt.namespaced and namespace is None:
             raise PATH_NOT_FOUND
+        if subresource == "log":
+            if method != "GET":
+                raise METHOD_NOT_ALLOWED
+            # text/plain, as the API server streams a container's log (pkg/registry/core/pod/rest/log.go)
+            return 200, self.cluster.pod_log(ns, name, (query.get("container") or [""])[0])
         if subresource == "eviction":
             if method != "POST":
                 raise METHOD_NOT_ALLOWED
@@ -2667,6 +2722,19 @@ class FakeKube:
                 return self.metrics_adapter.values(ns, names, metric)
 
             self._write_status(rt, namespace, hpa, hpa_status(hpa, pods, values))
+
+    def write_status(self, rt: ResourceType, namespace: str, name: str, status: Obj) -> None:
+        """Replace an object's status as its controller or kubelet does (the status subresource); for test hooks."""
+        live = self.cluster.get(rt, namespace, name)
+        if live is None:
+            raise LookupError(f"{rt.kind} {namespace}/{name} not found")
+        self._write_status(rt, namespace, live, status)
+
+    def complete_job(self, namespace: str, name: str, **options: Any) -> Any:
+        """A test hook, not an API rule (kube_fake has no kubelet and no Job controller): create the Job's pod, run its
+        container's command on this machine, record the output as the pod's log and finish the pod and the Job as the
+        Job controller does. Options and what is (not) modelled: tests/kube_fake/jobs.py run_job."""
+        return run_job(self, namespace, name, **options)
 
     def _write_status(self, rt: ResourceType, namespace: str, live: Obj, status: Obj) -> None:
         with self.cluster.lock:

@@ -32,6 +32,11 @@ from .processes import PORT_ATTEMPTS, PortTaken, port_taken, start_retrying_port
 DNSMASQ = Path(shutil.which("dnsmasq") or "/usr/sbin/dnsmasq")
 DEFAULT_HOST = "127.0.0.153"  # not 127.0.0.53 (systemd-resolved) nor 127.0.0.1
 READY_TIMEOUT_S = 10.0
+# Domains dnsmasq answers on its own authority: a name under them that the hosts file lacks gets NXDOMAIN, as from
+# CoreDNS's kubernetes plugin for the cluster domain (a headless Service without ready endpoints has no address).
+# Without --local, dnsmasq has no upstream to forward such a name to and answers REFUSED (dnsmasq(8), --local/--server).
+LOCAL_DOMAINS = ("cluster.local",)
+PROBE_NAME = "dnsmasq-answers.cluster.local"  # asked until dnsmasq answers at all (then its SIGHUP handler is installed)
 
 
 def free_udp_port(host: str) -> int:
@@ -139,6 +144,17 @@ def _addresses(name: str, host: str, port: int) -> List[str]:
         return []
 
 
+def _answers(server: DnsmasqProcess) -> bool:
+    """Whether dnsmasq answers a query at all (any rcode): it has started serving."""
+    try:
+        query_a(PROBE_NAME, server.host, server.port, timeout=0.5)
+    except OSError:
+        return False
+    except RuntimeError:  # an answer, if not an address
+        return True
+    return True
+
+
 def _write_hosts(path: Path, records: Mapping[str, Sequence[str]]) -> None:
     lines = [f"{address} {name}" for name, addresses in records.items() for address in addresses]
     tmp = path.with_suffix(".tmp")
@@ -148,14 +164,17 @@ def _write_hosts(path: Path, records: Mapping[str, Sequence[str]]) -> None:
 
 @contextlib.contextmanager
 def dnsmasq_server(workdir: Path, records: Mapping[str, Sequence[str]], *, host: str = DEFAULT_HOST, port: int = 0,
-                   ttl: int = 1) -> Iterator[DnsmasqProcess]:
-    """dnsmasq on host:port (0 = a free port) answering ``records`` (name -> addresses) with TTL ``ttl``. With a port
-    left to the OS that another process takes before dnsmasq binds it, it starts again on another."""
+                   ttl: int = 1, local_domains: Sequence[str] = LOCAL_DOMAINS) -> Iterator[DnsmasqProcess]:
+    """dnsmasq on host:port (0 = a free port) answering ``records`` (name -> addresses, an empty list: no address) with
+    TTL ``ttl``; a name under ``local_domains`` that has no address gets NXDOMAIN. Returns once dnsmasq answers (so a
+    SIGHUP from set_records finds its handler installed: before that, SIGHUP's default action would end it), also for
+    no records at all. With a port left to the OS that another process takes before dnsmasq binds it, it starts again
+    on another."""
     workdir.mkdir(parents=True, exist_ok=True)
     hosts = workdir / "hosts"
     _write_hosts(hosts, records)
     attempts = 1 if port else PORT_ATTEMPTS
-    server = start_retrying_port(lambda: _start(workdir, hosts, host, port or free_udp_port(host), ttl),
+    server = start_retrying_port(lambda: _start(workdir, hosts, host, port or free_udp_port(host), ttl, local_domains),
                                  lambda s: _wait_answering(s, records), attempts=attempts, name="dnsmasq", output=_output)
     try:
         yield server
@@ -171,13 +190,13 @@ def _output(server: DnsmasqProcess) -> str:
     return err + server.log_tail()
 
 
-def _start(workdir: Path, hosts: Path, host: str, port: int, ttl: int) -> DnsmasqProcess:
+def _start(workdir: Path, hosts: Path, host: str, port: int, ttl: int, local_domains: Sequence[str]) -> DnsmasqProcess:
     log = workdir / "dnsmasq.log"
     argv = [
         str(DNSMASQ), "--keep-in-foreground", "--conf-file=/dev/null", f"--pid-file={workdir / 'dnsmasq.pid'}",
         "--no-resolv", "--no-poll", "--no-hosts", f"--addn-hosts={hosts}", f"--local-ttl={ttl}",
         f"--listen-address={host}", "--bind-interfaces", f"--port={port}", "--cache-size=0",
-        f"--log-facility={log}", "--log-queries",
+        f"--log-facility={log}", "--log-queries", *(f"--local=/{domain}/" for domain in local_domains),
     ]
     if os.geteuid() == 0:
         argv.append("--user=root")  # it would drop to 'dnsmasq'/'nobody', and then not read the hosts file on SIGHUP
@@ -189,7 +208,7 @@ def _start(workdir: Path, hosts: Path, host: str, port: int, ttl: int) -> Dnsmas
 def _wait_answering(server: DnsmasqProcess, records: Mapping[str, Sequence[str]]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     want: Dict[str, List[str]] = {name: sorted(addresses) for name, addresses in records.items()}
-    while not all(_addresses(name, server.host, server.port) == addresses for name, addresses in want.items()):
+    while not (_answers(server) and all(_addresses(name, server.host, server.port) == addresses for name, addresses in want.items())):
         if server.proc is not None and server.proc.poll() is not None:
             if port_taken(_output(server)):
                 raise PortTaken

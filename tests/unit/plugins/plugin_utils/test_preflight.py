@@ -28,14 +28,17 @@ RULES = {"demo_namespace": "namespace", "demo_replicas": "int:1.."}
 def test_every_problem_at_once_spec_then_rules() -> None:
     found = spec_and_rules(OPTIONS, RULES, {"demo_namespace": "Bad_NS", "demo_replicas": 0, "demo_mode": "c"})
     assert len(found) == 3, found
-    assert "demo_mode" in found[0] and "one of" in found[0]
+    assert "demo_mode" in found[0]
+    assert "one of" in found[0]
     assert found[1].startswith("demo_namespace: 'Bad_NS' is not an RFC 1123 DNS label")
     assert found[2] == "demo_replicas: 0 is below the minimum 1"
 
 
 def test_a_variable_of_the_wrong_type_is_reported_once_by_its_type() -> None:
     found = spec_and_rules(OPTIONS, RULES, {"demo_namespace": "ok", "demo_replicas": "many"})
-    assert len(found) == 1 and "demo_replicas" in found[0] and "int" in found[0], found
+    assert len(found) == 1, found
+    assert "demo_replicas" in found[0]
+    assert "int" in found[0]
 
 
 def test_values_are_checked_after_the_spec_converts_them() -> None:
@@ -49,7 +52,7 @@ def test_a_rule_for_an_undeclared_variable_is_a_request_error() -> None:
 
 
 def test_an_unknown_rule_kind_is_a_request_error() -> None:
-    with pytest.raises(PreflightError, match="unknown rule kind .no_such_rule."):
+    with pytest.raises(PreflightError, match=r"unknown rule kind .no_such_rule."):
         spec_and_rules(OPTIONS, {"demo_namespace": "no_such_rule"}, {"demo_namespace": "ok"})
 
 
@@ -70,7 +73,7 @@ def test_role_options_reads_the_main_entry_point(tmp_path: Path) -> None:
     (tmp_path / "meta").mkdir()
     (tmp_path / "meta" / "argument_specs.yml").write_text(yaml.safe_dump({"argument_specs": {"main": {"options": OPTIONS}}}))
     assert role_options(str(tmp_path), yaml.safe_load) == OPTIONS
-    with pytest.raises(PreflightError, match="no argument_specs.other.options"):
+    with pytest.raises(PreflightError, match=r"no argument_specs\.other\.options"):
         role_options(str(tmp_path), yaml.safe_load, "other")
     with pytest.raises(PreflightError, match="cannot read"):
         role_options(str(tmp_path / "missing"), yaml.safe_load)
