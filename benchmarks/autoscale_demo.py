@@ -51,7 +51,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("demo", "short"), default="demo", help="demo: a few minutes, 1 -> 3 -> 1 pods; short: 1 -> 2 -> 1")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "autoscale-demo", help="the report goes to OUT/<UTC timestamp>/")
     parser.add_argument("--variant", choices=("ours", "article"), default="ours",
-                        help="ours: the rendered settings; article: the seed article's scrape interval, query and probe defaults")
+                        help="ours: the rendered settings; article: the seed article's scrape interval, query, probe defaults and "
+                             "ClusterIP upstream (behind a kube-proxy stand-in)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the servers' logs and configs (under OUT/<timestamp>/work)")
     args = parser.parse_args(argv)
 

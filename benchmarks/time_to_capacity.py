@@ -128,10 +128,14 @@ def analyse(run: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _compact(run: Mapping[str, Any]) -> Dict[str, Any]:
-    keep = ("t", "hpa_current", "hpa_desired", "metric_us", "queue_ref_us", "ready_pods", "requests")
+    def sample(s: Mapping[str, Any]) -> Dict[str, Any]:
+        out = {k: s.get(k) for k in ("t", "hpa_current", "hpa_desired", "ready_pods")}
+        out.update({k: None if s.get(k) is None else round(float(s[k]), 1) for k in ("metric_us", "queue_ref_us")})
+        out["requests_total"] = sum((s.get("requests") or {}).values())
+        return out
+
     return {"settings": run["settings"], "events": run["events"], "failed_requests": run["failed_requests"],
-            "failed_errors": run.get("failed_errors", []), "steps": run["steps"],
-            "samples": [{k: s.get(k) for k in keep} for s in run["samples"]]}
+            "failed_errors": run.get("failed_errors", []), "steps": run["steps"], "samples": [sample(s) for s in run["samples"]]}
 
 
 def _median_range(values: Sequence[Optional[float]]) -> Dict[str, Any]:
@@ -196,7 +200,7 @@ def plots(data: Mapping[str, Any], dest: Path) -> List[Path]:
     summary = data["summary"]
     dest.mkdir(parents=True, exist_ok=True)
     files = []
-    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.7 * len(variants)))
+    fig, ax = plt.subplots(figsize=(9, 2.2 + 0.7 * len(variants)))
     colours = ["#4c72b0", "#bbbbbb", "#55a868", "#999999", "#c44e52", "#dddddd", "#8172b2"]
     for row, name in enumerate(variants):
         left = 0.0
@@ -208,7 +212,7 @@ def plots(data: Mapping[str, Any], dest: Path) -> List[Path]:
     ax.set_yticks(range(len(variants)), variants)
     ax.invert_yaxis()
     ax.set_xlabel("seconds from load start (medians per stage; outlined: our pipeline's own stages)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     ax.set_title("Time to capacity: load start -> first request served by the new pod")
     fig.tight_layout()
     path = dest / "time-to-capacity-stages.png"
@@ -248,7 +252,7 @@ def plots(data: Mapping[str, Any], dest: Path) -> List[Path]:
 def _write(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.write_text(json.dumps(data, indent=1, separators=(",", ":")) + "\n")
     tmp.replace(path)
 
 
@@ -266,9 +270,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--variants: unknown {unknown}" if unknown else "--rounds must be >= 1")
 
     if args.summary:
-        data = json.loads(args.out.read_text())
-        print(table(data["summary"], data["variants"]))
-        for path in plots(data, args.img):
+        saved = json.loads(args.out.read_text())
+        print(table(saved["summary"], saved["variants"]))
+        for path in plots(saved, args.img):
             print(path)
         return 0
 

@@ -17,6 +17,12 @@ Stand-ins (tests/autoscale/hpa.py, tests/autoscale/pods.py): the HPA controller 
 sync period, on the rendered HorizontalPodAutoscaler), and the Deployment/kubelet/EndpointSlice controllers (start a
 pod, the rendered probes, publish it in DNS when ready; on scale-down unpublish, preStop, stop).
 
+Variants (VARIANTS): ``ours``, the rendered objects; ``article``, the seed article's set-up (10 s scrape, its delta query,
+Kubernetes' probe defaults, the ClusterIP Service's name as the load balancer's upstream, with a kube-proxy stand-in:
+KubeProxy). Every run also records when each new pod's Triton first answers /v2/health/ready (``triton_up``, polled
+from outside every 50 ms) and the pods' real queue time from their own counters (``queue_ref_us`` per sample), so
+runs of different set-ups compare (benchmarks/time_to_capacity.py).
+
 The PodMonitor's target set follows the pods as the Prometheus Operator's kubernetes_sd "pod" role does (every pod
 with a running container, ready or not): here through a file_sd file rewritten whenever the pods change (Prometheus
 watches it with inotify). Requests per pod are read from nginx's access log (its ``upstream=`` field, the last address

@@ -295,7 +295,7 @@ class Deployment:
                 return a.name < b.name if diff == 0 else diff < 0
             return False
 
-        return sorted(pods, key=functools.cmp_to_key(lambda a, b: -1 if less(a, b) else (1 if less(b, a) else 0)))
+        return sorted(pods, key=functools.cmp_to_key(lambda first, second: -1 if less(first, second) else (1 if less(second, first) else 0)))
 
     def _create_pod(self) -> None:
         suffix = "".join(self._random.choice(_NAME_CHARS) for _index in range(5))

@@ -91,6 +91,16 @@ class DnsWatch:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def wait_seen(self, address: str, timeout: float = 5.0) -> bool:
+        """Until a sample taken by this watch answered with ``address`` (the watch samples every 20 ms: the test's own
+        query may come before its next one)."""
+        deadline = time.monotonic() + timeout
+        while not any(address in answer for _before, _after, answer in list(self.samples)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def first_seen(self, address: str) -> float:
         return min(after for _before, after, answer in self.samples if address in answer)
 
@@ -116,10 +126,9 @@ def bed(tmp_path: Path) -> Iterator[Tuple[Deployment, Any]]:
     ensure_triton_venv()
     rendered = render(tmp_path / "render")
     repo = write_model_repository(tmp_path / "models", delay_ms=0)
-    up = {"dns-up.test": ["127.0.0.1"]}  # dnsmasq must answer something to be started; kept by the Deployment
-    with dnsmasq_server(tmp_path / "dns", up) as dns:
+    with dnsmasq_server(tmp_path / "dns", {}) as dns:  # the Service before its pods: no address (NXDOMAIN)
         deployment = Deployment(rendered["deployment"], repo, dns=dns, fqdn=FQDN, log_dir=tmp_path / "pods",
-                                secrets=[rendered["secret"]], max_pods=3, extra_records=up)
+                                secrets=[rendered["secret"]], max_pods=3)
         try:
             yield deployment, dns
         finally:
@@ -155,6 +164,7 @@ def test_scale_up_publishes_ready_pods_and_scale_down_leaves_dns_before_sigterm(
             ready = only(deployment.event_times("pod_ready", pod.name), "pod_ready")
             in_dns = only(deployment.event_times("pod_in_dns", pod.name), "pod_in_dns")
             assert started < ready <= in_dns
+            assert watch.wait_seen(pod.address), (pod.name, watch.samples[-3:])
             assert watch.first_seen(pod.address) > ready, (pod.name, watch.first_seen(pod.address), ready)
             # the first real probe comes one period after the start: never sooner
             assert ready - started >= 1.0
@@ -182,3 +192,54 @@ def test_scale_up_publishes_ready_pods_and_scale_down_leaves_dns_before_sigterm(
     assert [pid for pid in pids if group_members(pid)] == []
     assert not serves(first.address, port)
     assert deployment.pods() == [] or all(p.phase == "Terminating" for p in deployment.pods())
+
+
+def test_a_service_without_ready_pods_has_no_address_and_dnsmasq_survives_a_sighup_at_once(tmp_path: Path) -> None:
+    # dnsmasq_server returns only once dnsmasq answers (its SIGHUP handler installed), even with no record at all; a
+    # name of the cluster domain without an address is NXDOMAIN (as from CoreDNS), not REFUSED
+    with dnsmasq_server(tmp_path / "dns", {}) as dns:
+        dns.set_records({FQDN: []})
+        assert query_a(FQDN, dns.host, dns.port) == []
+        dns.set_records({FQDN: ["127.0.0.31"]})
+        assert query_a(FQDN, dns.host, dns.port) == ["127.0.0.31"]
+        assert dns.proc is not None
+        assert dns.proc.poll() is None
+
+
+class FailingDns:
+    """The dnsmasq process as the Deployment uses it, whose set_records raises once ``fail`` is set."""
+
+    def __init__(self, dns: Any) -> None:
+        self.dns = dns
+        self.fail = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dns, name)
+
+    def set_records(self, records: Any, *, wait: bool = True) -> None:
+        if self.fail.is_set():
+            raise RuntimeError("set_records failed (injected)")
+        self.dns.set_records(records, wait=wait)
+
+
+def test_close_stops_every_pod_even_when_its_kubelet_thread_raised(tmp_path: Path) -> None:
+    ensure_triton_venv()
+    rendered = render(tmp_path / "render")
+    repo = write_model_repository(tmp_path / "models", delay_ms=0)
+    with dnsmasq_server(tmp_path / "dns", {}) as real_dns:
+        dns = FailingDns(real_dns)
+        deployment = Deployment(rendered["deployment"], repo, dns=dns, fqdn=FQDN, log_dir=tmp_path / "pods",  # type: ignore[arg-type]
+                                secrets=[rendered["secret"]], max_pods=3)
+        try:
+            deployment.scale(1)
+            assert deployment.wait_until(lambda d: len(d.ready_addresses()) == 1 and all(p.in_dns for p in d.pods()), READY_WITHIN_S), deployment.events
+            # from now on publishing fails: the second pod's kubelet thread raises when it turns ready, and removing it
+            # from DNS fails again in its termination
+            dns.fail.set()
+            deployment.scale(2)
+            assert deployment.wait_until(lambda d: any(e["event"] == "pod_error" for e in d.events), READY_WITHIN_S), deployment.events
+            pids = [int(e["detail"].split()[1]) for e in deployment.events if e["event"] == "pod_started"]
+            assert len(pids) == 2
+        finally:
+            deployment.close()
+        assert [pid for pid in pids if group_members(pid)] == [], deployment.events

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
@@ -63,7 +64,19 @@ httpclient: Any = importlib.import_module("tritonclient.http")
 
 FQDN = "triton-headless.triton.svc.cluster.local"
 BACKENDS = ("127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14")
-VALID_S = 5.0  # the role's default nginx_lb_resolver_valid, as rendered
+
+
+def _rendered_valid_s() -> float:
+    """nginx_lb_resolver_valid as the render below gets it: the example inventory's, else the role's default (s/ms/m)."""
+    root = Path(__file__).resolve().parents[2]
+    inventory = yaml.safe_load((root / "inventories/dgx/group_vars/k8s_control/nginx_lb.yml").read_text()) or {}
+    value = str(inventory.get("nginx_lb_resolver_valid") or yaml.safe_load((root / "roles/nginx_lb/defaults/main.yml").read_text())["nginx_lb_resolver_valid"])
+    match = re.fullmatch(r"(\d+)(ms|s|m)?", value)
+    assert match, f"nginx_lb_resolver_valid {value!r}: not a time this test reads"
+    return int(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2) or "s"]
+
+
+VALID_S = _rendered_valid_s()  # nginx_lb_resolver_valid, as rendered
 MODEL = "sleeper"
 DELAY_MS = 5.0
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"

@@ -52,6 +52,10 @@ else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+# the resolver's valid= as the example inventory sets it (the role's default otherwise)
+_INVENTORY_LB = yaml.safe_load((ROOT / "inventories/dgx/group_vars/k8s_control/nginx_lb.yml").read_text()) or {}
+_ROLE_VALID = yaml.safe_load((ROOT / "roles/nginx_lb/defaults/main.yml").read_text())["nginx_lb_resolver_valid"]
+VALID = f"valid={_INVENTORY_LB.get('nginx_lb_resolver_valid') or _ROLE_VALID}"
 
 pytestmark = pytest.mark.slow
 
@@ -478,7 +482,7 @@ def test_nginx_122_rejects_the_resolve_form(rendered: Dict[str, Rendered], tmp_p
 
 def test_variable_form_directives(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
     parsed = parse(rendered["oss-1.22"].nginx_conf(), tmp_path)
-    assert find(parsed, "resolver")[0][1] == ["10.96.0.10", "valid=5s", "ipv6=off"]
+    assert find(parsed, "resolver")[0][1] == ["10.96.0.10", VALID, "ipv6=off"]
     http = server_by_listen(parsed, "8000")
     assert in_server(http, "set") == [["$triton_http", "triton-headless.triton.svc.cluster.local:8000"]]
     assert in_server(http, "proxy_pass") == [["http://$triton_http"]]
@@ -492,7 +496,7 @@ def test_variable_form_directives(rendered: Dict[str, Rendered], tmp_path: Path)
     assert in_server(status, "stub_status") == [[]]
     assert in_server(status, "deny") == [["all"]]
     two = parse(rendered["oss-1.24-servicemonitor"].nginx_conf(), tmp_path)
-    assert find(two, "resolver")[0][1] == ["127.0.0.53:5353", "10.96.0.10", "valid=5s", "ipv6=off"]
+    assert find(two, "resolver")[0][1] == ["127.0.0.53:5353", "10.96.0.10", VALID, "ipv6=off"]
     assert [d["args"] for d in server_by_listen(two, "8001") if d["directive"] == "listen"] == [["8001", "http2"]]
 
 
@@ -514,7 +518,7 @@ def _check_resolve_upstreams(parsed: List[Directive]) -> None:
     grpc = server_by_listen(parsed, "8001")
     assert in_server(grpc, "http2") == [["on"]]
     assert in_server(grpc, "grpc_pass") == [["grpc://triton_grpc"]]
-    assert find(parsed, "resolver")[0][1] == ["10.96.0.10", "valid=5s", "ipv6=off"]
+    assert find(parsed, "resolver")[0][1] == ["10.96.0.10", VALID, "ipv6=off"]
     assert not find(parsed, "set")
 
 

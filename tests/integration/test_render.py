@@ -81,7 +81,15 @@ def test_render_writes_one_object_per_file_grouped_by_role(rendered: Path) -> No
         "autoscaling/01-horizontalpodautoscaler-triton.yaml",
         "custom_metrics/01-prometheusrule-triton-queue-time.yaml",
         "gpu_plugins/01-namespace-nvidia-device-plugin.yaml",
+        "gpu_plugins/02-configmap-dcgm-exporter-counters.yaml",
+        "gpu_plugins/03-podmonitor-dcgm-exporter.yaml",
         "monitoring/01-namespace-monitoring.yaml",
+        "monitoring_rules/01-prometheusrule-gpu-ops-serving.yaml",
+        "monitoring_rules/02-configmap-gpu-ops-queue-time.yaml",
+        "monitoring_rules/03-configmap-gpu-ops-replicas.yaml",
+        "monitoring_rules/04-configmap-gpu-ops-requests.yaml",
+        "monitoring_rules/05-configmap-gpu-ops-mig-utilisation.yaml",
+        "monitoring_rules/06-configmap-gpu-ops-layout.yaml",
         "monitoring_secrets/01-secret-kube-prometheus-stack-grafana-admin.yaml",
         "nginx_lb/01-configmap-nginx-lb-config.yaml",
         "nginx_lb/02-networkpolicy-nginx-lb.yaml",
@@ -130,11 +138,12 @@ def test_helm_index_and_values(rendered: Path) -> None:
     index = yaml.safe_load((rendered / "helm-releases.yaml").read_text())
     # every role's releases in one index, sorted by release name; the device plugin's entry in full
     assert [(r["component"], r["release"]) for r in index["releases"]] == [
-        ("monitoring", "kube-prometheus-stack"), ("gpu_plugins", "nvdp"), ("custom_metrics", "prometheus-adapter")]
+        ("gpu_plugins", "dcgm-exporter"), ("monitoring", "kube-prometheus-stack"), ("gpu_plugins", "nvdp"),
+        ("custom_metrics", "prometheus-adapter")]
     for entry in index["releases"]:
         assert (rendered / entry["values_file"]).is_file(), entry
     assert {
-        "releases": [r for r in index["releases"] if r["component"] == "gpu_plugins"]
+        "releases": [r for r in index["releases"] if r["release"] == "nvdp"]
     } == {
         "releases": [
             {

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 # Top-level keys of the charts' values.yaml we set (kube-prometheus-stack 67.8.0, prometheus-adapter 5.3.0 and
 # keda 2.17.0 in their repositories): a misspelt key would be silently ignored by Helm.
-KPS_KEYS = {"fullnameOverride", "grafana", "alertmanager", "prometheus"}
+KPS_KEYS = {"fullnameOverride", "grafana", "alertmanager", "prometheus", "prometheus-node-exporter"}
 KPS_PROMETHEUS_SPEC_KEYS = {
     "replicas", "retention", "resources", "podMonitorSelectorNilUsesHelmValues", "ruleSelectorNilUsesHelmValues",
     "podMonitorSelector", "podMonitorNamespaceSelector", "ruleSelector", "ruleNamespaceSelector", "storageSpec",
@@ -117,6 +117,12 @@ def test_objects_per_role(adapter: Path, keda: Path) -> None:
         "autoscaling/HorizontalPodAutoscaler/triton",
         "custom_metrics/PrometheusRule/triton-queue-time",
         "monitoring/Namespace/monitoring",
+        "monitoring_rules/ConfigMap/gpu-ops-layout",
+        "monitoring_rules/ConfigMap/gpu-ops-mig-utilisation",
+        "monitoring_rules/ConfigMap/gpu-ops-queue-time",
+        "monitoring_rules/ConfigMap/gpu-ops-replicas",
+        "monitoring_rules/ConfigMap/gpu-ops-requests",
+        "monitoring_rules/PrometheusRule/gpu-ops-serving",
         "monitoring_secrets/Secret/kube-prometheus-stack-grafana-admin",
         "triton/Deployment/triton",
         "triton/Namespace/triton",
@@ -133,6 +139,12 @@ def test_objects_per_role(adapter: Path, keda: Path) -> None:
         "autoscaling/ScaledObject/triton",  # KEDA owns the HPA: none of ours
         "custom_metrics/Namespace/keda",
         "custom_metrics/PrometheusRule/triton-queue-time",
+        "monitoring_rules/ConfigMap/gpu-ops-layout",
+        "monitoring_rules/ConfigMap/gpu-ops-mig-utilisation",
+        "monitoring_rules/ConfigMap/gpu-ops-queue-time",
+        "monitoring_rules/ConfigMap/gpu-ops-replicas",
+        "monitoring_rules/ConfigMap/gpu-ops-requests",
+        "monitoring_rules/PrometheusRule/gpu-ops-serving",
         "triton/Deployment/triton",
         "triton/Namespace/triton",
         "triton/NetworkPolicy/triton-default-deny",
@@ -294,7 +306,9 @@ def test_grafana_reads_its_admin_secret(adapter: Path) -> None:
     passwordKey entries."""
     kps = yaml.safe_load((adapter / "monitoring/kube-prometheus-stack.values.yaml").read_text())
     assert kps["grafana"] == {"enabled": True, "admin": {"existingSecret": "kube-prometheus-stack-grafana-admin",
-                                                         "userKey": "admin-user", "passwordKey": "admin-password"}}
+                                                         "userKey": "admin-user", "passwordKey": "admin-password"},
+                              # the sidecar loads the dashboards the role ships as labelled ConfigMaps
+                              "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1"}}}
     secret = objects(adapter)["monitoring_secrets/Secret/kube-prometheus-stack-grafana-admin"]
     assert set(secret["data"]) == {kps["grafana"]["admin"]["userKey"], kps["grafana"]["admin"]["passwordKey"]}
 

@@ -67,6 +67,8 @@ pytestmark = pytest.mark.slow
 CHARTS: List[Dict[str, Any]] = [
     {"repository": "https://nvidia.github.io/k8s-device-plugin", "name": "nvidia-device-plugin", "version": "0.18.0", "appVersion": "0.18.0",
      "description": "A Helm chart for the nvidia-device-plugin on Kubernetes"},
+    {"repository": "https://nvidia.github.io/dcgm-exporter/helm-charts", "name": "dcgm-exporter", "version": "4.8.4", "appVersion": "4.8.4",
+     "description": "A Helm chart for DCGM exporter"},
     {"repository": "https://prometheus-community.github.io/helm-charts", "name": "kube-prometheus-stack", "version": "67.8.0",
      "appVersion": "v0.79.2", "description": "kube-prometheus-stack collects Kubernetes manifests, Grafana dashboards, and Prometheus rules"},
     {"repository": "https://prometheus-community.github.io/helm-charts", "name": "kube-prometheus-stack", "version": "66.2.1",

@@ -216,7 +216,7 @@ def test_architecture_cites_only_paths_of_the_built_collection() -> None:
 # Names with a role's or the collection's prefix that are not variables: a metric, render components, tags, nginx
 # upstreams.
 NOT_VARIABLES = {
-    "gpu_ops_mig_layout_matched", "nginx_lb_secrets", "triton_secrets", "monitoring_secrets",
+    "gpu_ops_mig_layout_matched", "nginx_lb_secrets", "triton_secrets", "monitoring_secrets", "monitoring_rules",
     "mig_layout_preflight", "mig_layout_install", "mig_layout_configure", "triton_http", "triton_grpc",
 }
 
