@@ -27,9 +27,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.kube_fake.crds import load_crds
     from tests.kube_fake.server import FakeKube
     from tests.vault_vars import VAULT_ARGS
 else:
+    from kube_fake.crds import load_crds
     from kube_fake.server import FakeKube
     from vault_vars import VAULT_ARGS
 
@@ -90,6 +92,8 @@ def playbook(tmp_path: Path, argv: List[str], timeout: int = 300) -> subprocess.
 
 
 def test_apply_path_sends_the_rendered_objects_with_server_side_apply(kube: Any, tmp_path: Path) -> None:
+    # dcgm-exporter's PodMonitor: its CRD comes with the Prometheus Operator (kube-prometheus-stack)
+    load_crds(kube, ["PodMonitor"])
     out = tmp_path / "rendered"
     proc = playbook(tmp_path, ["playbooks/render.yml", "-i", "inventories/dgx", "-e", f"gpu_ops_render_dir={out}"])
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -20,7 +20,8 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 EXPECTED_MODULES = {"gpu_ops.mig_serving.mig_info", "gpu_ops.mig_serving.mig_verify", "gpu_ops.mig_serving.mig_node_state",
-                    "gpu_ops.mig_serving.serving_verify", "gpu_ops.mig_serving.k8s_render", "gpu_ops.mig_serving.mig_node_files"}
+                    "gpu_ops.mig_serving.serving_verify", "gpu_ops.mig_serving.k8s_render", "gpu_ops.mig_serving.mig_node_files",
+                    "gpu_ops.mig_serving.preflight", "gpu_ops.mig_serving.loadtest_sample", "gpu_ops.mig_serving.loadtest_report"}
 EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.mig_plan",
     "gpu_ops.mig_serving.mig_compare",
@@ -31,6 +32,7 @@ EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.mig_fleet",
     "gpu_ops.mig_serving.nfd_running",
     "gpu_ops.mig_serving.nfd_decision",
+    "gpu_ops.mig_serving.k8s_namespace",
 }
 EXPECTED_LOOKUPS = {"gpu_ops.mig_serving.mig_config"}
 

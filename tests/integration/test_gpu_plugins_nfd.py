@@ -153,7 +153,8 @@ def nfd_values(bed: Dict[str, Any]) -> Any:
 
 
 def upgrades(bed: Dict[str, Any]) -> List[Dict[str, Any]]:
-    return [c for c in bed["helm"].calls() if "upgrade" in c["argv"]]
+    """helm upgrade calls of the device plugin's release (the role also installs dcgm-exporter's)."""
+    return [c for c in bed["helm"].calls() if "upgrade" in c["argv"] and "nvdp" in c["argv"]]
 
 
 def said(proc: subprocess.CompletedProcess[str]) -> str:
