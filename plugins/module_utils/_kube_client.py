@@ -35,10 +35,25 @@ older ``call_api(resource_path, method, ...)``.
 from __future__ import annotations
 
 import os
+import traceback
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._strict_yaml import MAX_BYTES, StrictYamlError, brief, line_of, load
+
+# (kubernetes.config, kubernetes.client), or None when the package is missing (module_api_client says so)
+_KUBERNETES: Optional[Tuple[Any, Any]]
+try:
+    from kubernetes import client as _kube_client_package
+    from kubernetes import config as _kube_config_package
+except ImportError:
+    _KUBERNETES = None
+    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
+else:
+    _KUBERNETES = (_kube_config_package, _kube_client_package)
+    KUBERNETES_IMPORT_ERROR = ""
 
 try:
     from urllib3.util import make_headers  # a dependency of the kubernetes client
@@ -411,3 +426,20 @@ def _bytes(data: Any) -> bytes:
     if data is None:
         return b""
     return data if isinstance(data, bytes) else str(data).encode()
+
+
+def module_api_client(module: Any, environ: Mapping[str, str]) -> Any:
+    """The ``kubernetes.client.ApiClient`` of a module that takes kubernetes.core's authentication options.
+
+    Fails the module naming the cause when the ``kubernetes`` package is missing or the options or the kubeconfig are
+    wrong; the credentials of a kubeconfig given as a mapping are added to its ``no_log_values`` first."""
+    if _KUBERNETES is None:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+        return None  # fail_json exits; for a caller that stubs it
+    auth = auth_settings(module.params, environ)
+    module.no_log_values.update(kubeconfig_secrets(auth.get("kubeconfig")))
+    try:
+        return build_api_client(auth, _KUBERNETES[0], _KUBERNETES[1])
+    except KubeClientError as exc:
+        module.fail_json(msg=str(exc))
+        return None

@@ -30,12 +30,12 @@ description:
   - With O(finish), the log of the Job's pod is read too, and the run is assembled (RV(run)) from O(samples), the
     samples of this call, the steps the pod's log reports (its C(LOADTEST) marker lines and the CSV perf_analyzer wrote
     with C(-f)) and O(settings).
+requirements:
+  - kubernetes (the Python client kubernetes.core uses)
 extends_documentation_fragment:
   - gpu_ops.mig_serving._attributes
   - gpu_ops.mig_serving._attributes.info_module
   - kubernetes.core.k8s_auth_options
-requirements:
-  - kubernetes (the Python client kubernetes.core uses)
 options:
   namespace:
     description: Namespace of Triton and its HPA.
@@ -243,26 +243,15 @@ run:
 
 import copy
 import os
-import traceback
 from typing import Any, Dict
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC  # type: ignore[import-untyped]
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._kube_client import KubeClientError, auth_settings, build_api_client, kubeconfig_secrets
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._kube_client import module_api_client
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._loadtest_sample import Sampler, build_run, sample_until
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import KubeTransport, VerifyError
-
-try:
-    from kubernetes import client as kube_client
-    from kubernetes import config as kube_config
-except ImportError:
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = ""
 
 
 def check_params(p: Dict[str, Any]) -> str:
@@ -321,18 +310,11 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
     p = dict(module.params)
     problem = check_params(p)
     if problem:
         module.fail_json(msg=problem)
-    auth = auth_settings(p, os.environ)
-    module.no_log_values.update(kubeconfig_secrets(auth.get("kubeconfig")))
-    try:
-        api = build_api_client(auth, kube_config, kube_client)
-    except KubeClientError as exc:
-        module.fail_json(msg=str(exc))
+    api = module_api_client(module, os.environ)  # a kubeconfig given as a mapping: its credentials are not logged
     sampler = Sampler(KubeTransport(api, float(p["timeout"]), open_url), p)
     if p["probe_statistics"]:
         problem = sampler.probe_statistics()

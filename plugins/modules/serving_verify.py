@@ -229,25 +229,14 @@ attempts:
 
 import copy
 import os
-import traceback
 from typing import Any, Dict
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC  # type: ignore[import-untyped]
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._kube_client import KubeClientError, auth_settings, build_api_client, kubeconfig_secrets
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._kube_client import module_api_client
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import KubeTransport, Verifier, failure_message
-
-try:
-    from kubernetes import client as kube_client
-    from kubernetes import config as kube_config
-except ImportError:
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = ""
 
 
 def main() -> None:
@@ -275,8 +264,6 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
     p = dict(module.params)
     if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] < 1:
         module.fail_json(msg=f"retries and delay must be >= 0 and timeout >= 1, got {p['retries']}, {p['delay']}, {p['timeout']}")
@@ -290,12 +277,7 @@ def main() -> None:
     if not (p["check_custom_metrics"] or p["check_hpa"] or p["check_lb"] or p["check_lb_address"]):
         module.fail_json(msg="Nothing to verify: set check_custom_metrics, hpa_name or keda_scaled_object, lb_service or lb_url")
 
-    auth = auth_settings(p, os.environ)
-    module.no_log_values.update(kubeconfig_secrets(auth.get("kubeconfig")))  # a kubeconfig given as a mapping holds credentials
-    try:
-        api = build_api_client(auth, kube_config, kube_client)
-    except KubeClientError as exc:
-        module.fail_json(msg=str(exc))
+    api = module_api_client(module, os.environ)  # a kubeconfig given as a mapping: its credentials are not logged
     transport = KubeTransport(api, float(p["timeout"]), open_url, p["lb_ca_path"])
     outcome = Verifier(transport, p).run()
     reports = outcome["reports"]

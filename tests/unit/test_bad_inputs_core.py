@@ -27,6 +27,7 @@ from mig_module_harness import FakeNode, ModuleExit, a100_mig_node, run_module
 
 from ansible_collections.gpu_ops.mig_serving.plugins.filter.mig import FilterModule
 from ansible_collections.gpu_ops.mig_serving.plugins.lookup import mig_config
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils import _kube_client
 from ansible_collections.gpu_ops.mig_serving.plugins.modules import mig_verify, serving_verify
 
 __all__ = ["run_module"]  # the fixture, for the module cases
@@ -129,7 +130,8 @@ def test_filter(case: Dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", [c for c in CASES if c["via"] == "serving_verify"], ids=lambda c: c["id"])
 def test_serving_verify(case: Dict[str, Any], run_module: RunModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serving_verify, "kube_config", _NoClient())
+    assert _kube_client._KUBERNETES is not None
+    monkeypatch.setattr(_kube_client, "_KUBERNETES", (_NoClient(), _kube_client._KUBERNETES[1]))  # (config, client)
     path = tmp_path / "kubeconfig.yaml"
     if case.get("kubeconfig") == "missing":
         path = tmp_path / "no-such-kubeconfig"
