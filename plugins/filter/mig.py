@@ -20,6 +20,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_fleet imp
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_layout_file import find_layout_file, read_layout_file
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_plan import MigPlanError, plan
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources import check_strategy, resources
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_pools import PoolError, plan_pools
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._text import brief
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -36,7 +37,7 @@ def _named(name: str, prefix: str = "") -> Callable[[_F], _F]:
                 return func(*args, **kwargs)
             except AnsibleFilterError:
                 raise
-            except (MigConfigError, MigPlanError) as exc:
+            except (MigConfigError, MigPlanError, PoolError) as exc:
                 raise AnsibleFilterError(f"{name}: {prefix}{exc}") from None
             except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as exc:
                 raise AnsibleFilterError(
@@ -172,6 +173,11 @@ def mig_fleet(hostvars: Any, hosts: Any = None, strategy: Any = "mixed") -> Dict
     return plan_fleet(nodes, strategy)
 
 
+@_named("serving_pools")
+def serving_pools(fleet: Any, pools: Any = None, name: Any = "triton") -> List[Dict[str, Any]]:
+    return plan_pools(fleet, pools, name)
+
+
 class FilterModule:
     def filters(self) -> Dict[str, Callable[..., Any]]:
         return {
@@ -181,4 +187,5 @@ class FilterModule:
             "mig_cluster_expected": mig_cluster_expected,
             "mig_cluster_compare": mig_cluster_compare,
             "mig_fleet": mig_fleet,
+            "serving_pools": serving_pools,
         }
