@@ -42,7 +42,9 @@ def test_default_is_a_pool_per_profile_of_the_layouts_sized_to_its_capacity() ->
         ("triton-3g-20gb", "3g.20gb", "nvidia.com/mig-3g.20gb", 3, 8),
     ]
     pool = plan_pools(FLEET, None, "serve")[0]
-    assert pool["headless"] == "serve-1g-18gb-headless" and pool["capacity"] == 56 and pool["slices"] == 1
+    assert pool["headless"] == "serve-1g-18gb-headless"
+    assert pool["capacity"] == 56
+    assert pool["slices"] == 1
     assert [pool[k] for k in ("min_replicas", "replicas", "target_queue_time_us", "resources")] == [None] * 4
 
 
@@ -51,7 +53,8 @@ def test_explicit_pools_keep_their_order_and_values() -> None:
                                            "target_queue_time_us": 30000, "weight": 2,
                                            "resources": {"requests": {"cpu": "1"}}}])
     assert table(pools) == [("triton-3g-20gb", "3g.20gb", "nvidia.com/mig-3g.20gb", 3, 8), ("small", "1g.5gb", "nvidia.com/mig-1g.5gb", 2, 40)]
-    assert pools[1]["min_replicas"] == 2 and pools[1]["target_queue_time_us"] == 30000
+    assert pools[1]["min_replicas"] == 2
+    assert pools[1]["target_queue_time_us"] == 30000
     assert pools[1]["resources"] == {"requests": {"cpu": "1"}}
 
 
@@ -68,7 +71,8 @@ def test_pools_sharing_a_profile_split_its_capacity() -> None:
     ([{"profile": "1g.5gb", "weight": True}], "gpu_ops_serving_pools[0].weight must be an integer, at least 1, not True"),
     ([{"profile": "2g.10gb", "min_replicas": 9}], "gpu_ops_serving_pools[0].min_replicas (9) is above the pool's max_replicas (8)"),
     (["1g.5gb", "1g.5gb"], "gpu_ops_serving_pools[0], gpu_ops_serving_pools[1]: pools sharing profile 1g.5gb (capacity 72) must each give max_replicas"),
-    ([{"profile": "1g.5gb", "max_replicas": 1}, {"profile": "1g.5gb", "max_replicas": 1}], "gpu_ops_serving_pools[1]: the pool name triton-1g-5gb is also gpu_ops_serving_pools[0]'s"),
+    ([{"profile": "1g.5gb", "max_replicas": 1}, {"profile": "1g.5gb", "max_replicas": 1}],
+     "gpu_ops_serving_pools[1]: the pool name triton-1g-5gb is also gpu_ops_serving_pools[0]'s"),
     ([{"profile": "1g.5gb", "name": "Big_Pool"}], "gpu_ops_serving_pools[0].name must be a DNS label of at most 54 characters"),
     ([{"profile": "1g.5gb", "resources": {"request": {}}}], "gpu_ops_serving_pools[0].resources must be a mapping with requests and/or limits"),
     ([7], "gpu_ops_serving_pools[0] must be a MIG profile or a mapping with profile"),
@@ -83,7 +87,8 @@ def test_bad_pools_are_refused_naming_the_entry(pools: Any, message: str) -> Non
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(PoolError) as caught:
         plan_pools(FLEET, ["7g.40gb", {"profile": "1g.5gb", "min_replicas": -1}])
-    assert "[0]: profile 7g.40gb" in str(caught.value) and "[1].min_replicas must be" in str(caught.value)
+    assert "[0]: profile 7g.40gb" in str(caught.value)
+    assert "[1].min_replicas must be" in str(caught.value)
 
 
 def test_a_fleet_without_mig_profiles_has_nothing_to_serve_on() -> None:
