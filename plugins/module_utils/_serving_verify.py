@@ -8,9 +8,9 @@ Not a public API; may change without notice.
 Four checks, each reporting exactly what it saw:
 
 1. the custom metrics API (``custom.metrics.k8s.io``, served by prometheus-adapter through an APIService) lists
-   the metric for every ready Triton pod selected by the Deployment's labels;
-2. the HorizontalPodAutoscaler (``autoscaling/v2``) reports the metric (``status.currentMetrics``) and its
-   condition ``ScalingActive`` is ``True`` (``AbleToScale`` and ``ScalingLimited`` are reported); with KEDA the HPA
+   the metric for every ready Triton pod selected by each Deployment's labels (one Deployment per serving pool);
+2. each HorizontalPodAutoscaler (``autoscaling/v2``, one per pool) reports the metric (``status.currentMetrics``) and
+   its condition ``ScalingActive`` is ``True`` (``AbleToScale`` and ``ScalingLimited`` are reported); with KEDA the HPA
    is the one KEDA made for the ScaledObject and its metric is KEDA's External metric;
 3. the load balancer's client Service can be reached from outside as its type promises: a LoadBalancer Service has an
    external address (what kubectl shows as EXTERNAL-IP; ``<pending>`` fails, naming the Service), a NodePort Service
@@ -176,28 +176,56 @@ class Verifier:
 
     # -- the Triton pods
 
-    def triton_pods(self) -> Tuple[List[str], List[str], Optional[str]]:
-        """(ready pod names, not-ready pod names, error) of the Deployment's pods."""
-        selector = dict(self.p.get("triton_selector") or {})
-        if not selector:
-            name = self.p["triton_deployment"]
-            status, dep = self._get(f"/apis/apps/v1/namespaces/{self.ns}/deployments/{name}")
-            if status == 404:
-                self.permanent.add("custom_metrics")
-                return [], [], f"Deployment {self.ns}/{name} not found (is the serving stack deployed? playbooks/serving.yml)"
-            if status != 200:
-                return [], [], f"reading Deployment {self.ns}/{name}: {_status_message(status, dep)}"
-            selector = dict(((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
-            if not selector:
-                return [], [], f"Deployment {self.ns}/{name} has no spec.selector.matchLabels"
-        self.selector = selector
-        status, pods = self._get(f"/api/v1/namespaces/{self.ns}/pods", {"labelSelector": selector_string(selector)})
+    def deployments(self) -> List[str]:
+        """The Triton Deployments (one per serving pool): ``triton_deployments``, else the one ``triton_deployment``."""
+        names = [str(n) for n in self.p.get("triton_deployments") or []]
+        return names or [str(self.p.get("triton_deployment") or "triton")]
+
+    def _deployment_selector(self, name: str) -> Tuple[Dict[str, Any], Optional[str]]:
+        status, dep = self._get(f"/apis/apps/v1/namespaces/{self.ns}/deployments/{name}")
+        if status == 404:
+            self.permanent.add("custom_metrics")
+            return {}, f"Deployment {self.ns}/{name} not found (is the serving stack deployed? playbooks/serving.yml)"
         if status != 200:
-            return [], [], f"listing the Triton pods ({selector_string(selector)}): {_status_message(status, pods)}"
-        items = pods.get("items") or []
-        ready = sorted(p["metadata"]["name"] for p in items if pod_ready(p))
-        unready = sorted(p["metadata"]["name"] for p in items if not pod_ready(p))
-        return ready, unready, None
+            return {}, f"reading Deployment {self.ns}/{name}: {_status_message(status, dep)}"
+        selector = dict(((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+        if not selector:
+            return {}, f"Deployment {self.ns}/{name} has no spec.selector.matchLabels"
+        return selector, None
+
+    def triton_pods(self) -> Tuple[List[str], List[str], Optional[str]]:
+        """(ready pod names, not-ready pod names, error) of the Deployments' pods, all pools together; per Deployment in
+        ``self.pools`` ({name: {ready, not_ready, selector}}). ``self.selector``: the labels every Deployment selects by
+        (with one Deployment, its selector)."""
+        given = dict(self.p.get("triton_selector") or {})
+        self.pools: Dict[str, Dict[str, Any]] = {}
+        self.selectors: Dict[str, Dict[str, Any]] = {}
+        problems: List[str] = []
+        for name in self.deployments() if not given else [str(self.p.get("triton_deployment") or "triton")]:
+            selector, error = (given, None) if given else self._deployment_selector(name)
+            if error:
+                problems.append(error)
+                continue
+            self.selectors[name] = selector
+        common: Dict[str, Any] = {}
+        for index, selector in enumerate(self.selectors.values()):
+            common = dict(selector) if index == 0 else {k: v for k, v in common.items() if selector.get(k) == v}
+        self.selector = common
+        ready: List[str] = []
+        unready: List[str] = []
+        for name, selector in self.selectors.items():
+            status, pods = self._get(f"/api/v1/namespaces/{self.ns}/pods", {"labelSelector": selector_string(selector)})
+            if status != 200:
+                problems.append(f"listing the Triton pods of {name} ({selector_string(selector)}): {_status_message(status, pods)}")
+                continue
+            items = pods.get("items") or []
+            pool = {"ready": sorted(p["metadata"]["name"] for p in items if pod_ready(p)),
+                    "not_ready": sorted(p["metadata"]["name"] for p in items if not pod_ready(p)),
+                    "selector": selector_string(selector)}
+            self.pools[name] = pool
+            ready += pool["ready"]
+            unready += pool["not_ready"]
+        return sorted(ready), sorted(unready), "; ".join(problems) or None
 
     # -- 1. custom metrics API
 
@@ -243,24 +271,26 @@ class Verifier:
             return report, error
         report["api_version"] = f"{CUSTOM_METRICS_GROUP}/{version}"
         path = f"/apis/{CUSTOM_METRICS_GROUP}/{version}/namespaces/{self.ns}/pods/*/{quote(metric, safe='')}"
-        status, body = self._get(path, {"labelSelector": selector_string(self.selector)})
-        if status == 404:
-            report["missing"] = list(pods)
-            return report, (f"custom metrics API does not list {metric} for any Triton pod in {self.ns}: "
-                            f"{_status_message(status, body)}")
-        if status != 200:
-            return report, f"custom metrics API ({report['api_version']}) answered {_status_message(status, body)}"
         values: Dict[str, Any] = {}
-        for item in body.get("items") or []:
-            obj = item.get("describedObject") or {}
-            name = (item.get("metric") or {}).get("name") or item.get("metricName")
-            if obj.get("kind") != "Pod" or name != metric:
-                continue
-            try:
-                value = parse_quantity(item.get("value"))
-            except ValueError as exc:
-                return report, f"custom metrics API: pod {obj.get('name')}: {exc}"
-            values[str(obj.get("name"))] = {"value": value, "quantity": item.get("value"), "timestamp": item.get("timestamp")}
+        # one list per pool (each Deployment's selector), as the pool's HPA asks for its own pods
+        for selector in (getattr(self, "selectors", {}) or {"": self.selector}).values():
+            status, body = self._get(path, {"labelSelector": selector_string(selector)})
+            if status == 404:
+                report["missing"] = list(pods)
+                return report, (f"custom metrics API does not list {metric} for any Triton pod in {self.ns}: "
+                                f"{_status_message(status, body)}")
+            if status != 200:
+                return report, f"custom metrics API ({report['api_version']}) answered {_status_message(status, body)}"
+            for item in body.get("items") or []:
+                obj = item.get("describedObject") or {}
+                name = (item.get("metric") or {}).get("name") or item.get("metricName")
+                if obj.get("kind") != "Pod" or name != metric:
+                    continue
+                try:
+                    value = parse_quantity(item.get("value"))
+                except ValueError as exc:
+                    return report, f"custom metrics API: pod {obj.get('name')}: {exc}"
+                values[str(obj.get("name"))] = {"value": value, "quantity": item.get("value"), "timestamp": item.get("timestamp")}
         report["pods"] = values
         report["missing"] = [p for p in pods if p not in values]
         if report["missing"]:
@@ -270,11 +300,31 @@ class Verifier:
 
     # -- 2. the HPA
 
-    def hpa_target(self) -> Tuple[str, str, List[str], Optional[str]]:
-        """(HPA name, metric type, accepted metric names, error)."""
-        scaled = self.p.get("keda_scaled_object") or ""
+    def autoscalers(self) -> Tuple[str, List[str]]:
+        """("hpa" or "keda", the names): one per serving pool (``hpa_names``/``keda_scaled_objects``), or the one
+        ``hpa_name``/``keda_scaled_object``."""
+        scaled = [str(n) for n in self.p.get("keda_scaled_objects") or []] or [str(n) for n in [self.p.get("keda_scaled_object")] if n]
+        if scaled:
+            return "keda", scaled
+        return "hpa", [str(n) for n in self.p.get("hpa_names") or []] or [str(n) for n in [self.p.get("hpa_name")] if n]
+
+    def check_hpa(self) -> Tuple[Dict[str, Any], Optional[str]]:
+        """Every autoscaler: the report of the first (as with one), and ``all`` by name; the errors of all, joined."""
+        kind, names = self.autoscalers()
+        reports: Dict[str, Any] = {}
+        errors: List[str] = []
+        for name in names:
+            reports[name], error = self.check_one_hpa(name if kind == "hpa" else "", name if kind == "keda" else "")
+            if error:
+                errors.append(error)
+        report: Dict[str, Any] = dict(reports[names[0]]) if names else {}
+        report["all"] = reports
+        return report, "; ".join(errors) or None
+
+    def hpa_target(self, hpa: str = "", scaled: str = "") -> Tuple[str, str, List[str], Optional[str]]:
+        """(HPA name, metric type, accepted metric names, error) of the HPA ``hpa`` or of KEDA's for ScaledObject ``scaled``."""
         if not scaled:
-            return str(self.p["hpa_name"]), "Pods", [str(self.p["metric_name"])], None
+            return hpa, "Pods", [str(self.p["metric_name"])], None
         status, so = self._get(f"/apis/keda.sh/v1alpha1/namespaces/{self.ns}/scaledobjects/{scaled}")
         if status != 200:
             return "", "External", [], f"reading KEDA ScaledObject {self.ns}/{scaled}: {_status_message(status, so)}"
@@ -284,8 +334,8 @@ class Verifier:
         names = list((so.get("status") or {}).get("externalMetricNames") or [])
         return str(name), "External", names, None
 
-    def check_hpa(self) -> Tuple[Dict[str, Any], Optional[str]]:
-        name, kind, names, error = self.hpa_target()
+    def check_one_hpa(self, hpa_name: str, scaled: str) -> Tuple[Dict[str, Any], Optional[str]]:
+        name, kind, names, error = self.hpa_target(hpa_name, scaled)
         report: Dict[str, Any] = {"name": name, "metric_type": kind, "metric": None, "current_value": None}
         if error:
             return report, error
@@ -440,9 +490,14 @@ class Verifier:
             pods_error = None
             if "custom_metrics" in pending:
                 ready, unready, pods_error = self.triton_pods()
-                reports["triton_pods"] = {"ready": ready, "not_ready": unready, "selector": selector_string(getattr(self, "selector", {}))}
+                reports["triton_pods"] = {"ready": ready, "not_ready": unready, "selector": selector_string(getattr(self, "selector", {})),
+                                          "deployments": dict(getattr(self, "pools", {}))}
                 if pods_error is None and not ready:
                     pods_error = f"no ready Triton pod in {self.ns} ({selector_string(self.selector)}); not ready: {', '.join(unready) or 'none'}"
+                idle = [n for n, pool in getattr(self, "pools", {}).items() if not pool["ready"]]
+                if pods_error is None and idle:
+                    pods_error = "no ready Triton pod in Deployment " + "; ".join(
+                        f"{self.ns}/{n} (not ready: {', '.join(self.pools[n]['not_ready']) or 'none'})" for n in idle)
                 if pods_error is not None:
                     errors["custom_metrics"] = pods_error
                 else:
@@ -462,7 +517,27 @@ class Verifier:
             if not pending or attempt == rounds:
                 break
             sleep(float(self.p.get("delay", 0)))
+        reports["pools"] = self.pool_reports(reports)
         return {"checks": checks, "reports": reports, "errors": errors, "attempts": attempt}
+
+    def pool_reports(self, reports: Mapping[str, Any]) -> Dict[str, Any]:
+        """Per Deployment (serving pool): its ready and not-ready pods, those the custom metric misses, and its autoscaler
+        (the one named as the Deployment, as role autoscaling names them)."""
+        metric_pods = (reports.get("custom_metrics") or {}).get("pods") or {}
+        hpas = (reports.get("hpa") or {}).get("all") or {}
+        out: Dict[str, Any] = {}
+        for name in self.deployments():
+            pods = (getattr(self, "pools", {}) or {}).get(name) or {}
+            entry: Dict[str, Any] = {"ready": pods.get("ready", []), "not_ready": pods.get("not_ready", [])}
+            if "custom_metrics" in reports:
+                entry["metric_missing"] = [p for p in entry["ready"] if p not in metric_pods]
+            hpa = hpas.get(name) or {}
+            keys = ("name", "current_quantity", "current_replicas", "desired_replicas", "min_replicas", "max_replicas", "scaling_active",
+                    "scaling_limited")
+            if hpa:
+                entry["hpa"] = {k: hpa.get(k) for k in keys}
+            out[name] = entry
+        return out
 
 
 LABELS = {"custom_metrics": "custom metrics", "hpa": "HPA", "lb_address": "load balancer address", "lb": "load balancer"}

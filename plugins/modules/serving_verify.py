@@ -12,13 +12,14 @@ version_added: 0.1.0
 description:
   - Checks, reading only, that the autoscaled Triton deployment works end to end.
   - B(Custom metric) - the custom metrics API (C(custom.metrics.k8s.io), served by prometheus-adapter through an
-    APIService) lists O(metric_name) for every ready pod of the Triton Deployment. The API version is the one of the
+    APIService) lists O(metric_name) for every ready pod of each Triton Deployment (O(triton_deployments), one per
+    serving pool, or O(triton_deployment)); every Deployment must have a ready pod. The API version is the one of the
     available APIService with the highest C(versionPriority); an APIService that is not available is reported with
     its condition.
-  - B(HPA) - the C(autoscaling/v2) HorizontalPodAutoscaler O(hpa_name) scales on the Pods metric O(metric_name),
-    reports a current average value of it in C(status.currentMetrics) and has condition C(ScalingActive=True).
-    With O(keda_scaled_object) the HPA is the one KEDA made for that ScaledObject (C(status.hpaName)) and the metric
-    is KEDA's External metric (C(status.externalMetricNames)).
+  - B(HPA) - each C(autoscaling/v2) HorizontalPodAutoscaler of O(hpa_names) (or the one O(hpa_name)) scales on the
+    Pods metric O(metric_name), reports a current average value of it in C(status.currentMetrics) and has condition
+    C(ScalingActive=True). With O(keda_scaled_objects) (or O(keda_scaled_object)) the HPA is the one KEDA made for each
+    ScaledObject (C(status.hpaName)) and the metric is KEDA's External metric (C(status.externalMetricNames)).
   - B(Load balancer address) - with O(lb_service) and O(check_lb_address), the client Service is read - its type,
     cluster IP, external addresses (C(status.loadBalancer.ingress) and C(spec.externalIPs)) and ports with node ports are
     reported; a C(LoadBalancer) Service without an external address (kubectl's EXTERNAL-IP C(<pending>), no load-balancer
@@ -43,10 +44,18 @@ options:
     default: triton
   triton_deployment:
     description: The Triton Deployment; its C(spec.selector.matchLabels) select the pods, unless O(triton_selector) is given.
+      Used when O(triton_deployments) is empty.
     type: str
     default: triton
+  triton_deployments:
+    description:
+      - The Triton Deployments, one per serving pool (playbooks/verify.yml gives the names of C(gpu_ops_pools)); each one's
+        C(spec.selector.matchLabels) select its pods. Empty - the one O(triton_deployment).
+    type: list
+    elements: str
+    default: []
   triton_selector:
-    description: Labels of the Triton pods (instead of reading the Deployment's selector).
+    description: Labels of the Triton pods (instead of reading the Deployments' selectors; then O(triton_deployments) is not read).
     type: dict
     default: {}
   metric_name:
@@ -58,13 +67,23 @@ options:
     type: bool
     default: true
   hpa_name:
-    description: The HPA to check. Empty, and no O(keda_scaled_object), skips the HPA check.
+    description: The HPA to check, when O(hpa_names) is empty. Empty, and no KEDA ScaledObject, skips the HPA check.
     type: str
     default: ""
+  hpa_names:
+    description: The HPAs to check, one per serving pool (role autoscaling names each as its pool).
+    type: list
+    elements: str
+    default: []
   keda_scaled_object:
-    description: A KEDA ScaledObject; its HPA is checked instead of O(hpa_name). Mutually exclusive with a non-empty O(hpa_name).
+    description: A KEDA ScaledObject; its HPA is checked instead of O(hpa_name). Mutually exclusive with O(hpa_name) and O(hpa_names).
     type: str
     default: ""
+  keda_scaled_objects:
+    description: KEDA ScaledObjects, one per serving pool; the HPA of each is checked. Mutually exclusive with O(hpa_name) and O(hpa_names).
+    type: list
+    elements: str
+    default: []
   lb_service:
     description:
       - The load balancer's client Service; the inference goes through the API server's service proxy to it.
@@ -135,9 +154,9 @@ EXAMPLES = r"""
   gpu_ops.mig_serving.serving_verify:
     kubeconfig: /etc/gpu-ops/kubeconfig
     namespace: triton
-    triton_deployment: triton
+    triton_deployments: [triton-1g-5gb, triton-3g-20gb]
     metric_name: avg_time_queue_us
-    hpa_name: triton
+    hpa_names: [triton-1g-5gb, triton-3g-20gb]
     lb_service: nginx-lb
     lb_port: http
   register: __serving
@@ -145,7 +164,8 @@ EXAMPLES = r"""
 - name: With KEDA, through the load balancer's external address, on one model
   gpu_ops.mig_serving.serving_verify:
     check_custom_metrics: false
-    keda_scaled_object: triton
+    triton_deployments: [triton-1g-5gb]
+    keda_scaled_objects: [triton-1g-5gb]
     lb_url: http://inference.example.internal:8000
     model: resnet50
     retries: 5
@@ -172,10 +192,14 @@ EXAMPLES = r"""
 
 RETURN = r"""
 triton_pods:
-  description: The pods of the Triton Deployment, ready and not ready, and the label selector used.
+  description:
+    - The pods of the Triton Deployments, ready and not ready, all pools together, the labels every Deployment selects by
+      (C(selector)), and per Deployment (C(deployments)) its C(ready), C(not_ready) and C(selector).
   returned: when the custom metric is checked
   type: dict
-  sample: {"ready": ["triton-7c9d8b6f5-m8q3z", "triton-7c9d8b6f5-x2k4p"], "not_ready": [], "selector": "app.kubernetes.io/instance=triton"}
+  sample: {"ready": ["triton-1g-5gb-7c9d8b6f5-m8q3z"], "not_ready": [], "selector": "app.kubernetes.io/instance=triton",
+           "deployments": {"triton-1g-5gb": {"ready": ["triton-1g-5gb-7c9d8b6f5-m8q3z"], "not_ready": [],
+                                             "selector": "app.kubernetes.io/instance=triton,gpu-ops.io/serving-pool=triton-1g-5gb"}}}
 custom_metrics:
   description:
     - The custom metrics API's answer - C(api_version), C(apiservice) (name, version, service, Available condition),
@@ -189,9 +213,9 @@ custom_metrics:
     missing: []
 hpa:
   description:
-    - The HPA - C(name), C(metric_type), C(metric), C(current_value), C(current_quantity), C(min_replicas), C(max_replicas),
+    - The (first) HPA - C(name), C(metric_type), C(metric), C(current_value), C(current_quantity), C(min_replicas), C(max_replicas),
       C(current_replicas), C(desired_replicas), C(conditions) (by type - status, reason, message), C(able_to_scale),
-      C(scaling_active), C(scaling_limited).
+      C(scaling_active), C(scaling_limited); C(all) - the same for every HPA checked, by HPA or ScaledObject name.
   returned: when the HPA is checked
   type: dict
   sample: {"name": "triton", "metric": "avg_time_queue_us", "current_value": 1.5, "current_replicas": 2, "desired_replicas": 1,
@@ -209,6 +233,16 @@ lb:
   returned: when the load balancer is checked
   type: dict
   sample: {"via": "service proxy triton/nginx-lb:http", "model": "sleeper", "status": 200, "latency_ms": 12.5, "outputs": ["OUTPUT0"]}
+pools:
+  description:
+    - Per Triton Deployment (serving pool) - C(ready) and C(not_ready) pods, C(metric_missing) (ready pods the custom metric
+      misses, when checked) and C(hpa) (its autoscaler, the one named as the Deployment - C(name), C(current_quantity),
+      C(current_replicas), C(desired_replicas), C(min_replicas), C(max_replicas), C(scaling_active), C(scaling_limited)).
+  returned: always
+  type: dict
+  sample: {"triton-1g-5gb": {"ready": ["triton-1g-5gb-7c9d8b6f5-m8q3z"], "not_ready": [], "metric_missing": [],
+                             "hpa": {"name": "triton-1g-5gb", "current_quantity": "1500m", "current_replicas": 1, "desired_replicas": 1,
+                                     "min_replicas": 1, "max_replicas": 72, "scaling_active": true, "scaling_limited": false}}}
 checks:
   description: The checks that ran.
   returned: always
@@ -245,11 +279,14 @@ def main() -> None:
             **copy.deepcopy(AUTH_ARG_SPEC),  # kubernetes.core's authentication options, as its doc fragment documents them
             "namespace": {"type": "str", "default": "triton"},
             "triton_deployment": {"type": "str", "default": "triton"},
+            "triton_deployments": {"type": "list", "elements": "str", "default": []},
             "triton_selector": {"type": "dict", "default": {}},
             "metric_name": {"type": "str", "default": "avg_time_queue_us"},
             "check_custom_metrics": {"type": "bool", "default": True},
             "hpa_name": {"type": "str", "default": ""},
+            "hpa_names": {"type": "list", "elements": "str", "default": []},
             "keda_scaled_object": {"type": "str", "default": ""},
+            "keda_scaled_objects": {"type": "list", "elements": "str", "default": []},
             "lb_service": {"type": "str", "default": ""},
             "lb_namespace": {"type": "str", "default": ""},
             "lb_port": {"type": "str", "default": "http"},
@@ -267,15 +304,16 @@ def main() -> None:
     p = dict(module.params)
     if p["retries"] < 0 or p["delay"] < 0 or p["timeout"] < 1:
         module.fail_json(msg=f"retries and delay must be >= 0 and timeout >= 1, got {p['retries']}, {p['delay']}, {p['timeout']}")
-    if p["hpa_name"] and p["keda_scaled_object"]:
-        module.fail_json(msg="hpa_name and keda_scaled_object are mutually exclusive (with KEDA the ScaledObject names its HPA)")
-    p["check_hpa"] = bool(p["hpa_name"] or p["keda_scaled_object"])
+    if (p["hpa_name"] or p["hpa_names"]) and (p["keda_scaled_object"] or p["keda_scaled_objects"]):
+        module.fail_json(msg="hpa_name/hpa_names and keda_scaled_object/keda_scaled_objects are mutually exclusive "
+                             "(with KEDA the ScaledObject names its HPA)")
+    p["check_hpa"] = bool(p["hpa_name"] or p["hpa_names"] or p["keda_scaled_object"] or p["keda_scaled_objects"])
     p["check_lb"] = bool(p["lb_service"] or p["lb_url"])
     p["check_lb_address"] = bool(p["lb_service"]) and p["check_lb_address"]
     if p["lb_url"] and not p["lb_url"].startswith(("http://", "https://")):
         module.fail_json(msg=f"lb_url must be an http:// or https:// address, got {p['lb_url']!r}")
     if not (p["check_custom_metrics"] or p["check_hpa"] or p["check_lb"] or p["check_lb_address"]):
-        module.fail_json(msg="Nothing to verify: set check_custom_metrics, hpa_name or keda_scaled_object, lb_service or lb_url")
+        module.fail_json(msg="Nothing to verify: set check_custom_metrics, hpa_names or keda_scaled_objects, lb_service or lb_url")
 
     api = module_api_client(module, os.environ)  # a kubeconfig given as a mapping: its credentials are not logged
     transport = KubeTransport(api, float(p["timeout"]), open_url, p["lb_ca_path"])
@@ -287,7 +325,7 @@ def main() -> None:
         "failures": outcome["errors"],
         "attempts": outcome["attempts"],
     }
-    for key in ("triton_pods", "custom_metrics", "hpa", "lb_address", "lb"):
+    for key in ("triton_pods", "custom_metrics", "hpa", "lb_address", "lb", "pools"):
         if key in reports:
             result[key] = reports[key]
     if outcome["errors"]:

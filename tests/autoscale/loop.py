@@ -81,7 +81,11 @@ else:
     from autoscale.loadgen import ConcurrencyLoad, csv_row
 
 MODEL = "sleeper"
-FQDN = "triton-headless.triton.svc.cluster.local"
+# One serving pool (gpu_ops_serving_pools): the Deployment, HPA and headless Service of role triton/autoscaling are named
+# after it, and the load balancer's one upstream server resolves its headless Service.
+POOL = "triton-1g-5gb"
+POOL_PROFILE = "1g.5gb"
+FQDN = f"{POOL}-headless.triton.svc.cluster.local"
 NAMESPACE = "triton"
 Log = Callable[[str], None]
 
@@ -107,7 +111,7 @@ class Phase:
 class Profile:
     name: str
     delay_ms: float  # the model's service time per request
-    max_replicas: int  # autoscaling_max_replicas: the MIG capacity of the demo "fleet"
+    max_replicas: int  # the one pool's max_replicas (gpu_ops_serving_pools): the MIG capacity of the demo "fleet"
     sync_s: float  # the HPA controller's --horizontal-pod-autoscaler-sync-period
     sample_s: float
     step_s: float
@@ -209,14 +213,15 @@ def _load_one(out: Path, pattern: str) -> Dict[str, Any]:
 
 def render_objects(workdir: Path, profile: Profile, extra_vars: Sequence[str] = ()) -> Dict[str, Any]:
     """playbooks/serving.yml and playbooks/load_balancer.yml in render mode on inventories/dgx, the roles' defaults
-    plus the profile's ``render_extra`` and ``autoscaling_max_replicas`` (serving.yml) and ``extra_vars`` (both,
-    ``name=value`` each); both playbooks run at the same time."""
+    plus the profile's ``render_extra`` (serving.yml), the one pool POOL with the profile's ``max_replicas`` and
+    ``extra_vars`` (both, ``name=value`` each); both playbooks run at the same time."""
     bindir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '')}", ANSIBLE_NOCOLOR="1", HOME=str(workdir), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
     out = workdir / "render"
-    extra = [a for kv in (f"autoscaling_max_replicas={profile.max_replicas}", *profile.render_extra, *extra_vars) for a in ("-e", kv)]
-    lb_extra = [a for kv in extra_vars for a in ("-e", kv)]
+    pools = json.dumps({"gpu_ops_serving_pools": [{"profile": POOL_PROFILE, "max_replicas": profile.max_replicas}]})
+    extra = [a for kv in (pools, *profile.render_extra, *extra_vars) for a in ("-e", kv)]
+    lb_extra = [a for kv in (pools, *extra_vars) for a in ("-e", kv)]
     argv = [str(bindir / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", *VAULT_ARGS,
             "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}", "-e", "ansible_connection=local",
             "-e", f"ansible_python_interpreter={sys.executable}", *extra]
@@ -234,14 +239,14 @@ def render_objects(workdir: Path, profile: Profile, extra_vars: Sequence[str] = 
         raise RuntimeError(f"rendering playbooks/serving.yml failed:\n{(workdir / 'render-serving.log').read_text()[-4000:]}")
     values = _load_one(out, "custom_metrics/prometheus-adapter.values.yaml")
     return {
-        "deployment": _load_one(out, "triton/*-deployment-triton.yaml"),
+        "deployment": _load_one(out, f"triton/*-deployment-{POOL}.yaml"),
         "pod_monitor": _load_one(out, "triton/*-podmonitor-*.yaml"),
         "rule": _load_one(out, "custom_metrics/*-prometheusrule-*.yaml"),
         "adapter_rule": values["rules"]["custom"][0],
         "hpa": _load_one(out, "autoscaling/*-horizontalpodautoscaler-*.yaml"),
         "secrets": [_load_one(out, "triton_secrets/*-secret-*.yaml")],
         "nginx_conf": nginx_conf,
-        "render_extra": [f"autoscaling_max_replicas={profile.max_replicas}", *profile.render_extra, *extra_vars],
+        "render_extra": [pools, *profile.render_extra, *extra_vars],
     }
 
 

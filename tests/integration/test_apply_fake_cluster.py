@@ -181,3 +181,42 @@ def test_verification_waits_for_a_node_that_catches_up(kube: Any, tmp_path: Path
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "FAILED - RETRYING" in proc.stdout
     assert "dgx-a100-01: nvidia.com/gpu (allocatable) = 0, not part of its layout" in proc.stdout
+
+
+def test_absent_removes_only_our_objects_after_the_apply(kube: Any, tmp_path: Path) -> None:
+    """k8s_objects_absent: an object labelled as ours goes (after the objects are applied), someone else's object of a listed
+    name stays (reported), an object this run applies is never removed, a missing one is no error; render mode writes
+    nothing for them."""
+    ours = {"app.kubernetes.io/managed-by": "gpu-ops.mig-serving"}
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "triton"}})
+    for name, labels in (("old", ours), ("theirs", {"app.kubernetes.io/managed-by": "helm"})):
+        kube.add_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "triton", "labels": labels},
+                         "data": {"k": "v"}})
+    new = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "new", "namespace": "triton", "labels": ours}, "data": {"k": "v"}}
+    absent = [{"apiVersion": "v1", "kind": "ConfigMap", "name": name, "namespace": "triton"} for name in ("old", "theirs", "new", "missing")]
+
+    def run(mode: str) -> subprocess.CompletedProcess[str]:
+        play = tmp_path / f"{mode}.yml"
+        play.write_text(yaml.safe_dump([{
+            "name": "Apply and remove", "hosts": "localhost", "gather_facts": False,
+            "tasks": [{"name": "Objects", "ansible.builtin.include_role": {"name": "gpu_ops.mig_serving.k8s_objects"},
+                       "vars": {"k8s_objects_mode": mode, "k8s_objects_component": "triton", "k8s_objects_manifests": [new],
+                                "k8s_objects_absent": absent, "k8s_objects_kubeconfig": str(kube.kubeconfig_path),
+                                "k8s_objects_render_dir": str(tmp_path / "render"), "k8s_objects_wait_timeout": 20}}],
+        }]))
+        return playbook(tmp_path, [str(play), "-e", f"ansible_python_interpreter={sys.executable}"])
+
+    rendered = run("render")
+    assert rendered.returncode == 0, rendered.stdout[-4000:]
+    assert sorted(p.name for p in (tmp_path / "render" / "triton").iterdir()) == ["01-configmap-new.yaml"]
+    assert kube.get_object("v1", "ConfigMap", "old", "triton") is not None, "render mode touched the cluster"
+    applied = run("apply")
+    assert applied.returncode == 0, applied.stdout[-4000:] + applied.stderr[-2000:]
+    assert kube.get_object("v1", "ConfigMap", "old", "triton") is None
+    assert kube.get_object("v1", "ConfigMap", "theirs", "triton") is not None
+    assert kube.get_object("v1", "ConfigMap", "new", "triton") is not None
+    assert "Kept ConfigMap theirs: it is not labelled app.kubernetes.io/managed-by=gpu-ops.mig-serving" in applied.stdout
+    # the delete came after the apply
+    methods = [(r.method, r.path.rsplit("/", 1)[-1]) for r in kube.requests if r.method in ("PATCH", "DELETE")]
+    assert methods.index(("PATCH", "new")) < methods.index(("DELETE", "old"))
+    assert ("DELETE", "theirs") not in methods and ("DELETE", "new") not in methods

@@ -69,9 +69,12 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NAMESPACE = "triton"
 METRIC = "avg_time_queue_us"
-PODS = {"triton-7c9d8b6f5-x2k4p": "127.0.0.11", "triton-7c9d8b6f5-m8q3z": "127.0.0.12"}
-UNSCRAPED_POD = "triton-7c9d8b6f5-q4w9n"
-FQDN = "triton-headless.triton.svc.cluster.local"
+# one serving pool (gpu_ops_serving_pools, in the render and the bed's inventory): its Deployment, HPA and headless Service
+POOL = "triton-1g-5gb"
+POOLS_VAR = {"gpu_ops_serving_pools": ["1g.5gb"]}
+PODS = {f"{POOL}-7c9d8b6f5-x2k4p": "127.0.0.11", f"{POOL}-7c9d8b6f5-m8q3z": "127.0.0.12"}
+UNSCRAPED_POD = f"{POOL}-7c9d8b6f5-q4w9n"
+FQDN = f"{POOL}-headless.triton.svc.cluster.local"
 LB_EXTERNAL_IP = "10.0.20.10"  # the LB Service's external address (see the bed)
 ADAPTER_APISERVICE = {  # what the prometheus-adapter chart creates (roles/custom_metrics/README.md)
     "apiVersion": "apiregistration.k8s.io/v1",
@@ -111,6 +114,8 @@ def write_inventory(work: Path, kubeconfig: Path) -> Path:
     all_vars = yaml.safe_load((inv / "group_vars" / "all.yml").read_text())
     all_vars["gpu_ops_kubeconfig"] = str(kubeconfig)
     (inv / "group_vars" / "all.yml").write_text(yaml.safe_dump(all_vars))
+    serving = inv / "group_vars" / "k8s_control" / "serving.yml"  # where the example inventory sets the pools
+    serving.write_text(serving.read_text().replace("gpu_ops_serving_pools: []", f"gpu_ops_serving_pools: {json.dumps(POOLS_VAR['gpu_ops_serving_pools'])}"))
     return inv
 
 
@@ -145,7 +150,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     out = work / "rendered"
     # what site.yml's apply stages create, rendered (the cluster GPU layer is not needed here)
     proc = run_playbook(work, ["playbooks/render.yml", "-i", "inventories/dgx", "-e", f"gpu_ops_render_dir={out}",
-                               "-e", "nginx_lb_oss_version=1.22.1", "--skip-tags", "cluster"])
+                               "-e", "nginx_lb_oss_version=1.22.1", "-e", json.dumps(POOLS_VAR), "--skip-tags", "cluster"])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     docs = {p.relative_to(out).as_posix(): yaml.safe_load(p.read_text()) for p in sorted(out.glob("*/[0-9]*.yaml"))}
     objects = [d for d in docs.values() if d["kind"] in SERVED_KINDS]
@@ -154,7 +159,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     rule = _one(docs.values(), "PrometheusRule", "triton-queue-time")
     adapter_rules = yaml.safe_load((out / "custom_metrics" / "prometheus-adapter.values.yaml").read_text())["rules"]["custom"]
     nginx_conf = _one(docs.values(), "ConfigMap", "nginx-lb-config")["data"]["nginx.conf"]
-    deployment = _one(objects, "Deployment", "triton")
+    deployment = _one(objects, "Deployment", POOL)
 
     repo = write_model_repository(work / "models", name="echo")
     (repo / "failing" / "1").mkdir(parents=True)
@@ -209,7 +214,7 @@ def triton_pod(name: str, ip: str, template: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {**labels, "pod-template-hash": "7c9d8b6f5"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "triton-7c9d8b6f5", "uid": str(uuid.uuid4()),
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{POOL}-7c9d8b6f5", "uid": str(uuid.uuid4()),
                                           "controller": True, "blockOwnerDeletion": True}]},
         "spec": {**template["spec"], "nodeName": "dgx-a100-01"},
         "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]},
@@ -224,7 +229,8 @@ def test_pass_reports_every_pod_the_hpa_and_an_inference(bed: Bed) -> None:
     for pod in PODS:
         assert f"{pod}=" in out, out[-3000:]
     assert f"custom metric {METRIC} (custom.metrics.k8s.io/v1beta1)" in out
-    assert f"HPA triton: {METRIC} = " in out
+    assert f"HPA {POOL}: {METRIC} = " in out
+    assert f"pool {POOL}: 2 ready, 0 not ready, HPA " in out
     assert "ScalingActive True" in out
     assert "inference through service proxy triton/nginx-lb:http: model echo answered 200 in" in out
     # the inference went through the real nginx
@@ -232,7 +238,7 @@ def test_pass_reports_every_pod_the_hpa_and_an_inference(bed: Bed) -> None:
     proxied = [r for r in bed.kube.requests if r.path.startswith("/api/v1/namespaces/triton/services/nginx-lb:http/proxy/")]
     assert [r.method for r in proxied][-2:] == ["GET", "POST"], proxied  # the model's metadata, then the inference
     assert f"load balancer Service triton/nginx-lb (LoadBalancer): external {LB_EXTERNAL_IP}" in out, out[-3000:]
-    hpa = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", "triton", NAMESPACE)
+    hpa = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", POOL, NAMESPACE)
     assert hpa is not None
     assert hpa["status"]["currentMetrics"][0]["pods"]["metric"]["name"] == METRIC
 
@@ -245,7 +251,7 @@ def test_v1beta2_preferred_when_registered(bed: Bed) -> None:
     try:
         client = kube_config.new_client_from_config(config_file=str(bed.kube.kubeconfig_path))  # type: ignore[no-untyped-call]
         transport = KubeTransport(client, 10.0, open_url)
-        params = {"namespace": NAMESPACE, "triton_deployment": "triton", "triton_selector": {}, "metric_name": METRIC, "hpa_name": "triton",
+        params = {"namespace": NAMESPACE, "triton_deployments": [POOL], "triton_selector": {}, "metric_name": METRIC, "hpa_names": [POOL],
                   "keda_scaled_object": "", "check_hpa": True, "check_lb": False, "retries": 0, "delay": 0}
         outcome = Verifier(transport, params).run()
         assert outcome["errors"] == {}, outcome
@@ -254,7 +260,8 @@ def test_v1beta2_preferred_when_registered(bed: Bed) -> None:
         raw = [r for r in bed.kube.requests if r.path.startswith("/apis/custom.metrics.k8s.io/v1beta2/namespaces/triton/pods/*/")]
         assert raw, bed.kube.requests[-5:]
         assert raw[-1].status == 200
-        assert raw[-1].query["labelSelector"] == ["app.kubernetes.io/instance=triton,app.kubernetes.io/name=triton"]
+        assert raw[-1].query["labelSelector"] == [f"app.kubernetes.io/instance=triton,app.kubernetes.io/name=triton,gpu-ops.io/serving-pool={POOL}"]
+        assert outcome["reports"]["pools"][POOL]["ready"] == sorted(PODS)
     finally:
         bed.kube.cluster.delete(next(r for r in RESOURCES if r.kind == "APIService"), "", "v1beta2.custom.metrics.k8s.io", dry_run=False)
 
@@ -262,25 +269,25 @@ def test_v1beta2_preferred_when_registered(bed: Bed) -> None:
 def test_failures_name_the_pod_the_metric_and_the_model(bed: Bed) -> None:
     """A Ready pod Prometheus does not scrape, the HPA on a wrong metric name and a failing model, in one run."""
     bed.kube.add_object(triton_pod(UNSCRAPED_POD, "127.0.0.13", bed.rendered["deployment"]["spec"]["template"]))
-    hpa = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", "triton", NAMESPACE)
+    hpa = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", POOL, NAMESPACE)
     assert hpa is not None
     wrong = json.loads(json.dumps(hpa).replace(f'"name": "{METRIC}"', '"name": "avg_time_queue_ms"'))
     wrong["metadata"].pop("resourceVersion")
     hpa_rt = next(r for r in RESOURCES if r.kind == "HorizontalPodAutoscaler")
-    bed.kube.cluster.replace(hpa_rt, NAMESPACE, "triton", wrong, "test", dry_run=False)
+    bed.kube.cluster.replace(hpa_rt, NAMESPACE, POOL, wrong, "test", dry_run=False)
     try:
         run = bed.verify("-e", "gpu_ops_verify_serving_retries=1", "-e", "gpu_ops_verify_serving_model=failing")
     finally:
         bed.kube.cluster.delete(POD_RESOURCE, NAMESPACE, UNSCRAPED_POD, dry_run=False, options={"gracePeriodSeconds": 0})
-        restored = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", "triton", NAMESPACE)
+        restored = bed.kube.get_object("autoscaling/v2", "HorizontalPodAutoscaler", POOL, NAMESPACE)
         assert restored is not None
         hpa["metadata"].pop("resourceVersion")
-        bed.kube.cluster.replace(hpa_rt, NAMESPACE, "triton", hpa, "test", dry_run=False)
+        bed.kube.cluster.replace(hpa_rt, NAMESPACE, POOL, hpa, "test", dry_run=False)
     out = run["stdout"]
     assert run["rc"] != 0, out[-3000:]
     assert "serving stack verification failed after 2 attempt(s)" in out, out[-4000:]
     assert f"custom metrics: custom metrics API lists {METRIC} for 2 of 3 Triton pods: missing {UNSCRAPED_POD}" in out, out[-4000:]
-    assert f"HPA: HPA triton/triton does not scale on Pods {METRIC}: its metrics are Pods avg_time_queue_ms" in out, out[-4000:]
+    assert f"HPA: HPA triton/{POOL} does not scale on Pods {METRIC}: its metrics are Pods avg_time_queue_ms" in out, out[-4000:]
     assert ("load balancer: load balancer (service proxy triton/nginx-lb:http): inference on model failing answered 500: "
             '{"error": "failing on purpose (test model)"}\n') in out, out[-4000:]
 
@@ -306,7 +313,7 @@ def test_failures_adapter_down_and_nginx_stopped(bed: Bed) -> None:
     assert "Check mode: would verify the serving stack after apply; now: serving stack verification failed after 1 attempt(s):" in check["stdout"]
     assert "ScalingActive is False (FailedGetPodsMetric)" in check["stdout"]
     assert "custom metrics: APIService v1beta1.custom.metrics.k8s.io not available: FailedDiscoveryCheck: failing or missing response from" in out, out[-4000:]
-    assert ("HPA: HPA triton/triton ScalingActive is False (FailedGetPodsMetric): the HPA was unable to compute the replica count: "
+    assert (f"HPA: HPA triton/{POOL} ScalingActive is False (FailedGetPodsMetric): the HPA was unable to compute the replica count: "
             f"unable to get metric {METRIC}: unable to fetch metrics from custom metrics API: the server is currently unable to handle the request") in out
     assert ("Service triton/nginx-lb is of type LoadBalancer, but no load-balancer provider has assigned it an external address "
             "(status.loadBalancer.ingress is empty: kubectl shows EXTERNAL-IP <pending>)") in out, out[-4000:]

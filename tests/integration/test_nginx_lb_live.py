@@ -46,12 +46,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.servers.dnsmasq import DnsmasqProcess, dnsmasq_server
-    from tests.servers.nginx import NginxProcess, localize, nginx_server, render_role_config, version
+    from tests.servers.nginx import ONE_POOL, NginxProcess, localize, nginx_server, render_role_config, version
     from tests.servers.ports import common_free_ports
     from tests.servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
 else:  # tests/servers, importable once tests/ is on sys.path
     from servers.dnsmasq import DnsmasqProcess, dnsmasq_server
-    from servers.nginx import NginxProcess, localize, nginx_server, render_role_config, version
+    from servers.nginx import ONE_POOL, NginxProcess, localize, nginx_server, render_role_config, version
     from servers.ports import common_free_ports
     from servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
 
@@ -160,7 +160,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     repo = write_model_repository(work / "models", delay_ms=DELAY_MS, name=MODEL)
     t_http, t_grpc, t_metrics = common_free_ports(BACKENDS, 3)
     lb_http, lb_grpc, lb_status = common_free_ports(["127.0.0.1"], 3)
-    rendered = render_role_config(work, "-e", "nginx_lb_oss_version=1.22.1")
+    rendered = render_role_config(work, "-e", "nginx_lb_oss_version=1.22.1", pools=ONE_POOL)
     assert "form 'variable'" in rendered
     with contextlib.ExitStack() as stack:
         tritons = {

@@ -93,9 +93,17 @@ VARIANTS: Dict[str, List[str]] = {
                            "-e", "nginx_lb_create_namespace=true", "-e", "nginx_lb_namespace=edge-lb",
                            "-e", "nginx_lb_namespace_pod_security=privileged", "-e", json.dumps(HOST_PORTS)],
     "oss-no-policy": ["-e", "nginx_lb_oss_version=1.22.1", "-e", "nginx_lb_network_policy=false"],
+    # one pool (an LB in front of one Deployment someone else runs): rendered as before pools, no split_clients
+    "oss-one-pool": ["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "triton-headless", "weight": 1, "max_replicas": 8}]})],
+    "oss-1.22-one-pool": ["-e", "nginx_lb_oss_version=1.22.1",
+                          "-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "triton-headless", "weight": 1, "max_replicas": 8}]})],
 }
 # the variants Debian's nginx 1.22 can load (no `server ... resolve`, no Plus directives)
-NGINX_122_LOADABLE = ("oss-1.22", "oss-1.24-servicemonitor", "oss-tls", "oss-tls-host-ports", "oss-no-policy")
+NGINX_122_LOADABLE = ("oss-1.22", "oss-1.24-servicemonitor", "oss-tls", "oss-tls-host-ports", "oss-no-policy", "oss-1.22-one-pool")
+# issue 17: the serving pools of inventories/dgx (gpu_ops_pools, one per MIG profile, in the fleet's order): headless
+# Service, weight (the profile's compute slices), max_replicas (the profile's capacity)
+DGX_POOLS = [("triton-1g-18gb-headless", 1, 56), ("triton-1g-5gb-headless", 1, 72), ("triton-2g-10gb-headless", 2, 8),
+             ("triton-3g-20gb-headless", 3, 8)]
 
 
 def _offline_prefix() -> List[str]:
@@ -484,7 +492,19 @@ def test_variable_form_directives(rendered: Dict[str, Rendered], tmp_path: Path)
     parsed = parse(rendered["oss-1.22"].nginx_conf(), tmp_path)
     assert find(parsed, "resolver")[0][1] == ["10.96.0.10", VALID, "ipv6=off"]
     http = server_by_listen(parsed, "8000")
-    assert in_server(http, "set") == [["$triton_http", "triton-headless.triton.svc.cluster.local:8000"]]
+    # issue 17: a pool per request, in proportion to weight x max_replicas (56, 72, 16, 24 of 168), the rest to the last
+    assert in_server(http, "set") == [["$triton_http", "${triton_pool}:8000"]]
+    split = [d for _p, d in walk(parsed) if d["directive"] == "split_clients"]
+    assert [d["args"] for d in split] == [["${request_id}", "$triton_pool"]]
+    assert [[d["directive"], *d["args"]] for d in split[0]["block"]] == [
+        ["33.33%", "triton-1g-18gb-headless.triton.svc.cluster.local"], ["42.85%", "triton-1g-5gb-headless.triton.svc.cluster.local"],
+        ["9.52%", "triton-2g-10gb-headless.triton.svc.cluster.local"], ["*", "triton-3g-20gb-headless.triton.svc.cluster.local"]]
+    assert in_server(server_by_listen(parsed, "8001"), "set") == [["$triton_grpc", "${triton_pool}:8001"]]
+    # one pool: the name itself, no split
+    one = parse(rendered["oss-1.22-one-pool"].nginx_conf(), tmp_path)
+    assert in_server(server_by_listen(one, "8000"), "set") == [["$triton_http", "triton-headless.triton.svc.cluster.local:8000"]]
+    assert in_server(server_by_listen(one, "8001"), "set") == [["$triton_grpc", "triton-headless.triton.svc.cluster.local:8001"]]
+    assert not find(one, "split_clients")
     assert in_server(http, "proxy_pass") == [["http://$triton_http"]]
     assert in_server(http, "proxy_next_upstream") == [["error", "timeout"]]
     assert in_server(http, "proxy_read_timeout") == [["300s"]]
@@ -503,13 +523,18 @@ def test_variable_form_directives(rendered: Dict[str, Rendered], tmp_path: Path)
 # --- nginx.conf: crossplane for >= 1.27.3 and Plus ---------------------------------------------------------
 
 
-def _check_resolve_upstreams(parsed: List[Directive]) -> None:
+def _check_resolve_upstreams(parsed: List[Directive], one_pool: bool = False) -> None:
     upstreams = {d["args"][0]: d["block"] for _p, d in walk(parsed) if d["directive"] == "upstream"}
     assert set(upstreams) == {"triton_http", "triton_grpc"}
     for name, port in (("triton_http", "8000"), ("triton_grpc", "8001")):
         block = {d["directive"]: d["args"] for d in upstreams[name]}
         assert block["zone"] == [name, "256k"]
-        assert block["server"] == [f"triton-headless.triton.svc.cluster.local:{port}", "resolve", "max_fails=2", "fail_timeout=10s"]
+        servers = [d["args"] for d in upstreams[name] if d["directive"] == "server"]
+        if one_pool:  # as before pools: no weight
+            assert servers == [[f"triton-headless.triton.svc.cluster.local:{port}", "resolve", "max_fails=2", "fail_timeout=10s"]]
+        else:  # issue 17: a server per pool, every pod of it weighted by the pool's weight
+            assert servers == [[f"{service}.triton.svc.cluster.local:{port}", "resolve", f"weight={weight}", "max_fails=2", "fail_timeout=10s"]
+                               for service, weight, _max in DGX_POOLS]
         assert block["keepalive"] == ["32"]
     http = server_by_listen(parsed, "8000")
     assert in_server(http, "proxy_pass") == [["http://triton_http"]]
@@ -525,6 +550,8 @@ def _check_resolve_upstreams(parsed: List[Directive]) -> None:
 def test_oss_1_27_3_and_later_resolve_form(rendered: Dict[str, Rendered], tmp_path: Path) -> None:
     parsed = parse(rendered["oss"].nginx_conf(), tmp_path)
     _check_resolve_upstreams(parsed)
+    assert not find(parsed, "split_clients")
+    _check_resolve_upstreams(parse(rendered["oss-one-pool"].nginx_conf(), tmp_path), one_pool=True)
     for plus_only in ("health_check", "status_zone", "api", "mgmt"):
         assert not find(parsed, plus_only), plus_only
     assert find(parsed, "stub_status")
@@ -670,6 +697,25 @@ BAD_INPUTS: List[Tuple[List[str], str]] = [
      'The NetworkPolicy needs nginx_lb_network_policy_client_peers (got [{"ipblock": {"cidr": "10.0.0.0/8"}}])'),
     (["-e", '{"nginx_lb_network_policy_usage_report_cidrs": ["anywhere"]}'], 'nginx_lb_network_policy_usage_report_cidrs to list CIDR blocks'),
     (["-e", "nginx_lb_network_policy_prometheus_namespace=Monitoring"], "nginx_lb_network_policy_prometheus_namespace: 'Monitoring' is not"),
+    # issue 17: the pools behind the LB
+    (["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "a-headless", "weight": 0, "max_replicas": 2}]})],
+     "nginx_lb_upstream_pools: pool 0 (a-headless): weight must be an integer of at least 1, not 0"),
+    (["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "a-headless", "weight": "heavy", "max_replicas": 2}]})],
+     "argument 'weight' is of type str found in 'nginx_lb_upstream_pools'"),
+    (["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "a-headless", "weight": 1}]})],
+     "missing required arguments: max_replicas found in nginx_lb_upstream_pools"),
+    (["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "A_pool", "weight": 1, "max_replicas": 2},
+                                                    {"service": "b", "weight": 1, "max_replicas": 2},
+                                                    {"service": "b", "weight": 1, "max_replicas": 2}]})],
+     "nginx_lb_upstream_pools: pool 0 (A_pool): the service must be a headless Service name (an RFC 1035 label"),
+    (["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "b", "weight": 1, "max_replicas": 2},
+                                                    {"service": "b", "weight": 1, "max_replicas": 2}]})],
+     "nginx_lb_upstream_pools: pool 1 (b): the service is listed twice"),
+    (["-e", "nginx_lb_oss_version=1.22.1",
+      "-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "a", "weight": 1, "max_replicas": 1},
+                                                    {"service": "b", "weight": 100, "max_replicas": 200}]})],
+     "pool a: its share weight x max_replicas (1 of 20001) is below 0.01%, the finest split_clients takes"),
+    (["-e", '{"gpu_ops_pools": []}'], "gpu_ops_pools (the serving pools) is empty, or list the pools behind the load balancer in nginx_lb_upstream_pools"),
 ]
 
 

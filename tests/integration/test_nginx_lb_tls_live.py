@@ -34,12 +34,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.servers.dnsmasq import dnsmasq_server
-    from tests.servers.nginx import NginxProcess, Pki, localize, nginx_server, render_role_config, version, write_test_pki
+    from tests.servers.nginx import ONE_POOL, NginxProcess, Pki, localize, nginx_server, render_role_config, version, write_test_pki
     from tests.servers.ports import common_free_ports
     from tests.servers.triton import ensure_triton_venv, triton_server, write_model_repository
 else:  # tests/servers, importable once tests/ is on sys.path
     from servers.dnsmasq import dnsmasq_server
-    from servers.nginx import NginxProcess, Pki, localize, nginx_server, render_role_config, version, write_test_pki
+    from servers.nginx import ONE_POOL, NginxProcess, Pki, localize, nginx_server, render_role_config, version, write_test_pki
     from servers.ports import common_free_ports
     from servers.triton import ensure_triton_venv, triton_server, write_model_repository
 
@@ -78,7 +78,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBed]:
     repo = write_model_repository(work / "models", name=MODEL)
     t_http, t_grpc, t_metrics = common_free_ports([BACKEND], 3)
     https, grpcs, status = common_free_ports(["127.0.0.1"], 3)
-    rendered = render_role_config(work, "-e", "nginx_lb_oss_version=1.22.1", "-e", "nginx_lb_tls_secret=inference-tls")
+    rendered = render_role_config(work, "-e", "nginx_lb_oss_version=1.22.1", "-e", "nginx_lb_tls_secret=inference-tls", pools=ONE_POOL)
     assert "TLS on" in rendered
     prefix = work / "nginx"
     pki = write_test_pki(prefix / "tls", dns_names=["nginx-lb.triton.svc"], ip_addresses=["127.0.0.1"])

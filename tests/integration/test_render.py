@@ -78,7 +78,10 @@ def objects_files(out: Path) -> List[Path]:
 def test_render_writes_one_object_per_file_grouped_by_role(rendered: Path) -> None:
     files = objects_files(rendered)
     assert [str(p.relative_to(rendered)) for p in files] == [
-        "autoscaling/01-horizontalpodautoscaler-triton.yaml",
+        "autoscaling/01-horizontalpodautoscaler-triton-1g-18gb.yaml",
+        "autoscaling/02-horizontalpodautoscaler-triton-1g-5gb.yaml",
+        "autoscaling/03-horizontalpodautoscaler-triton-2g-10gb.yaml",
+        "autoscaling/04-horizontalpodautoscaler-triton-3g-20gb.yaml",
         "custom_metrics/01-prometheusrule-triton-queue-time.yaml",
         "gpu_plugins/01-namespace-nvidia-device-plugin.yaml",
         "gpu_plugins/02-configmap-dcgm-exporter-counters.yaml",
@@ -102,11 +105,20 @@ def test_render_writes_one_object_per_file_grouped_by_role(rendered: Path) -> No
         "triton/02-networkpolicy-triton-default-deny.yaml",
         "triton/03-networkpolicy-triton-ingress.yaml",
         "triton/04-networkpolicy-triton-egress.yaml",
-        "triton/05-deployment-triton.yaml",
-        "triton/06-poddisruptionbudget-triton.yaml",
-        "triton/07-service-triton.yaml",
-        "triton/08-service-triton-headless.yaml",
-        "triton/09-podmonitor-triton.yaml",
+        "triton/05-deployment-triton-1g-18gb.yaml",
+        "triton/06-poddisruptionbudget-triton-1g-18gb.yaml",
+        "triton/07-service-triton-1g-18gb-headless.yaml",
+        "triton/08-deployment-triton-1g-5gb.yaml",
+        "triton/09-poddisruptionbudget-triton-1g-5gb.yaml",
+        "triton/10-service-triton-1g-5gb-headless.yaml",
+        "triton/11-deployment-triton-2g-10gb.yaml",
+        "triton/12-poddisruptionbudget-triton-2g-10gb.yaml",
+        "triton/13-service-triton-2g-10gb-headless.yaml",
+        "triton/14-deployment-triton-3g-20gb.yaml",
+        "triton/15-poddisruptionbudget-triton-3g-20gb.yaml",
+        "triton/16-service-triton-3g-20gb-headless.yaml",
+        "triton/17-service-triton.yaml",
+        "triton/18-podmonitor-triton.yaml",
         "triton_secrets/01-secret-triton-restricted-api.yaml",
     ]
     for path in files:

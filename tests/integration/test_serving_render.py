@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import os
 import re
 import shutil
@@ -65,11 +66,12 @@ def _offline_prefix() -> List[str]:
     return []
 
 
-def render(out: Path, *extra: str, vault: bool = True, playbook: str = "playbooks/serving.yml") -> subprocess.CompletedProcess[str]:
+def render(out: Path, *extra: str, vault: bool = True, playbook: str = "playbooks/serving.yml",
+           inventory: str = "inventories/dgx") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)
     argv = [
-        *_offline_prefix(), str(BIN / "ansible-playbook"), playbook, "-i", "inventories/dgx",
+        *_offline_prefix(), str(BIN / "ansible-playbook"), playbook, "-i", inventory,
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
         # the k8s_control host of the example inventory is reached locally: render mode only writes files
         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", *(VAULT if vault else []), *extra,
@@ -114,7 +116,10 @@ def keda(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_objects_per_role(adapter: Path, keda: Path) -> None:
     assert sorted(objects(adapter)) == [
-        "autoscaling/HorizontalPodAutoscaler/triton",
+        "autoscaling/HorizontalPodAutoscaler/triton-1g-18gb",
+        "autoscaling/HorizontalPodAutoscaler/triton-1g-5gb",
+        "autoscaling/HorizontalPodAutoscaler/triton-2g-10gb",
+        "autoscaling/HorizontalPodAutoscaler/triton-3g-20gb",
         "custom_metrics/PrometheusRule/triton-queue-time",
         "monitoring/Namespace/monitoring",
         "monitoring_rules/ConfigMap/gpu-ops-layout",
@@ -124,19 +129,31 @@ def test_objects_per_role(adapter: Path, keda: Path) -> None:
         "monitoring_rules/ConfigMap/gpu-ops-requests",
         "monitoring_rules/PrometheusRule/gpu-ops-serving",
         "monitoring_secrets/Secret/kube-prometheus-stack-grafana-admin",
-        "triton/Deployment/triton",
+        "triton/Deployment/triton-1g-18gb",
+        "triton/Deployment/triton-1g-5gb",
+        "triton/Deployment/triton-2g-10gb",
+        "triton/Deployment/triton-3g-20gb",
         "triton/Namespace/triton",
         "triton/NetworkPolicy/triton-default-deny",
         "triton/NetworkPolicy/triton-egress",
         "triton/NetworkPolicy/triton-ingress",
-        "triton/PodDisruptionBudget/triton",
+        "triton/PodDisruptionBudget/triton-1g-18gb",
+        "triton/PodDisruptionBudget/triton-1g-5gb",
+        "triton/PodDisruptionBudget/triton-2g-10gb",
+        "triton/PodDisruptionBudget/triton-3g-20gb",
         "triton/PodMonitor/triton",
         "triton/Service/triton",
-        "triton/Service/triton-headless",
+        "triton/Service/triton-1g-18gb-headless",
+        "triton/Service/triton-1g-5gb-headless",
+        "triton/Service/triton-2g-10gb-headless",
+        "triton/Service/triton-3g-20gb-headless",
         "triton_secrets/Secret/triton-restricted-api",
     ]
     assert sorted(objects(keda)) == [
-        "autoscaling/ScaledObject/triton",  # KEDA owns the HPA: none of ours
+        "autoscaling/ScaledObject/triton-1g-18gb",  # KEDA owns the HPA: none of ours
+        "autoscaling/ScaledObject/triton-1g-5gb",  # KEDA owns the HPA: none of ours
+        "autoscaling/ScaledObject/triton-2g-10gb",  # KEDA owns the HPA: none of ours
+        "autoscaling/ScaledObject/triton-3g-20gb",  # KEDA owns the HPA: none of ours
         "custom_metrics/Namespace/keda",
         "custom_metrics/PrometheusRule/triton-queue-time",
         "monitoring_rules/ConfigMap/gpu-ops-layout",
@@ -145,22 +162,31 @@ def test_objects_per_role(adapter: Path, keda: Path) -> None:
         "monitoring_rules/ConfigMap/gpu-ops-replicas",
         "monitoring_rules/ConfigMap/gpu-ops-requests",
         "monitoring_rules/PrometheusRule/gpu-ops-serving",
-        "triton/Deployment/triton",
+        "triton/Deployment/triton-1g-18gb",
+        "triton/Deployment/triton-1g-5gb",
+        "triton/Deployment/triton-2g-10gb",
+        "triton/Deployment/triton-3g-20gb",
         "triton/Namespace/triton",
         "triton/NetworkPolicy/triton-default-deny",
         "triton/NetworkPolicy/triton-egress",
         "triton/NetworkPolicy/triton-ingress",
         "triton/PersistentVolume/triton-triton-models",
         "triton/PersistentVolumeClaim/triton-models",
-        "triton/PodDisruptionBudget/triton",
+        "triton/PodDisruptionBudget/triton-1g-18gb",
+        "triton/PodDisruptionBudget/triton-1g-5gb",
+        "triton/PodDisruptionBudget/triton-2g-10gb",
+        "triton/PodDisruptionBudget/triton-3g-20gb",
         "triton/PodMonitor/triton",
         "triton/Service/triton",
-        "triton/Service/triton-headless",
+        "triton/Service/triton-1g-18gb-headless",
+        "triton/Service/triton-1g-5gb-headless",
+        "triton/Service/triton-2g-10gb-headless",
+        "triton/Service/triton-3g-20gb-headless",
         "triton_secrets/Secret/triton-restricted-api",
     ]
     # the NetworkPolicies are applied before the pods exist; the Secrets are components of their own
     names = sorted(p.name for p in (adapter / "triton").glob("*.yaml"))
-    assert names.index("02-networkpolicy-triton-default-deny.yaml") < names.index("05-deployment-triton.yaml")
+    assert names.index("02-networkpolicy-triton-default-deny.yaml") < names.index("05-deployment-triton-1g-18gb.yaml")
 
 
 def test_every_object_is_valid_for_each_kubernetes_version(adapter: Path, keda: Path) -> None:
@@ -181,7 +207,7 @@ def test_none_of_the_seed_defects(adapter: Path) -> None:
     assert "cluster-admin" not in text
     assert not any(o["kind"] in ("ClusterRoleBinding", "RoleBinding", "ReplicationController") for o in objs.values())
 
-    deploy = objs["triton/Deployment/triton"]
+    deploy = objs["triton/Deployment/triton-1g-5gb"]
     assert deploy["apiVersion"] == "apps/v1"
     assert "replicas" not in deploy["spec"], "spec.replicas under an HPA: every re-run would reset the HPA's count"
     pod = deploy["spec"]["template"]["spec"]
@@ -206,12 +232,12 @@ def test_none_of_the_seed_defects(adapter: Path) -> None:
     assert models["persistentVolumeClaim"]["readOnly"] is True
     assert next(m for m in container["volumeMounts"] if m["name"] == "models")["readOnly"] is True
 
-    for name, headless in (("triton", False), ("triton-headless", True)):
+    for name, headless in (("triton", False), ("triton-1g-5gb-headless", True)):
         svc = objs[f"triton/Service/{name}"]["spec"]
         assert svc.get("type", "ClusterIP") == "ClusterIP"
         assert (svc.get("clusterIP") == "None") is headless
         assert [p["name"] for p in svc["ports"]] == ["http", "grpc"], "the metrics port is on no Service"
-    pdb = objs["triton/PodDisruptionBudget/triton"]
+    pdb = objs["triton/PodDisruptionBudget/triton-1g-5gb"]
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["spec"]["selector"] == deploy["spec"]["selector"]
 
@@ -227,7 +253,7 @@ def test_names_and_intervals_agree_across_roles(adapter: Path) -> None:
     objs = objects(adapter)
     monitor = objs["triton/PodMonitor/triton"]
     rule = objs["custom_metrics/PrometheusRule/triton-queue-time"]
-    hpa = objs["autoscaling/HorizontalPodAutoscaler/triton"]
+    hpa = objs["autoscaling/HorizontalPodAutoscaler/triton-1g-5gb"]
     kps = yaml.safe_load((adapter / "monitoring/kube-prometheus-stack.values.yaml").read_text())
     values = yaml.safe_load((adapter / "custom_metrics/prometheus-adapter.values.yaml").read_text())
     spec = kps["prometheus"]["prometheusSpec"]
@@ -254,7 +280,7 @@ def test_names_and_intervals_agree_across_roles(adapter: Path) -> None:
     assert values["rbac"]["create"] is True
     assert values["prometheus"] == {"url": "http://kube-prometheus-stack-prometheus.monitoring.svc", "port": 9090, "path": ""}
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton-1g-5gb"}
     assert hpa["spec"]["metrics"][0]["pods"]["target"]["type"] == "AverageValue"
     # maxReplicas: the MIG capacity of 1g.5gb across the example GPU nodes (56 on dgx-a100-01, 16 on dgx-a100-02)
     assert hpa["spec"]["minReplicas"] == 1
@@ -328,7 +354,8 @@ def test_triton_network_policies(adapter: Path, keda: Path) -> None:
     out (an NFS or PVC repository is mounted by the kubelet, outside the pod's network)."""
     for out in (adapter, keda):
         objs = objects(out)
-        selector = objs["triton/Deployment/triton"]["spec"]["selector"]["matchLabels"]
+        # the policies select every pool's pods: the labels all pools share (the ClusterIP Service's selector)
+        selector = objs["triton/Service/triton"]["spec"]["selector"]
         deny = objs["triton/NetworkPolicy/triton-default-deny"]["spec"]
         assert deny == {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress", "Egress"]}
         ingress = objs["triton/NetworkPolicy/triton-ingress"]["spec"]
@@ -350,7 +377,7 @@ def test_triton_network_policies(adapter: Path, keda: Path) -> None:
              "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         ]
     # the ports of the policy are the pod's
-    container = objects(adapter)["triton/Deployment/triton"]["spec"]["template"]["spec"]["containers"][0]
+    container = objects(adapter)["triton/Deployment/triton-1g-5gb"]["spec"]["template"]["spec"]["containers"][0]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
@@ -393,20 +420,21 @@ def test_network_policies_off_removes_them(tmp_path: Path) -> None:
 
 def test_keda_backend_uses_the_same_series(keda: Path) -> None:
     objs = objects(keda)
-    scaled = objs["autoscaling/ScaledObject/triton"]["spec"]
+    scaled = objs["autoscaling/ScaledObject/triton-1g-5gb"]["spec"]
     rule = objs["custom_metrics/PrometheusRule/triton-queue-time"]["spec"]["groups"][0]["rules"][0]
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "prometheus"
     assert trigger["metricType"] == "AverageValue"
     assert trigger["metadata"]["query"].startswith(f"sum({rule['record']}{{namespace=\"triton\"")
-    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton-1g-5gb"}
+    assert trigger["metadata"]["query"].endswith('pod=~"triton-1g-5gb-[a-z0-9]+-[a-z0-9]+"})')
     assert scaled["maxReplicaCount"] == 72
     # the existing Prometheus: KEDA queries it, and our PodMonitor and PrometheusRule carry the labels it selects
     assert trigger["metadata"]["serverAddress"] == EXISTING_PROMETHEUS
     assert objs["triton/PodMonitor/triton"]["metadata"]["labels"]["prometheus"] == "main"
     assert objs["custom_metrics/PrometheusRule/triton-queue-time"]["metadata"]["labels"]["prometheus"] == "main"
     assert not (keda / "monitoring").exists()
-    assert "replicas" not in objs["triton/Deployment/triton"]["spec"]
+    assert "replicas" not in objs["triton/Deployment/triton-1g-5gb"]["spec"]
     assert not (keda / "custom_metrics/prometheus-adapter.values.yaml").exists()
     pv = objs["triton/PersistentVolume/triton-triton-models"]["spec"]
     assert pv["nfs"] == {"server": "nfs.example.internal", "path": "/export/models", "readOnly": True}
@@ -421,7 +449,7 @@ def test_triton_alone_object_store_fixed_replicas(tmp_path: Path) -> None:
                   "-e", "triton_model_credentials_secret=triton-s3", "-e", "gpu_ops_triton_autoscaled=false", "-e", "triton_replicas=3")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["helm-releases.yaml", "triton", "triton_secrets"]
-    deploy = objects(out)["triton/Deployment/triton"]
+    deploy = objects(out)["triton/Deployment/triton-1g-5gb"]
     assert deploy["spec"]["replicas"] == 3
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
     assert container["args"][0] == "--model-repository=s3://models-bucket/triton"
@@ -440,10 +468,13 @@ def test_rerender_changes_nothing(adapter: Path) -> None:
 
 
 BAD_INPUT = [
-    (["gpu_ops_triton_mig_profile=7g.80gb"], "triton_mig_profile '7g.80gb' is in no GPU node's layout; the layouts provide: "
-                                             "1g.18gb, 1g.5gb, 2g.10gb, 3g.20gb"),
-    (["autoscaling_max_replicas=73"], "autoscaling_max_replicas 73 is above the MIG capacity of 1g.5gb across the GPU nodes (72)"),
-    (["autoscaling_min_replicas=9", "gpu_ops_triton_mig_profile=3g.20gb"], "autoscaling_min_replicas 9 is above maxReplicas 8"),
+    (['{"gpu_ops_serving_pools": ["7g.80gb"]}'],
+     "gpu_ops_serving_pools[0]: profile 7g.80gb is in no GPU node's layout; the layouts provide: 1g.18gb, 1g.5gb, 2g.10gb, 3g.20gb"),
+    (['{"gpu_ops_serving_pools": [{"profile": "1g.5gb", "max_replicas": 73}]}'],
+     "max_replicas of the pools on 1g.5gb (triton-1g-5gb 73) add up to 73, more than the 72 1g.5gb devices"),
+    (["autoscaling_min_replicas=9"], "autoscaling_min_replicas 9 is above the max_replicas of the pools that give no min_replicas "
+                                     "(triton-2g-10gb max 8, triton-3g-20gb max 8)"),
+    (['{"gpu_ops_serving_pools": [{"profile": "3g.20gb", "name": "triton"}]}'], "gpu_ops_serving_pools: a pool is named triton"),
     (["gpu_ops_metrics_backend=hpa"], "value of gpu_ops_metrics_backend must be one of: adapter, keda, got: hpa"),
     (["gpu_ops_triton_metrics_interval=1m"], "triton_metrics_interval: '1m' is not a duration in s or ms such as 1s or 500ms"),
     (["custom_metrics_rate_window=2s"], "custom_metrics_rate_window 2s is shorter than 3 x custom_metrics_scrape_interval"),
@@ -484,3 +515,69 @@ def test_bad_input_fails_before_anything_is_written(tmp_path: Path) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         problems = [p for p in pool.map(attempt, range(len(BAD_INPUT))) if p]
     assert not problems, "\n\n".join(problems)
+
+
+def test_pools_share_the_selector_and_carry_their_pool_and_profile(adapter: Path) -> None:
+    """A Deployment, PDB and headless Service per pool, each selecting its pool's pods only; the shared Service,
+    NetworkPolicies and PodMonitor select every pool's pods; the PodMonitor labels each target with its pool (pod label) and
+    MIG profile (pod annotation: a profile may hold '+', which a label value may not). Mixed strategy: no node affinity."""
+    objs = objects(adapter)
+    shared = objs["triton/Service/triton"]["spec"]["selector"]
+    pools = {"triton-1g-18gb": ("1g.18gb", 56), "triton-1g-5gb": ("1g.5gb", 72), "triton-2g-10gb": ("2g.10gb", 8), "triton-3g-20gb": ("3g.20gb", 8)}
+    for name, (profile, capacity) in pools.items():
+        deploy = objs[f"triton/Deployment/{name}"]
+        selector = deploy["spec"]["selector"]["matchLabels"]
+        assert selector == {**shared, "gpu-ops.io/serving-pool": name}
+        template = deploy["spec"]["template"]
+        assert selector.items() <= template["metadata"]["labels"].items()
+        assert template["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gpu-ops.mig-serving"
+        assert template["metadata"]["annotations"] == {"gpu-ops.io/mig-profile": profile}
+        assert template["spec"]["containers"][0]["resources"]["limits"] == {"memory": "16Gi", f"nvidia.com/mig-{profile}": 1}
+        assert "affinity" not in template["spec"]
+        assert objs[f"triton/PodDisruptionBudget/{name}"]["spec"]["selector"]["matchLabels"] == selector
+        headless = objs[f"triton/Service/{name}-headless"]["spec"]
+        assert (headless["clusterIP"], headless["publishNotReadyAddresses"], headless["selector"]) == ("None", False, selector)
+        assert objs[f"autoscaling/HorizontalPodAutoscaler/{name}"]["spec"]["maxReplicas"] == capacity
+    monitor = objs["triton/PodMonitor/triton"]["spec"]
+    assert monitor["selector"]["matchLabels"] == shared
+    # Prometheus' Kubernetes service discovery: __meta_kubernetes_pod_label_<name> / _annotation_<name>, the name with every
+    # character that is not a letter, digit or '_' as '_' (prometheus discovery/kubernetes/pod.go, strutil.SanitizeLabelName)
+    assert monitor["podMetricsEndpoints"][0]["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_label_gpu_ops_io_serving_pool"], "targetLabel": "pool", "action": "replace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_annotation_gpu_ops_io_mig_profile"], "targetLabel": "mig_profile", "action": "replace"},
+    ]
+    for policy in ("default-deny", "ingress", "egress"):
+        assert objs[f"triton/NetworkPolicy/triton-{policy}"]["spec"]["podSelector"]["matchLabels"] == shared
+
+
+def test_pools_given_and_the_single_strategy(tmp_path: Path) -> None:
+    """Pools listed in gpu_ops_serving_pools: their own replicas, resources and names. Under the single strategy every profile
+    is advertised as nvidia.com/gpu, so each pool's pods are pinned to the nodes whose layout has its profile."""
+    out = tmp_path / "out"
+    # the single strategy needs one profile per node: the all-balanced node gets all-1g.5gb here
+    shutil.copytree(ROOT / "inventories" / "dgx", tmp_path / "inv" / "dgx")
+    shutil.copytree(ROOT / "inventories" / "layouts", tmp_path / "inv" / "layouts")
+    hosts_file = tmp_path / "inv" / "dgx" / "hosts.yml"
+    hosts = yaml.safe_load(hosts_file.read_text())
+    hosts["all"]["children"]["gpu_nodes"]["hosts"]["dgx-a100-02"]["mig_layout_config"] = "all-1g.5gb"
+    hosts_file.write_text(yaml.safe_dump(hosts))
+    pools = [{"profile": "1g.18gb", "replicas": 2, "resources": {"requests": {"cpu": "1"}}}, {"profile": "1g.5gb", "name": "small", "max_replicas": 10}]
+    proc = render(out, "--tags", "triton", "-e", "gpu_ops_triton_autoscaled=false", "-e", "gpu_ops_mig_strategy=single",
+                  "-e", json.dumps({"gpu_ops_serving_pools": pools}), inventory=str(tmp_path / "inv" / "dgx"))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    objs = objects(out)
+    assert sorted(k for k in objs if "/Deployment/" in k) == ["triton/Deployment/small", "triton/Deployment/triton-1g-18gb"]
+    big, small = objs["triton/Deployment/triton-1g-18gb"]["spec"], objs["triton/Deployment/small"]["spec"]
+    assert (big["replicas"], small["replicas"]) == (2, 1)
+    assert big["template"]["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "1"}, "limits": {"nvidia.com/gpu": 1}}
+    assert small["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": 1}
+
+    def nodes(spec: Dict[str, Any]) -> List[str]:
+        (term,) = spec["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        (expression,) = term["matchExpressions"]
+        assert (expression["key"], expression["operator"]) == ("kubernetes.io/hostname", "In")
+        return list(expression["values"])
+
+    assert nodes(big) == ["dgx-h200-01"]
+    assert nodes(small) == ["dgx-a100-01", "dgx-a100-02"]
+    assert "triton/Service/small-headless" in objs

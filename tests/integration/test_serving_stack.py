@@ -18,6 +18,7 @@ both models of a pod); when the load stops it falls back under the target within
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -45,7 +46,7 @@ else:
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NAMESPACE = "triton"
-PODS = ("triton-7c9d8b6f5-x2k4p", "triton-7c9d8b6f5-m8q3z")
+PODS = ("triton-3g-20gb-7c9d8b6f5-x2k4p", "triton-3g-20gb-7c9d8b6f5-m8q3z")  # pods of the one pool, on PROFILE
 # 3g.20gb exists only on dgx-a100-02 (8 GPUs x 1): a MIG capacity of 8, small enough to see the cap
 PROFILE, CAPACITY = "3g.20gb", 8
 TARGET_US = 10_000
@@ -108,7 +109,8 @@ def load_one(out: Path, pattern: str) -> Dict[str, Any]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     out = tmp_path_factory.mktemp("serving-render") / "out"
-    proc = render_serving(out, "-e", f"gpu_ops_triton_mig_profile={PROFILE}", "-e", f"autoscaling_target_queue_time_us={TARGET_US}")
+    # one serving pool, on PROFILE: its HPA's maxReplicas is the profile's capacity
+    proc = render_serving(out, "-e", json.dumps({"gpu_ops_serving_pools": [PROFILE]}), "-e", f"autoscaling_target_queue_time_us={TARGET_US}")
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     values = load_one(out, "custom_metrics/prometheus-adapter.values.yaml")
     return {

@@ -351,7 +351,8 @@ def test_check_on_a_fresh_cluster_reports_what_the_api_server_cannot_dry_run(bed
         out = proc.stdout
         assert proc.returncode == 0, out[-8000:] + proc.stderr[-2000:]
         assert recap(out)[CONTROL]["failed"] == 0
-        for kind, name in (("Deployment", "triton"), ("Service", "triton-headless"), ("HorizontalPodAutoscaler", "triton"), ("ConfigMap", "nginx-lb-config")):
+        for kind, name in (("Deployment", "triton-1g-5gb"), ("Service", "triton-1g-5gb-headless"), ("HorizontalPodAutoscaler", "triton-1g-5gb"),
+                           ("ConfigMap", "nginx-lb-config")):
             assert f"Would apply {kind} {name}; not dry-run: namespace triton does not exist yet (this run would create it)" in out, kind
         assert "Would apply PrometheusRule triton-queue-time; not dry-run: monitoring.coreos.com/v1 PrometheusRule is not served yet" in out
         # the namespaces themselves are dry-run (cluster-scoped, served), and shown as new

@@ -1114,6 +1114,14 @@ class Cluster:
                            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
                 raise invalid(rt.kind, rt.group, name, [{"reason": "FieldValueInvalid", "message": f'Invalid value: "{name}": {message}',
                                                          "field": "metadata.name"}])
+        elif rt.kind == "Service" and not rt.custom and (len(name) > 63 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)):
+            # ValidateServiceName = apimachineryvalidation.NameIsDNS1035Label (kubernetes pkg/apis/core/validation/validation.go;
+            # the message: k8s.io/apimachinery/pkg/util/validation IsDNS1035Label)
+            message = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, "
+                       "and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
+                       "'[a-z]([-a-z0-9]*[a-z0-9])?')")
+            raise invalid(rt.kind, rt.group, name, [{"reason": "FieldValueInvalid", "message": f'Invalid value: "{name}": {message}',
+                                                     "field": "metadata.name"}])
         elif len(name) > 253 or not _SUBDOMAIN_RE.match(name):
             message = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and "
                        "end with an alphanumeric character (e.g. 'example.com', regex used for validation is "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import yaml
 from cryptography import x509
@@ -66,12 +67,26 @@ def localize(conf: str, prefix: Path, replacements: Mapping[str, str]) -> str:
     return pattern.sub(lambda match: mapping[match.group(0)], conf)
 
 
-def check_config(conf: str, prefix: Path) -> subprocess.CompletedProcess[str]:
-    """``nginx -t`` on ``conf`` written to ``prefix/nginx.conf``."""
+def with_resolv_conf(argv: Sequence[str], resolv_conf: Optional[Path]) -> List[str]:
+    """``argv`` run in a mount namespace of its own in which ``resolv_conf`` is bind-mounted on /etc/resolv.conf (needs
+    root), so the system resolver (glibc getaddrinfo, which nginx uses for names in ``upstream`` blocks without
+    ``resolve`` at start) asks the test's DNS server, as a pod's resolv.conf points at the cluster DNS; the machine's own
+    /etc/resolv.conf is untouched. None: ``argv`` as is. ``exec`` keeps the PID: it is the program's."""
+    if resolv_conf is None:
+        return list(argv)
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        raise RuntimeError("a resolv.conf of the test's own needs root and unshare(1) (a private mount namespace)")
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            str(resolv_conf), *argv]
+
+
+def check_config(conf: str, prefix: Path, *, resolv_conf: Optional[Path] = None) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` on ``conf`` written to ``prefix/nginx.conf`` (with ``resolv_conf``: see ``with_resolv_conf``)."""
     prefix.mkdir(parents=True, exist_ok=True)
     path = prefix / "nginx.conf"
     path.write_text(conf)
-    return subprocess.run([str(NGINX), "-t", "-e", "stderr", "-p", str(prefix), "-c", str(path)],
+    return subprocess.run(with_resolv_conf([str(NGINX), "-t", "-e", "stderr", "-p", str(prefix), "-c", str(path)], resolv_conf),
                           capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -128,14 +143,16 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def nginx_server(conf: str, prefix: Path, *, ready_url: str) -> Iterator[NginxProcess]:
+def nginx_server(conf: str, prefix: Path, *, ready_url: str, resolv_conf: Optional[Path] = None) -> Iterator[NginxProcess]:
     """Run nginx in the foreground on ``conf`` (written to ``prefix/nginx.conf``) until ``ready_url`` answers 200;
-    stop it gracefully on exit. As root, the workers stay root so they can use the prefix directory."""
-    check = check_config(conf, prefix)
+    stop it gracefully on exit. As root, the workers stay root so they can use the prefix directory. With
+    ``resolv_conf``, nginx's system resolver reads that file (``with_resolv_conf``)."""
+    check = check_config(conf, prefix, resolv_conf=resolv_conf)
     if check.returncode != 0:
         raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
     directives = "daemon off;" + (" user root root;" if os.geteuid() == 0 else "")
-    argv = [str(NGINX), "-e", str(prefix / "error.log"), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", directives]
+    argv = with_resolv_conf([str(NGINX), "-e", str(prefix / "error.log"), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", directives],
+                            resolv_conf)
     with (prefix / "nginx.out").open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     server = NginxProcess(prefix=prefix, pid=proc.pid, ready_url=ready_url)
@@ -205,9 +222,18 @@ def write_test_pki(directory: Path, *, dns_names: Sequence[str] = ("localhost",)
     return pki
 
 
-def render_role_config(workdir: Path, *extra: str, root: Path = REPO_ROOT) -> str:
+# One pool behind the LB, its headless Service "triton-headless": what the tests and benchmarks that run one Triton
+# Deployment's pods render (the example inventory plans a pool per MIG profile).
+ONE_POOL: List[Dict[str, Any]] = [{"service": "triton-headless", "weight": 1, "max_replicas": 8}]
+
+
+def render_role_config(workdir: Path, *extra: str, root: Path = REPO_ROOT,
+                       pools: Optional[Sequence[Mapping[str, Any]]] = ONE_POOL) -> str:
     """nginx.conf as the role nginx_lb renders it: playbooks/load_balancer.yml in render mode on the example
-    inventory, with ``extra`` arguments (e.g. ``-e nginx_lb_oss_version=1.22.1``); returns the ConfigMap's text."""
+    inventory, with ``extra`` arguments (e.g. ``-e nginx_lb_oss_version=1.22.1``) and ``pools`` as
+    nginx_lb_upstream_pools (default: ONE_POOL; None: the inventory's serving pools); returns the ConfigMap's text."""
+    if pools is not None:
+        extra = ("-e", json.dumps({"nginx_lb_upstream_pools": [dict(pool) for pool in pools]}), *extra)
     binpath = Path(sys.executable).parent
     out = workdir / "render"
     env = dict(os.environ, PATH=f"{binpath}:{os.environ.get('PATH', '')}", ANSIBLE_NOCOLOR="1", HOME=str(workdir), ANSIBLE_LOCALHOST_WARNING="0")

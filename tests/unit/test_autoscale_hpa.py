@@ -36,8 +36,8 @@ MAX = 10
 
 def render_role_hpa(max_replicas: int = MAX, **overrides: Any) -> Dict[str, Any]:
     """roles/autoscaling/templates/hpa.yaml.j2 with the role's defaults (defaults/main.yml, their own templates
-    resolved the way Ansible does: gpu_ops_* unset, so each ``default()`` applies) and _autoscaling_max_replicas
-    (vars/main.yml: the MIG capacity when autoscaling_max_replicas is 0) set to ``max_replicas``."""
+    resolved the way Ansible does: gpu_ops_* unset, so each ``default()`` applies) and one serving pool (gpu_ops_pools as
+    the serving_pools filter gives it: its max_replicas, by default the profile's MIG capacity, set to ``max_replicas``)."""
     env = jinja2.Environment(undefined=jinja2.Undefined, keep_trailing_newline=True)
     env.filters["to_json"] = json.dumps
     env.filters["regex_replace"] = lambda value, pattern, repl: re.sub(pattern, repl, str(value))
@@ -45,7 +45,10 @@ def render_role_hpa(max_replicas: int = MAX, **overrides: Any) -> Dict[str, Any]
     values: Dict[str, Any] = {**defaults, **overrides}
     for _round in range(5):  # role defaults referring to other variables
         values = {k: (env.from_string(v).render(values) if isinstance(v, str) and "{{" in v else v) for k, v in values.items()}
-    values["_autoscaling_max_replicas"] = max_replicas
+    values["gpu_ops_pools"] = [{"name": "triton-1g-5gb", "headless": "triton-1g-5gb-headless", "profile": "1g.5gb",
+                                "resource": "nvidia.com/mig-1g.5gb", "slices": 1, "weight": 1, "capacity": max_replicas,
+                                "max_replicas": max_replicas, "min_replicas": None, "replicas": None, "target_queue_time_us": None,
+                                "resources": None}]
     text = env.from_string((ROLE / "templates" / "hpa.yaml.j2").read_text()).render(values)
     docs = [d for d in yaml.safe_load_all(text) if d]
     assert len(docs) == 1, docs

@@ -293,3 +293,20 @@ def test_start_stop_repeatedly_leaves_no_thread() -> None:
             assert not _kube_fake_threads()
         finally:
             sock.close()
+
+
+def test_a_service_name_must_be_a_dns_1035_label(kube: FakeKube, tmp_path: Path) -> None:
+    """ValidateServiceName is NameIsDNS1035Label (kubernetes pkg/apis/core/validation/validation.go): a name that is a valid
+    subdomain but starts with a digit, holds a dot or is longer than 63 characters is refused; a pool's <pool>-headless passes."""
+    services = dynamic_client(kube, tmp_path).resources.get(api_version="v1", kind="Service")
+
+    def body(name: str) -> Dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+                "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 8000}]}}
+
+    assert services.server_side_apply(body=body("triton-1g-5gb-headless"), field_manager="t").metadata.name == "triton-1g-5gb-headless"
+    for name in ("1g-headless", "triton.headless", "t" * 64):
+        with pytest.raises(ApiException) as refused:
+            services.server_side_apply(body=body(name), field_manager="t")
+        assert refused.value.status == 422, name
+        assert "a DNS-1035 label must consist of lower case alphanumeric characters" in status_of(refused.value)["message"], name

@@ -422,3 +422,91 @@ def test_missing_objects_that_apply_creates_at_once_are_not_waited_for() -> None
         "hpa": 'reading HPA triton/triton: 404 NotFound: horizontalpodautoscalers.autoscaling "triton" not found',
         "lb": 'load balancer (service proxy triton/nginx-lb:http): POST /v2/repository/index answered 404 NotFound: services "nginx-lb" not found',
     }
+
+
+# --- serving pools: a Deployment and an HPA per pool ----------------------------------------------------------
+
+class ByQuery(Scripted):
+    """Scripted, and the pod and custom-metric lists answered by their labelSelector (the API server filters by it)."""
+
+    def __init__(self, answers: Mapping[Tuple[str, str], Any], by_selector: Mapping[str, Mapping[str, Any]]) -> None:
+        super().__init__(answers)
+        self.by_selector = by_selector
+
+    def request(self, method: str, path: str, query: Optional[Mapping[str, str]] = None, body: Any = None,
+                base: Optional[str] = None) -> Response:
+        selector = (query or {}).get("labelSelector", "")
+        for suffix, answer in self.by_selector.get(selector, {}).items():
+            if path.endswith(suffix):
+                self.calls.append((method, path, query, body, base))
+                return Response(200, json.dumps(answer).encode())
+        return super().request(method, path, query, body, base)
+
+
+def pool_deployment(pool: str) -> Dict[str, Any]:
+    return {"spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": "triton",
+                                                  "gpu-ops.io/serving-pool": pool}}}}
+
+
+def ready_pod(name: str, ready: bool = True) -> Dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def pools_stack(small_ready: bool = True, large_metric: bool = True) -> ByQuery:
+    small, large = "triton-1g-5gb", "triton-3g-20gb"
+    answers: Dict[Tuple[str, str], Any] = {
+        ("GET", f"/apis/apps/v1/namespaces/triton/deployments/{small}"): (200, pool_deployment(small)),
+        ("GET", f"/apis/apps/v1/namespaces/triton/deployments/{large}"): (200, pool_deployment(large)),
+        APISVC_PATH: (200, {"items": [apiservice("v1beta2", 200, True)]}),
+        ("GET", f"/apis/autoscaling/v2/namespaces/triton/horizontalpodautoscalers/{small}"): (200, hpa(current="2")),
+        ("GET", f"/apis/autoscaling/v2/namespaces/triton/horizontalpodautoscalers/{large}"): (200, hpa(active="False")),
+    }
+    base = "app.kubernetes.io/instance=triton,app.kubernetes.io/name=triton,gpu-ops.io/serving-pool="
+    by_selector = {
+        base + small: {"/pods": {"items": [ready_pod("small-a", small_ready)]},
+                       "/avg_time_queue_us": metric_list("v1beta2", {"small-a": "2"} if small_ready else {})},
+        base + large: {"/pods": {"items": [ready_pod("large-a"), ready_pod("large-b")]},
+                       "/avg_time_queue_us": metric_list("v1beta2", {"large-a": "1", **({"large-b": "3"} if large_metric else {})})},
+    }
+    return ByQuery(answers, by_selector)
+
+
+def test_every_pool_is_checked_and_reported() -> None:
+    pools = ["triton-1g-5gb", "triton-3g-20gb"]
+    t = pools_stack()
+    out = Verifier(t, params(triton_deployments=pools, hpa_name="", hpa_names=pools)).run()
+    # the pods and the metric per pool's own selector; the shared labels are what every pool selects by
+    assert out["reports"]["triton_pods"]["ready"] == ["large-a", "large-b", "small-a"]
+    assert out["reports"]["triton_pods"]["selector"] == "app.kubernetes.io/instance=triton,app.kubernetes.io/name=triton"
+    assert sorted(out["reports"]["custom_metrics"]["pods"]) == ["large-a", "large-b", "small-a"]
+    assert "custom_metrics" not in out["errors"]
+    # one HPA is not active: the error names it, the other's report is there too
+    assert out["errors"]["hpa"] == "HPA triton/triton-3g-20gb ScalingActive is False (R): why"
+    assert set(out["reports"]["hpa"]["all"]) == set(pools)
+    assert out["reports"]["hpa"]["name"] == "triton-1g-5gb"
+    assert out["reports"]["pools"]["triton-1g-5gb"] == {
+        "ready": ["small-a"], "not_ready": [], "metric_missing": [],
+        "hpa": {"name": "triton-1g-5gb", "current_quantity": "2", "current_replicas": 2, "desired_replicas": 1, "min_replicas": 1,
+                "max_replicas": 8, "scaling_active": True, "scaling_limited": False}}
+    assert out["reports"]["pools"]["triton-3g-20gb"]["hpa"]["scaling_active"] is False
+
+
+def test_a_pool_without_a_ready_pod_fails_naming_it() -> None:
+    pools = ["triton-1g-5gb", "triton-3g-20gb"]
+    out = Verifier(pools_stack(small_ready=False), params(triton_deployments=pools, check_hpa=False)).run()
+    assert out["errors"] == {"custom_metrics": "no ready Triton pod in Deployment triton/triton-1g-5gb (not ready: small-a)"}
+    assert out["reports"]["pools"]["triton-1g-5gb"]["not_ready"] == ["small-a"]
+
+
+def test_a_pod_the_metric_misses_is_named_with_its_pool() -> None:
+    pools = ["triton-1g-5gb", "triton-3g-20gb"]
+    out = Verifier(pools_stack(large_metric=False), params(triton_deployments=pools, check_hpa=False)).run()
+    assert out["errors"] == {"custom_metrics": "custom metrics API lists avg_time_queue_us for 2 of 3 Triton pods: missing large-b"}
+    assert out["reports"]["pools"]["triton-3g-20gb"]["metric_missing"] == ["large-b"]
+    assert out["reports"]["pools"]["triton-1g-5gb"]["metric_missing"] == []
+
+
+def test_a_missing_pool_deployment_is_named() -> None:
+    out = Verifier(pools_stack(), params(triton_deployments=["triton-1g-5gb", "triton-7g-80gb"], check_hpa=False)).run()
+    assert out["errors"]["custom_metrics"] == ("Deployment triton/triton-7g-80gb not found (is the serving stack deployed? "
+                                               "playbooks/serving.yml)")
