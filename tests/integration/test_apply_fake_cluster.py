@@ -219,4 +219,22 @@ def test_absent_removes_only_our_objects_after_the_apply(kube: Any, tmp_path: Pa
     # the delete came after the apply
     methods = [(r.method, r.path.rsplit("/", 1)[-1]) for r in kube.requests if r.method in ("PATCH", "DELETE")]
     assert methods.index(("PATCH", "new")) < methods.index(("DELETE", "old"))
-    assert ("DELETE", "theirs") not in methods and ("DELETE", "new") not in methods
+    assert ("DELETE", "theirs") not in methods
+    assert ("DELETE", "new") not in methods
+
+
+def test_load_balancer_retires_the_single_deployments_headless_service_after_its_rollout(kube: Any, tmp_path: Path) -> None:
+    """The serving pools replace the single Deployment's headless Service "<triton name>-headless", which the running
+    nginx config resolved: playbooks/load_balancer.yml removes it only after the load balancer's new objects (upstream
+    on the pools' Services) are applied and rolled out, and only when it is ours."""
+    load_crds(kube, ["PodMonitor"])
+    ours = {"app.kubernetes.io/managed-by": "gpu-ops.mig-serving"}
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "triton"}})
+    kube.add_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "triton-headless", "namespace": "triton", "labels": ours},
+                     "spec": {"clusterIP": "None", "selector": {"app.kubernetes.io/name": "triton"}, "ports": [{"name": "http", "port": 8000}]}})
+    inv = inventory(tmp_path, str(kube.kubeconfig_path), nginx_lb_service_type="ClusterIP", k8s_objects_wait=False)
+    proc = playbook(tmp_path, ["playbooks/load_balancer.yml", "-i", str(inv), "--limit", "k8s_control"])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert kube.get_object("v1", "Service", "triton-headless", "triton") is None
+    methods = [(r.method, r.path.rsplit("/", 1)[-1]) for r in kube.requests if r.method in ("PATCH", "DELETE")]
+    assert methods.index(("PATCH", "nginx-lb")) < methods.index(("DELETE", "triton-headless")), methods

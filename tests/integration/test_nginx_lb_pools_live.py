@@ -143,7 +143,7 @@ def running(bed: Bed, name: str) -> Iterator[tuple[int, int]]:
     """nginx on the config ``name`` rendered, localized; yields its (HTTP, gRPC) ports."""
     rendered = bed.rendered[name]
     lb_http, lb_grpc, lb_status = common_free_ports(["127.0.0.1"], 3)
-    t_port = next(iter(bed.tritons.values()))
+    t_port = bed.tritons[min(bed.tritons)]  # every Triton listens on the same ports
     prefix = Path(tempfile.mkdtemp(prefix=f"nginx-{name}-", dir=bed.work))
     swaps = {
         "worker_processes auto;": "worker_processes 1;",

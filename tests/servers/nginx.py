@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from cryptography import x509
@@ -224,7 +224,7 @@ def write_test_pki(directory: Path, *, dns_names: Sequence[str] = ("localhost",)
 
 # One pool behind the LB, its headless Service "triton-headless": what the tests and benchmarks that run one Triton
 # Deployment's pods render (the example inventory plans a pool per MIG profile).
-ONE_POOL: List[Dict[str, Any]] = [{"service": "triton-headless", "weight": 1, "max_replicas": 8}]
+ONE_POOL: Tuple[Mapping[str, Any], ...] = ({"service": "triton-headless", "weight": 1, "max_replicas": 8},)
 
 
 def render_role_config(workdir: Path, *extra: str, root: Path = REPO_ROOT,

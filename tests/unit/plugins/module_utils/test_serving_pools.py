@@ -6,7 +6,7 @@ planned on the example inventory's real fleet (inventories/dgx: two DGX A100 and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from ansible.errors import AnsibleFilterError
@@ -29,7 +29,7 @@ FLEET = plan_fleet([
 FILTER = mig_filters.FilterModule().filters()["serving_pools"]
 
 
-def table(pools: List[Dict[str, Any]]) -> List[tuple]:
+def table(pools: List[Dict[str, Any]]) -> List[Tuple[Any, ...]]:
     return [(p["name"], p["profile"], p["resource"], p["weight"], p["max_replicas"]) for p in pools]
 
 
