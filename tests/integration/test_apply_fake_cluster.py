@@ -238,3 +238,27 @@ def test_load_balancer_retires_the_single_deployments_headless_service_after_its
     assert kube.get_object("v1", "Service", "triton-headless", "triton") is None
     methods = [(r.method, r.path.rsplit("/", 1)[-1]) for r in kube.requests if r.method in ("PATCH", "DELETE")]
     assert methods.index(("PATCH", "nginx-lb")) < methods.index(("DELETE", "triton-headless")), methods
+
+
+def test_serving_stage_applies_dcgm_exporters_podmonitor_once_its_crd_is_served(kube: Any, tmp_path: Path) -> None:
+    """On a fresh cluster the cluster stage runs before role monitoring installs the Prometheus Operator's CRDs, so
+    gpu_plugins cannot apply dcgm-exporter's PodMonitor then; playbooks/serving.yml applies it after role monitoring
+    (gpu_plugins tasks/dcgm_monitor.yml): nothing while the CRD is not served, the PodMonitor once it is."""
+    kube.add_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "nvidia-device-plugin"}})
+    inv = inventory(tmp_path, str(kube.kubeconfig_path))
+    play = tmp_path / "dcgm.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "The serving stage's post task", "hosts": "k8s_control", "gather_facts": False,
+        "tasks": [{"name": "Have dcgm-exporter scraped",
+                   "ansible.builtin.include_role": {"name": "gpu_ops.mig_serving.gpu_plugins", "tasks_from": "dcgm_monitor.yml"}}],
+    }]))
+    before = playbook(tmp_path, [str(play), "-i", str(inv)])
+    assert before.returncode == 0, before.stdout[-4000:] + before.stderr[-2000:]
+    assert "dcgm-exporter: no PodMonitor yet" in before.stdout
+    load_crds(kube, ["PodMonitor"])
+    after = playbook(tmp_path, [str(play), "-i", str(inv)])
+    assert after.returncode == 0, after.stdout[-4000:] + after.stderr[-2000:]
+    monitor = kube.get_object("monitoring.coreos.com/v1", "PodMonitor", "dcgm-exporter", "nvidia-device-plugin")
+    assert monitor is not None, after.stdout[-3000:]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
+    assert kube.get_object("v1", "ConfigMap", "dcgm-exporter-counters", "nvidia-device-plugin") is None, "only the PodMonitor is applied here"
