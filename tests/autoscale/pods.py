@@ -332,7 +332,15 @@ class Deployment:
                     pod.address = free[0]
                     pod.phase = "Running"
                     self._record("pod_scheduled", pod.name, address=pod.address)
-                    return True
+                    scheduled = True
+                else:
+                    scheduled = False
+            if scheduled:
+                # the EndpointSlice controller reconciles the Service on every update of a selected pod
+                # (pkg/controller/endpointslice, onPodUpdate), not only on readiness changes: a pod with an address that
+                # is not ready yet is written as not ready, which a headless Service's DNS does not answer
+                self._sync_dns()
+                return True
             pod.deleted.wait(0.1)
         return False
 

@@ -42,7 +42,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-FQDN = "triton-headless.triton.svc.cluster.local"
+POOL = "triton-1g-5gb"  # one of the example inventory's serving pools: its Deployment and headless Service
+FQDN = f"{POOL}-headless.triton.svc.cluster.local"
 PRESTOP_S = 2
 READY_WITHIN_S = 45.0
 
@@ -56,7 +57,8 @@ def render(out: Path) -> Dict[str, Any]:
             "-e", "triton_startup_probe_period=1", "-e", "triton_readiness_probe_period=1"]
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    deployment = yaml.safe_load(next((out / "triton").glob("*-deployment-triton.yaml")).read_text())
+    [path] = (out / "triton").glob(f"*-deployment-{POOL}.yaml")
+    deployment = yaml.safe_load(path.read_text())
     secret = yaml.safe_load(next((out / "triton_secrets").glob("*-secret-triton-restricted-api.yaml")).read_text())
     return {"deployment": deployment, "secret": secret}
 
