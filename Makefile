@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # podman, runc and debootstrap for the simulated GPU nodes (tests/testbed); prometheus (with promtool), prometheus-node-exporter,
 # nginx and dnsmasq for the serving-stack integration tests; python3-venv for Triton's own venv
 # (tritonserver from the nvidia-pytriton wheel runs under Debian's python3).
-TEST_APT_PACKAGES ?= git podman runc debootstrap prometheus prometheus-node-exporter nginx dnsmasq python3-venv
+TEST_APT_PACKAGES ?= git podman runc debootstrap prometheus prometheus-node-exporter prometheus-nginx-exporter nginx dnsmasq python3-venv
 PYTEST_ARGS ?=
 
 .PHONY: help sandbox sandbox-clean test venv apt-deps lint sanity unit changelog-lint build clean sync-shared docs autoscale-demo

@@ -5,11 +5,19 @@
 
 Not a public API; may change without notice.
 
+The serving pools followed (one Triton Deployment and one HPA per MIG profile): the ``pools`` given (the fact
+``gpu_ops_pools``), else the Deployments found by the labels every pool's Deployment carries
+(``app.kubernetes.io/name=triton``, ``app.kubernetes.io/instance=<instance>``), else - the single-Deployment form of
+earlier releases - the one ``deployment``; ``pool_names`` keeps some of them. Read once per call (:meth:`Sampler.pool_list`).
+
 One sample, read-only, through the API server:
 
-* the HPA (``autoscaling/v2``): ``status.currentReplicas``, ``status.desiredReplicas`` and the current average value
-  of the Pods metric (``status.currentMetrics``); its ``spec`` gives min/max replicas and the target;
-* the Triton pods of the Deployment (its ``spec.selector.matchLabels``): the ready ones, and their pod IPs;
+* every pool's HPA (``autoscaling/v2``, one list of the namespace's HPAs; a pool's HPA is the one whose
+  ``spec.scaleTargetRef`` is the pool's Deployment, whatever its name, KEDA's included): ``status.currentReplicas``,
+  ``status.desiredReplicas`` and the current value of its metric (``status.currentMetrics``); its ``spec`` gives min/max
+  replicas and the target;
+* the Triton pods of every pool (one list with the shared labels; each pod's pool from its ``gpu-ops.io/serving-pool``
+  label): the ready ones, and their pod IPs;
 * the metric per pod from the custom metrics API (``custom.metrics.k8s.io``, as prometheus-adapter serves it), or with
   KEDA (no custom metric) the recorded series per pod from Prometheus;
 * the requests the load balancer sent to each Triton pod: with NGINX Plus the API's per-peer counters
@@ -22,6 +30,12 @@ One sample, read-only, through the API server:
 The Job's pod prints marker lines (``LOADTEST step-start ...``, ``LOADTEST step-end ... rc=N``, the CSV perf_analyzer
 wrote with ``-f`` between ``LOADTEST csv-begin`` and ``LOADTEST csv-end``); ``parse_job_log`` turns its log into the
 run's steps and ``build_run`` assembles the run (the schema the report code reads).
+
+A sample keeps the fields of the single-Deployment releases, now over all pools followed: ``hpa_current`` and
+``hpa_desired`` are the sums over the pools whose HPA was read, ``metric_us`` the pools' HPA values averaged with their
+current replicas as weights (the mean queue time per pod over all pools), ``ready_pods`` the ready pods of all pools;
+``pools`` holds each pool's own (``{pool: {hpa_current, hpa_desired, metric_us, ready_pods, pods}}``, ``pods`` its ready
+pods). The run's ``pools`` describes each pool (name, profile, weight, hpa, min/max replicas, target).
 """
 from __future__ import annotations
 
@@ -34,6 +48,7 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_config import MigConfigError, parse_profile
 from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verify import (
     CUSTOM_METRICS_GROUP,
     Transport,
@@ -63,11 +78,42 @@ STATISTICS_ADVICE = ("playbooks/loadtest.yml needs the load balancer to pass mod
 # --- the pieces of one sample --------------------------------------------------------------------------------
 
 
+# The labels role triton gives every serving pool's Deployment and pods, and the pool's own label and annotation.
+POOL_LABEL = "gpu-ops.io/serving-pool"
+PROFILE_ANNOTATION = "gpu-ops.io/mig-profile"
+
+
+def shared_selector(instance: str) -> Dict[str, str]:
+    """The labels every serving pool's Deployment and pods carry (role triton's selector)."""
+    return {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": instance}
+
+
+def profile_weight(profile: Any) -> Optional[int]:
+    """The compute slices of a MIG profile (1g.5gb: 1, 3g.20gb: 3, 1c.3g.20gb: 1): the load balancer's weight of a
+    pool's pods unless the pool gives its own (role nginx_lb, gpu_ops_pools' weight); None for no or no such profile."""
+    if not profile:
+        return None
+    try:
+        return int(parse_profile(str(profile)).compute)
+    except MigConfigError:
+        return None
+
+
+def pool_of_pod(pod: str, pools: Sequence[str]) -> Optional[str]:
+    """The pool whose Deployment made a pod named ``pod``: a ReplicaSet's pods are ``<deployment>-<pod-template-hash>-<5
+    characters>`` (the Deployment controller names the ReplicaSet ``<deployment>-<hash>``, the ReplicaSet controller
+    its pods ``<replicaset>-<random>`` with generateName), so no other pool's name pattern matches; None when none does."""
+    for name in pools:
+        if re.fullmatch(re.escape(name) + r"-[a-z0-9]+-[a-z0-9]+", pod):
+            return name
+    return None
+
+
 class Sampler:
     """Reads one sample at a time through ``transport`` (the module's KubeTransport, a fake one in unit tests).
 
-    ``params``: the module's options (namespace, deployment, hpa_name, metric_name, queue_source,
-    metric_series, model, lb_edition, lb_namespace, lb_deployment, lb_status_port, lb_plus_api_version,
+    ``params``: the module's options (namespace, pools, pool_names, instance, deployment, hpa_name, metric_name,
+    queue_source, metric_series, model, lb_edition, lb_namespace, lb_deployment, lb_status_port, lb_plus_api_version,
     lb_upstreams, prometheus_service, job_name, job_namespace)."""
 
     def __init__(self, transport: Transport, params: Mapping[str, Any], clock: Callable[[], float] = time.time) -> None:
@@ -75,11 +121,14 @@ class Sampler:
         self.p = params
         self.ns = str(params["namespace"])
         self.clock = clock
-        self.verifier = Verifier(transport, {"namespace": self.ns, "triton_deployment": params["deployment"],
-                                             "triton_selector": params.get("triton_selector") or {}, "metric_name": params["metric_name"]})
+        self.verifier = Verifier(transport, {"namespace": self.ns, "metric_name": params["metric_name"]})
         self.metrics_version: Optional[str] = None
         self.errors: Dict[str, str] = {}  # source -> the last error seen (reported as warnings)
-        self.hpa_spec: Dict[str, Any] = {}
+        self.pools: Optional[List[Dict[str, Any]]] = None  # the pools followed (pool_list)
+        self.all_pools: List[str] = []  # every pool found, followed or not (to tell their pods apart)
+        self.selector: Dict[str, Any] = {}  # the labels of every followed pool's pods
+        self.hpa_specs: Dict[str, Dict[str, Any]] = {}  # pool -> hpa_settings of its HPA's spec
+        self.hpa_names: Dict[str, str] = {}  # pool -> the HPA read for it
 
     def _get(self, path: str, query: Optional[Mapping[str, str]] = None) -> Tuple[int, Any]:
         resp = self.t.request("GET", path, query)
@@ -88,18 +137,102 @@ class Sampler:
     def _error(self, source: str, message: str) -> None:
         self.errors[source] = message
 
-    # -- the HPA
+    # -- the pools
 
-    def hpa(self) -> Tuple[Optional[int], Optional[int], Optional[float]]:
-        name = str(self.p.get("hpa_name") or "")
-        if not name:
-            return None, None, None
-        status, hpa = self._get(f"/apis/autoscaling/v2/namespaces/{self.ns}/horizontalpodautoscalers/{quote(name, safe='')}")
-        if status != 200 or not isinstance(hpa, dict):
-            self._error("hpa", f"reading HPA {self.ns}/{name}: answered {status}")
-            return None, None, None
-        spec, st = hpa.get("spec") or {}, hpa.get("status") or {}
-        self.hpa_spec = hpa_settings(spec)
+    def pool_list(self) -> List[Dict[str, Any]]:
+        """The pools followed, each {name, hpa, profile, weight} (read once). VerifyError when there is none, or
+        ``pool_names`` names one that is not there."""
+        if self.pools is not None:
+            return self.pools
+        instance = str(self.p.get("instance") or "triton")
+        given = [dict(entry) for entry in self.p.get("pools") or []]
+        if given:
+            found = [{"name": str(e["name"]), "hpa": str(e.get("hpa") or ""), "profile": e.get("profile") or None,
+                      "weight": int(e["weight"]) if e.get("weight") else profile_weight(e.get("profile"))} for e in given]
+            self.selector = shared_selector(instance)
+            where = "the pools given (gpu_ops_pools)"
+        elif self.p.get("deployment"):  # the single Deployment of earlier releases: its own selector, its HPA by name
+            name = str(self.p["deployment"])
+            status, dep = self._get(f"/apis/apps/v1/namespaces/{self.ns}/deployments/{quote(name, safe='')}")
+            if status != 200 or not isinstance(dep, dict):
+                raise VerifyError(f"reading the Triton Deployment {self.ns}/{name}: answered {status}")
+            self.selector = dict(((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+            found = [{"name": name, "hpa": str(self.p.get("hpa_name") or ""), "profile": None, "weight": None, "explicit_hpa": True}]
+            where = f"Deployment {name}"
+        else:
+            self.selector = shared_selector(instance)
+            found = self.discover(instance)
+            where = f"the Triton Deployments of {self.ns} labelled {selector_string(self.selector)}"
+        self.all_pools = [str(p["name"]) for p in found]
+        wanted = [str(n) for n in self.p.get("pool_names") or []]
+        unknown = [n for n in wanted if n not in self.all_pools]
+        if unknown:
+            raise VerifyError(f"pool_names (loadtest_pools) names {', '.join(unknown)}, not among {where}: "
+                              f"{', '.join(self.all_pools) or 'none'}")
+        self.pools = [p for p in found if not wanted or p["name"] in wanted]
+        if not self.pools:
+            raise VerifyError(f"no serving pool to follow: {where} found none (is the serving stack deployed? playbooks/serving.yml)")
+        return self.pools
+
+    def discover(self, instance: str) -> List[Dict[str, Any]]:
+        """The pools' Deployments: those with the shared labels (a list with labelSelector, as the API server filters
+        it), each a pool named as its Deployment; its profile from the pod template's annotation."""
+        path = f"/apis/apps/v1/namespaces/{self.ns}/deployments"
+        status, body = self._get(path, {"labelSelector": selector_string(shared_selector(instance))})
+        if status != 200 or not isinstance(body, dict):
+            raise VerifyError(f"listing the Triton Deployments of {self.ns} ({selector_string(shared_selector(instance))}): answered {status}")
+        found = []
+        for dep in sorted(body.get("items") or [], key=lambda d: str(d["metadata"]["name"])):
+            template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+            profile = (template.get("annotations") or {}).get(PROFILE_ANNOTATION)
+            found.append({"name": str(dep["metadata"]["name"]), "hpa": "", "profile": profile, "weight": profile_weight(profile)})
+        return found
+
+    def pool_names(self) -> List[str]:
+        return [p["name"] for p in self.pool_list()]
+
+    def followed(self, pod: str, labelled: Optional[Mapping[str, str]] = None) -> bool:
+        """Whether a pod (or a peer address) is kept: not one of a pool that is not followed."""
+        names = self.pool_names()
+        pool = (labelled or {}).get(pod) or pool_of_pod(pod, self.all_pools)
+        return pool is None or pool in names
+
+    # -- the HPAs
+
+    def hpas(self) -> Dict[str, Tuple[Optional[int], Optional[int], Optional[float]]]:
+        """{pool: (current replicas, desired replicas, metric value)} from one list of the namespace's HPAs. A pool's HPA
+        is the one a pool names, else the one whose scaleTargetRef is the pool's Deployment: KEDA's too, whose HPA it
+        names getHPAName (advanced.horizontalPodAutoscalerConfig.name, else keda-hpa-<ScaledObject>) with the
+        ScaledObject's own scaleTargetRef name (kedacore/keda controllers/keda/hpa.go, newHPAForScaledObject)."""
+        pools = self.pool_list()
+        out: Dict[str, Tuple[Optional[int], Optional[int], Optional[float]]] = {p["name"]: (None, None, None) for p in pools}
+        if all(p.get("explicit_hpa") and not p["hpa"] for p in pools):
+            return out  # the single Deployment without an HPA name: none read
+        status, body = self._get(f"/apis/autoscaling/v2/namespaces/{self.ns}/horizontalpodautoscalers")
+        if status != 200 or not isinstance(body, dict):
+            self._error("hpa", f"listing the HPAs of {self.ns}: answered {status}")
+            return out
+        by_name = {str(h["metadata"]["name"]): h for h in body.get("items") or [] if isinstance(h, dict)}
+        by_target: Dict[str, Dict[str, Any]] = {}
+        for hpa in by_name.values():
+            ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+            if ref.get("kind") == "Deployment" and ref.get("name"):
+                by_target.setdefault(str(ref["name"]), hpa)
+        missing: List[str] = []
+        for pool in pools:
+            found = by_name.get(pool["hpa"]) if pool["hpa"] else by_target.get(pool["name"])
+            if found is None:
+                missing.append(f"HPA {self.ns}/{pool['hpa']}" if pool["hpa"] else f"no HPA scales Deployment {self.ns}/{pool['name']}")
+                continue
+            self.hpa_names[pool["name"]] = str(found["metadata"]["name"])
+            out[pool["name"]] = self._hpa_values(found)
+            self.hpa_specs[pool["name"]] = hpa_settings(found.get("spec") or {})
+        if missing:
+            self._error("hpa", "; ".join(m if m.startswith("no ") else f"{m} not found" for m in missing))
+        return out
+
+    def _hpa_values(self, hpa: Mapping[str, Any]) -> Tuple[Optional[int], Optional[int], Optional[float]]:
+        st = hpa.get("status") or {}
         value: Optional[float] = None
         for entry in st.get("currentMetrics") or []:
             kind = str(entry.get("type", ""))
@@ -111,28 +244,59 @@ class Sampler:
                     try:
                         value = parse_quantity(quantity)
                     except ValueError as exc:
-                        self._error("hpa", f"HPA {self.ns}/{name}: {exc}")
+                        self._error("hpa", f"HPA {self.ns}/{hpa['metadata']['name']}: {exc}")
                     break
         current_replicas = st.get("currentReplicas")
         desired = st.get("desiredReplicas")
         return (int(current_replicas) if current_replicas is not None else None,
                 int(desired) if desired is not None else None, value)
 
+    @property
+    def hpa_spec(self) -> Dict[str, Any]:
+        """The HPAs' settings over all pools (the run's settings): min and max replicas summed, the target and the
+        metric the pools share (differing targets: the lowest; each pool's own is in the run's pools)."""
+        specs = [self.hpa_specs[name] for name in self.pool_names() if name in self.hpa_specs] if self.pools is not None else []
+        if not specs:
+            return {}
+        targets = [s["target_queue_us"] for s in specs if s.get("target_queue_us") is not None]
+        maxima: List[int] = [int(s["max_replicas"]) for s in specs if s.get("max_replicas") is not None]
+        out: Dict[str, Any] = {"min_replicas": sum(int(s.get("min_replicas") or 0) for s in specs),
+                               "max_replicas": sum(maxima) if len(maxima) == len(specs) else None,
+                               "target_queue_us": min(targets) if targets else None}
+        metric = next((s["metric"] for s in specs if s.get("metric")), None)
+        if metric:
+            out["metric"] = metric
+        return out
+
+    def pool_descriptions(self) -> List[Dict[str, Any]]:
+        """The run's pools: name, profile, weight, hpa, min_replicas, max_replicas, target_queue_us (None where unknown)."""
+        out = []
+        for pool in self.pool_list() if self.pools is not None else []:
+            spec = self.hpa_specs.get(pool["name"]) or {}
+            out.append({"name": pool["name"], "profile": pool.get("profile"), "weight": pool.get("weight"),
+                        "hpa": self.hpa_names.get(pool["name"]) or pool["hpa"] or None,
+                        "min_replicas": spec.get("min_replicas"), "max_replicas": spec.get("max_replicas"),
+                        "target_queue_us": spec.get("target_queue_us")})
+        return out
+
     # -- the Triton pods
 
-    def triton_pods(self) -> Optional[Dict[str, str]]:
-        """{ready pod: pod IP} of the Triton Deployment; None when they cannot be read."""
-        _ready, _unready, error = self.verifier.triton_pods()
-        if error:
-            self._error("pods", error)
+    def triton_pods(self) -> Optional[Dict[str, Dict[str, Any]]]:
+        """{pod: {ip, pool, ready}} of every pool (one list with the shared labels; the pool from the pod's pool label,
+        else its name; None for neither); None when they cannot be read."""
+        status, pods = self._get(f"/api/v1/namespaces/{self.ns}/pods", {"labelSelector": selector_string(self.selector)})
+        if status != 200 or not isinstance(pods, dict):
+            self._error("pods", f"listing the Triton pods of {self.ns} ({selector_string(self.selector)}): answered {status}")
             return None
-        status, pods = self._get(f"/api/v1/namespaces/{self.ns}/pods", {"labelSelector": selector_string(self.verifier.selector)})
-        ips: Dict[str, str] = {}
-        if status == 200 and isinstance(pods, dict):
-            for pod in pods.get("items") or []:
-                if pod_ready(pod):
-                    ips[str(pod["metadata"]["name"])] = str((pod.get("status") or {}).get("podIP") or "")
-        return ips
+        names = self.pool_names()
+        out: Dict[str, Dict[str, Any]] = {}
+        for pod in pods.get("items") or []:
+            meta = pod.get("metadata") or {}
+            name = str(meta.get("name"))
+            # the single Deployment of earlier releases selects its pods by its own labels: they are all its
+            pool = (meta.get("labels") or {}).get(POOL_LABEL) or pool_of_pod(name, self.all_pools) or (names[0] if len(self.all_pools) == 1 else None)
+            out[name] = {"ip": str((pod.get("status") or {}).get("podIP") or ""), "pool": pool, "ready": pod_ready(pod)}
+        return out
 
     # -- the metric per pod
 
@@ -149,7 +313,7 @@ class Sampler:
             self.metrics_version = version
         metric = str(self.p["metric_name"])
         path = f"/apis/{CUSTOM_METRICS_GROUP}/{self.metrics_version}/namespaces/{self.ns}/pods/*/{quote(metric, safe='')}"
-        status, body = self._get(path, {"labelSelector": selector_string(self.verifier.selector)})
+        status, body = self._get(path, {"labelSelector": selector_string(self.selector)})
         if status != 200 or not isinstance(body, dict):
             self._error("queue", f"custom metrics API {path}: answered {status}")
             return {}
@@ -195,17 +359,18 @@ class Sampler:
 
     # -- the load balancer's requests per Triton pod
 
-    def requests(self, ips: Mapping[str, str]) -> Tuple[Dict[str, int], Optional[int]]:
-        """({Triton pod: requests so far}, failed requests so far or None)."""
+    def requests(self, ips: Mapping[str, str]) -> Tuple[Dict[str, int], Optional[Dict[str, int]]]:
+        """({Triton pod: requests so far}, {Triton pod: failed requests so far} or None when unknown); a peer whose
+        address no Triton pod has keeps its address."""
         if self.p.get("lb_edition") == "plus":
             return self.plus_requests(ips)
         model = str(self.p.get("model") or "")
         matcher = f'namespace="{self.ns}"' + (f',model="{model}"' if model else "")
         served = self.prometheus_by_pod(f"sum by (pod) (nv_inference_request_success{{{matcher}}})", "requests")
         failed = self.prometheus_by_pod(f"sum by (pod) (nv_inference_request_failure{{{matcher}}})", "requests")
-        return {pod: round(v) for pod, v in sorted(served.items())}, (round(sum(failed.values())) if failed or served else None)
+        return {pod: round(v) for pod, v in sorted(served.items())}, ({pod: round(v) for pod, v in failed.items()} if failed or served else None)
 
-    def plus_requests(self, ips: Mapping[str, str]) -> Tuple[Dict[str, int], Optional[int]]:
+    def plus_requests(self, ips: Mapping[str, str]) -> Tuple[Dict[str, int], Optional[Dict[str, int]]]:
         lb_ns = str(self.p.get("lb_namespace") or self.ns)
         lb_name = str(self.p["lb_deployment"])
         status, dep = self._get(f"/apis/apps/v1/namespaces/{lb_ns}/deployments/{quote(lb_name, safe='')}")
@@ -219,7 +384,7 @@ class Sampler:
             return {}, None
         by_ip = {ip: pod for pod, ip in ips.items() if ip}
         counts: Dict[str, int] = {}
-        failed = 0
+        failed: Dict[str, int] = {}
         version = int(self.p.get("lb_plus_api_version") or 9)
         for pod in pods.get("items") or []:
             if (pod.get("status") or {}).get("phase") != "Running":
@@ -235,7 +400,7 @@ class Sampler:
                 for peer, requests, errors in plus_peers(body):
                     key = by_ip.get(peer.rsplit(":", 1)[0], peer)
                     counts[key] = counts.get(key, 0) + requests
-                    failed += errors
+                    failed[key] = failed.get(key, 0) + errors
         return dict(sorted(counts.items())), failed
 
     # -- the load generator
@@ -314,13 +479,31 @@ class Sampler:
 
     def sample(self, started: float) -> Dict[str, Any]:
         now = self.clock()
-        current, desired, metric = self.hpa()
-        ips = self.triton_pods()
-        queue = self.queue_us() if ips is not None else {}
-        counts, failed = self.requests(ips or {})
-        return {"t": round(now - started, 3), "hpa_current": current, "hpa_desired": desired, "metric_us": metric,
-                "queue_us": dict(sorted(queue.items())), "requests": counts, "ready_pods": len(ips) if ips is not None else None,
-                "failed": failed}
+        hpas = self.hpas()
+        pods = self.triton_pods()
+        labelled = {name: pod["pool"] for name, pod in (pods or {}).items() if pod["pool"]}
+        ips = {name: pod["ip"] for name, pod in (pods or {}).items() if pod["ready"]}  # every pool's: the LB's peers
+        queue = {pod: v for pod, v in self.queue_us().items() if self.followed(pod, labelled)} if pods is not None else {}
+        counts, failed_by = self.requests(ips)
+        counts = {pod: n for pod, n in counts.items() if self.followed(pod, labelled)}
+        failed = sum(n for pod, n in failed_by.items() if self.followed(pod, labelled)) if failed_by is not None else None
+        pods = {name: pod for name, pod in (pods or {}).items() if self.followed(name, labelled)} if pods is not None else None
+        ips = {name: ip for name, ip in ips.items() if pods is not None and name in pods}
+        pools: Dict[str, Dict[str, Any]] = {}
+        for name, (current, desired, metric) in hpas.items():
+            ready = sorted(pod for pod, info in (pods or {}).items() if info["ready"] and info["pool"] == name)
+            pools[name] = {"hpa_current": current, "hpa_desired": desired, "metric_us": metric,
+                           "ready_pods": len(ready) if pods is not None else None, "pods": ready}
+        read = [v for v in hpas.values() if v[0] is not None]
+        weighted = [(c or 0, m) for c, _d, m in hpas.values() if m is not None]
+        weight = sum(c for c, _m in weighted)
+        metric_us = (sum(c * m for c, m in weighted) / weight if weight else sum(m for _c, m in weighted) / len(weighted)) if weighted else None
+        return {"t": round(now - started, 3),
+                "hpa_current": sum(int(c or 0) for c, _d, _m in read) if read else None,
+                "hpa_desired": sum(int(d or 0) for _c, d, _m in read) if read else None,
+                "metric_us": round(metric_us, 3) if metric_us is not None else None,
+                "queue_us": dict(sorted(queue.items())), "requests": counts, "ready_pods": len(ips) if pods is not None else None,
+                "failed": failed, "pools": pools}
 
 
 def hpa_settings(spec: Mapping[str, Any]) -> Dict[str, Any]:
@@ -373,7 +556,8 @@ def sample_until(sampler: Sampler, *, started: float, until: str, duration: floa
         sleep(max(0.0, min(interval, deadline - monotonic())))
     if until == "duration":
         reached = True
-    return {"samples": samples, "job": job, "reached": reached, "hpa_settings": sampler.hpa_spec, "errors": dict(sampler.errors)}
+    return {"samples": samples, "job": job, "reached": reached, "hpa_settings": sampler.hpa_spec, "pools": sampler.pool_descriptions(),
+            "errors": dict(sampler.errors)}
 
 
 # --- the Job's log -------------------------------------------------------------------------------------------
@@ -452,42 +636,62 @@ def parse_job_log(text: str, started: float) -> List[Dict[str, Any]]:
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-def derive_events(samples: Sequence[Mapping[str, Any]], target: Optional[float]) -> List[Dict[str, Any]]:
+def _crossings(events: List[Dict[str, Any]], t: Any, prev: Mapping[str, Any], cur: Mapping[str, Any], target: Optional[float],
+               who: str, pool: Optional[str]) -> None:
+    """The HPA events between two readings of one HPA (or of all pools' totals): the metric crossing the target, the
+    desired and the current replicas moving."""
+    tag = {"pool": pool} if pool else {}
+    m0, m1 = prev.get("metric_us"), cur.get("metric_us")
+    if target is not None and m0 is not None and m1 is not None:
+        if m0 <= target < m1:
+            events.append({"t": t, "event": "metric_over_target", "detail": f"{who}{m1:g} us > target {target:g} us", **tag})
+        elif m1 <= target < m0:
+            events.append({"t": t, "event": "metric_under_target", "detail": f"{who}{m1:g} us <= target {target:g} us", **tag})
+    d0, d1 = prev.get("hpa_desired"), cur.get("hpa_desired")
+    if d0 is not None and d1 is not None and d1 != d0:
+        events.append({"t": t, "event": "scale_up_decided" if d1 > d0 else "scale_down_decided", "detail": f"{who}desired {d0} -> {d1}", **tag})
+    c0, c1 = prev.get("hpa_current"), cur.get("hpa_current")
+    if c0 is not None and c1 is not None and c1 != c0:
+        events.append({"t": t, "event": "replicas_changed", "detail": f"{who}current {c0} -> {c1}", **tag})
+
+
+def derive_events(samples: Sequence[Mapping[str, Any]], target: Optional[float],
+                  pool_targets: Optional[Mapping[str, Optional[float]]] = None) -> List[Dict[str, Any]]:
     """Events read off consecutive samples: metric_over_target / metric_under_target (the HPA's value crossing the
     target), scale_up_decided / scale_down_decided (desiredReplicas moving), replicas_changed (currentReplicas),
-    pod_ready (more ready pods) and first_request (a pod that had served nothing serves its first request)."""
+    pod_ready (more ready pods) and first_request (a pod that had served nothing serves its first request).
+
+    With samples of more than one pool, the HPA events are each pool's (the event's ``pool``; its own target from
+    ``pool_targets``, else ``target``) rather than the totals'."""
     events: List[Dict[str, Any]] = []
     prev: Optional[Mapping[str, Any]] = None
+    pools = {name for s in samples for name in (s.get("pools") or {})}
     for s in samples:
         t = s.get("t")
         if prev is not None:
-            m0, m1 = prev.get("metric_us"), s.get("metric_us")
-            if target is not None and m0 is not None and m1 is not None:
-                if m0 <= target < m1:
-                    events.append({"t": t, "event": "metric_over_target", "detail": f"{m1:g} us > target {target:g} us"})
-                elif m1 <= target < m0:
-                    events.append({"t": t, "event": "metric_under_target", "detail": f"{m1:g} us <= target {target:g} us"})
-            d0, d1 = prev.get("hpa_desired"), s.get("hpa_desired")
-            if d0 is not None and d1 is not None and d1 != d0:
-                events.append({"t": t, "event": "scale_up_decided" if d1 > d0 else "scale_down_decided", "detail": f"desired {d0} -> {d1}"})
-            c0, c1 = prev.get("hpa_current"), s.get("hpa_current")
-            if c0 is not None and c1 is not None and c1 != c0:
-                events.append({"t": t, "event": "replicas_changed", "detail": f"current {c0} -> {c1}"})
+            if len(pools) > 1:
+                for name in sorted(pools):
+                    before, after = (prev.get("pools") or {}).get(name), (s.get("pools") or {}).get(name)
+                    if before is not None and after is not None:
+                        _crossings(events, t, before, after, (pool_targets or {}).get(name, target) or target, f"{name}: ", name)
+            else:
+                _crossings(events, t, prev, s, target, "", None)
             r0, r1 = prev.get("ready_pods"), s.get("ready_pods")
             if r0 is not None and r1 is not None and r1 > r0:
                 events.append({"t": t, "event": "pod_ready", "detail": f"ready pods {r0} -> {r1}"})
-            before = prev.get("requests") or {}
+            before_requests = prev.get("requests") or {}
             for pod, count in sorted((s.get("requests") or {}).items()):
-                if count > 0 and before.get(pod, 0) == 0:
+                if count > 0 and before_requests.get(pod, 0) == 0:
                     events.append({"t": t, "event": "first_request", "detail": f"{pod} served its first request"})
         prev = s
     return events
 
 
 def build_run(*, title: str, started_iso: str, started: float, samples: Sequence[Mapping[str, Any]], log_text: str,
-              settings: Mapping[str, Any], hpa: Mapping[str, Any]) -> Dict[str, Any]:
-    """The run (the report's schema) from the samples, the Job's log and the settings; the HPA's own spec fills
-    target_queue_us, min_replicas and max_replicas where the settings leave them out."""
+              settings: Mapping[str, Any], hpa: Mapping[str, Any], pools: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
+    """The run (the report's schema) from the samples, the Job's log and the settings; the HPAs' own specs (over all
+    pools: Sampler.hpa_spec) fill target_queue_us, min_replicas and max_replicas where the settings leave them out;
+    ``pools`` (Sampler.pool_descriptions) becomes the run's pools."""
     ordered = sorted(samples, key=lambda s: float(s.get("t") or 0.0))
     merged: Dict[str, Any] = {**{k: v for k, v in hpa.items() if k in ("target_queue_us", "min_replicas", "max_replicas")}, **settings}
     steps = parse_job_log(log_text, started)
@@ -497,7 +701,7 @@ def build_run(*, title: str, started_iso: str, started: float, samples: Sequence
             step["end"] = max(step["start"], last_t)
     failed_counts: List[int] = [int(s["failed"]) for s in ordered if isinstance(s.get("failed"), int)]
     failed = max(0, failed_counts[-1] - failed_counts[0]) if len(failed_counts) >= 2 else 0
-    events = derive_events(ordered, merged.get("target_queue_us"))
+    events = derive_events(ordered, merged.get("target_queue_us"), {str(p["name"]): p.get("target_queue_us") for p in pools})
     for step in steps:
         events.append({"t": step["start"], "event": "step_start", "detail": f"{step['protocol']} concurrency {step['concurrency']}"})
         if step["rc"] not in (0, None):
@@ -510,6 +714,7 @@ def build_run(*, title: str, started_iso: str, started: float, samples: Sequence
         "source": "cluster",
         "started": started_iso,
         "settings": merged,
+        "pools": [dict(p) for p in pools],
         "samples": [dict(s) for s in ordered],
         # the report plots the steps perf_analyzer measured; one that wrote no CSV row is kept apart
         "steps": measured,

@@ -7,14 +7,24 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: loadtest_sample
-short_description: Sample the autoscaling loop while a load test runs - HPA, queue time per pod, requests per pod
+short_description: Sample the autoscaling loop while a load test runs - every pool's HPA, queue time and requests per pod
 version_added: 0.1.0
 description:
   - Reads, every O(interval) seconds and changing nothing, what the load test of C(playbooks/loadtest.yml) reports
     over time, through the API server.
-  - B(HPA) - C(status.currentReplicas), C(status.desiredReplicas) and the current value of its metric
-    (C(status.currentMetrics)) of the C(autoscaling/v2) HorizontalPodAutoscaler O(hpa_name); its C(spec) gives the
-    target and min/max replicas (RV(hpa_settings)).
+  - B(The serving pools followed) - one Triton Deployment and one HPA per MIG profile. O(pools) when given (the fact
+    C(gpu_ops_pools)); else, with O(deployment) empty, the Deployments of O(namespace) labelled
+    C(app.kubernetes.io/name=triton) and C(app.kubernetes.io/instance=)O(instance) (every pool's Deployment carries
+    them), each a pool named as its Deployment, its MIG profile from the pod template's C(gpu-ops.io/mig-profile)
+    annotation and its load-balancer weight the profile's compute slices (role nginx_lb's default); else the single
+    Deployment O(deployment) of earlier releases. O(pool_names) keeps some of them. Read once per call.
+  - B(HPA) - of every pool, from one list of the namespace's C(autoscaling/v2) HorizontalPodAutoscalers - the one whose
+    C(spec.scaleTargetRef) is the pool's Deployment, whatever its name (KEDA's included), or the one a pool names -
+    C(status.currentReplicas), C(status.desiredReplicas) and the current value of its metric
+    (C(status.currentMetrics)); its C(spec) gives the pool's target and min/max replicas (RV(pools)), summed over the
+    pools in RV(hpa_settings).
+  - B(Triton pods) - one list with the labels every pool's pods share; each pod's pool from its
+    C(gpu-ops.io/serving-pool) label.
   - B(Queue time per pod) - O(metric_name) for each pod from the custom metrics API (C(custom.metrics.k8s.io), as
     prometheus-adapter serves it); with O(queue_source=prometheus) (KEDA, which serves no custom metric) the series
     O(metric_series) per pod from Prometheus.
@@ -41,14 +51,37 @@ options:
     description: Namespace of Triton and its HPA.
     type: str
     default: triton
+  pools:
+    description:
+      - The serving pools to follow, as the fact C(gpu_ops_pools) holds them - each a mapping with C(name) (the pool's
+        Deployment), and optionally C(profile), C(weight) (the load balancer's weight of each of its pods; default the
+        profile's compute slices) and C(hpa) (the HPA's name; default the HPA whose C(scaleTargetRef) is the pool's
+        Deployment). Other keys are ignored.
+      - Empty - the pools are found by their labels (O(instance)), or, with O(deployment), that one Deployment.
+    type: list
+    elements: dict
+    default: []
+  pool_names:
+    description: Follow only these pools (names of O(pools) or of the pools found); one that is not there fails.
+    type: list
+    elements: str
+    default: []
+  instance:
+    description:
+      - The C(app.kubernetes.io/instance) label of every pool's Deployment and pods (the shared variable
+        C(gpu_ops_triton_name)); with C(app.kubernetes.io/name=triton) it selects them.
+    type: str
+    default: triton
   deployment:
-    description: The Triton Deployment; its C(spec.selector.matchLabels) select the pods.
+    description:
+      - The single Triton Deployment of earlier releases, followed as the only pool (its C(spec.selector.matchLabels)
+        select the pods); used only when O(pools) is empty. Empty - the pools are found by their labels.
     type: str
-    default: triton
+    default: ""
   hpa_name:
-    description: The HPA; empty reads none (the replica columns stay empty).
+    description: With O(deployment), its HPA; empty reads none (the replica columns stay empty).
     type: str
-    default: triton
+    default: ""
   metric_name:
     description: The custom metric the HPA scales on (custom metrics API).
     type: str
@@ -171,7 +204,7 @@ options:
 notes:
   - The cluster is reached with kubernetes.core's authentication options, as M(gpu_ops.mig_serving.serving_verify) -
     C(module_defaults) for the action group C(group/gpu_ops.mig_serving.k8s) sets them once.
-  - Needs read access to horizontalpodautoscalers, deployments, pods, pods/log, jobs, C(custom.metrics.k8s.io)
+  - Needs read access (get and list) to horizontalpodautoscalers, deployments, pods, pods/log, jobs, C(custom.metrics.k8s.io)
     C(pods/*), and C(services/proxy) get on Prometheus' Service (oss) or C(pods/proxy) get on the load balancer's
     pods (plus).
   - The samples' C(t) and the steps' C(start)/C(end) come from two clocks (this host's and the Job pod's node's);
@@ -184,7 +217,7 @@ EXAMPLES = r"""
 - name: Sample until the load generator's Job finished, at most 20 minutes, every 5 seconds
   gpu_ops.mig_serving.loadtest_sample:
     namespace: triton
-    hpa_name: triton
+    instance: triton
     job_name: triton-loadtest
     prometheus_service: {namespace: monitoring, name: kube-prometheus-stack-prometheus, port: 9090}
     started: "{{ __started }}"
@@ -192,6 +225,19 @@ EXAMPLES = r"""
     duration: 1200
     interval: 5
   register: __sampled
+
+- name: Two of the serving pools only, as playbooks/validate.yml planned them, and the run assembled
+  gpu_ops.mig_serving.loadtest_sample:
+    pools: "{{ gpu_ops_pools }}"
+    pool_names: [triton-1g-5gb, triton-3g-20gb]
+    instance: triton
+    prometheus_service: {namespace: monitoring, name: kube-prometheus-stack-prometheus, port: 9090}
+    job_name: triton-loadtest
+    started: "{{ __started }}"
+    stop_when: job_finished
+    finish: true
+    samples: "{{ __earlier_samples }}"
+    settings: {model: demo}
 
 - name: With NGINX Plus, the requests per pod from its API, and the run assembled
   gpu_ops.mig_serving.loadtest_sample:
@@ -209,14 +255,30 @@ EXAMPLES = r"""
 RETURN = r"""
 samples:
   description:
-    - One per O(interval) - C(t) (seconds since O(started)), C(hpa_current), C(hpa_desired), C(metric_us) (the HPA's
-      current value), C(queue_us) (per pod), C(requests) (per pod, cumulative), C(ready_pods), C(failed) (cumulative
-      failed requests; null when unknown).
+    - One per O(interval) - C(t) (seconds since O(started)), C(pools) (per pool - C(hpa_current), C(hpa_desired),
+      C(metric_us) (its HPA's current value), C(ready_pods), C(pods) (its ready pods)), and over all pools followed
+      C(hpa_current) and C(hpa_desired) (summed over the pools whose HPA was read), C(metric_us) (the pools' values
+      averaged with their current replicas as weights), C(queue_us) (per pod), C(requests) (per pod, cumulative),
+      C(ready_pods), C(failed) (cumulative failed requests; null when unknown).
   returned: always
   type: list
   elements: dict
-  sample: [{"t": 12.0, "hpa_current": 1, "hpa_desired": 2, "metric_us": 5400.0, "queue_us": {"triton-7c9d8b6f5-x2k4p": 5400.0},
-            "requests": {"triton-7c9d8b6f5-x2k4p": 1532}, "ready_pods": 1, "failed": 0}]
+  sample: [{"t": 12.0, "hpa_current": 2, "hpa_desired": 3, "metric_us": 5400.0,
+            "queue_us": {"triton-1g-5gb-7c9d8b6f5-x2k4p": 5400.0, "triton-3g-20gb-5d8f7c6b9-q7w2e": 5400.0},
+            "requests": {"triton-1g-5gb-7c9d8b6f5-x2k4p": 1532, "triton-3g-20gb-5d8f7c6b9-q7w2e": 4610}, "ready_pods": 2, "failed": 0,
+            "pools": {"triton-1g-5gb": {"hpa_current": 1, "hpa_desired": 2, "metric_us": 5400.0, "ready_pods": 1,
+                                        "pods": ["triton-1g-5gb-7c9d8b6f5-x2k4p"]},
+                      "triton-3g-20gb": {"hpa_current": 1, "hpa_desired": 1, "metric_us": 5400.0, "ready_pods": 1,
+                                         "pods": ["triton-3g-20gb-5d8f7c6b9-q7w2e"]}}}]
+pools:
+  description:
+    - The pools followed - C(name), C(profile), C(weight), C(hpa) (the HPA read), C(min_replicas), C(max_replicas),
+      C(target_queue_us) (from its HPA's spec; null where unknown).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "triton-3g-20gb", "profile": "3g.20gb", "weight": 3, "hpa": "triton-3g-20gb", "min_replicas": 1,
+            "max_replicas": 2, "target_queue_us": 2000.0}]
 job:
   description: The Job - C(phase) (pending, running, succeeded, failed, missing, none), C(finished), C(pod), C(pod_phase), C(waiting), C(message).
   returned: always
@@ -227,7 +289,9 @@ reached:
   returned: always
   type: bool
 hpa_settings:
-  description: From the HPA's spec - C(min_replicas), C(max_replicas), C(target_queue_us), C(metric).
+  description:
+    - From the HPAs' specs over all the pools - C(min_replicas) and C(max_replicas) (summed), C(target_queue_us) (the pools'
+      target; when they differ, the lowest), C(metric).
   returned: always
   type: dict
   sample: {"min_replicas": 1, "max_replicas": 7, "target_queue_us": 2000.0, "metric": "avg_time_queue_us"}
@@ -236,7 +300,7 @@ source_errors:
   returned: always
   type: dict
 run:
-  description: The assembled run (the load-test report's schema - title, source, started, settings, samples, steps, events, failed_requests).
+  description: The assembled run (the load-test report's schema - title, source, started, settings, pools, samples, steps, events, failed_requests).
   returned: with O(finish)
   type: dict
 """
@@ -256,6 +320,11 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verif
 
 def check_params(p: Dict[str, Any]) -> str:
     """The first problem with the options, or ''."""
+    for index, pool in enumerate(p.get("pools") or []):
+        if not isinstance(pool.get("name"), str) or not pool["name"]:
+            return f"pools[{index}].name must name the pool's Deployment, got {pool.get('name')!r}"
+        if pool.get("weight") is not None and (not str(pool["weight"]).isdigit() or int(pool["weight"]) < 1):
+            return f"pools[{index}].weight must be an integer >= 1, got {pool['weight']!r}"
     if p["interval"] <= 0 or p["duration"] < 0 or p["timeout"] < 1:
         return f"interval must be > 0, duration >= 0 and timeout >= 1, got {p['interval']}, {p['duration']}, {p['timeout']}"
     if p["stop_when"] != "duration" and not p["job_name"]:
@@ -279,8 +348,11 @@ def main() -> None:
         argument_spec={
             **copy.deepcopy(AUTH_ARG_SPEC),
             "namespace": {"type": "str", "default": "triton"},
-            "deployment": {"type": "str", "default": "triton"},
-            "hpa_name": {"type": "str", "default": "triton"},
+            "pools": {"type": "list", "elements": "dict", "default": []},
+            "pool_names": {"type": "list", "elements": "str", "default": []},
+            "instance": {"type": "str", "default": "triton"},
+            "deployment": {"type": "str", "default": ""},
+            "hpa_name": {"type": "str", "default": ""},
             "metric_name": {"type": "str", "default": "avg_time_queue_us"},
             "queue_source": {"type": "str", "default": "custom_metrics", "choices": ["custom_metrics", "prometheus"]},
             "metric_series": {"type": "str", "default": "namespace_pod:nv_inference_queue_duration_us:per_request"},
@@ -320,13 +392,13 @@ def main() -> None:
         problem = sampler.probe_statistics()
         if problem:
             module.fail_json(msg=problem)
-        module.exit_json(changed=False, samples=[], job={}, reached=True, hpa_settings={}, source_errors={})
+        module.exit_json(changed=False, samples=[], job={}, reached=True, hpa_settings={}, pools=[], source_errors={})
     try:
         outcome = sample_until(sampler, started=p["started"], until=p["stop_when"], duration=p["duration"], interval=p["interval"])
     except VerifyError as exc:
         module.fail_json(msg=f"Sampling the load test: {exc}")
     result: Dict[str, Any] = {"changed": False, "samples": outcome["samples"], "job": outcome["job"], "reached": outcome["reached"],
-                              "hpa_settings": outcome["hpa_settings"], "source_errors": outcome["errors"]}
+                              "hpa_settings": outcome["hpa_settings"], "pools": outcome["pools"], "source_errors": outcome["errors"]}
     for source, message in sorted(outcome["errors"].items()):
         module.warn(f"load test sampling, {source}: {message}")
     job = outcome["job"]
@@ -345,7 +417,8 @@ def main() -> None:
                 module.warn(f"load test: {exc}; the report has no perf_analyzer steps")
         hpa = {**outcome["hpa_settings"]}
         result["run"] = build_run(title=p["title"], started_iso=p["started_iso"], started=p["started"],
-                                  samples=[*p["samples"], *outcome["samples"]], log_text=log_text, settings=p["settings"], hpa=hpa)
+                                  samples=[*p["samples"], *outcome["samples"]], log_text=log_text, settings=p["settings"], hpa=hpa,
+                                  pools=outcome["pools"])
     module.exit_json(**result)
 
 

@@ -16,6 +16,14 @@ divided by 1000), throughput is inferences per second. ``--verbose-csv`` appends
 ``--percentile``), ``request/response`` and ``response wait``, and with ``--collect-metrics`` four GPU columns whose
 cells are ``uuid:value;...`` lists; a model with the response cache adds ``Server Cache Hit``/``Server Cache Miss``.
 
+Serving pools (one Triton Deployment and HPA per MIG profile): a run may describe them (``pools``: name, profile,
+weight, hpa, min_replicas, max_replicas, target_queue_us) and each sample may hold each pool's HPA reading
+(``samples[i].pools``: {pool: hpa_current, hpa_desired, metric_us, ready_pods, pods}); the top-level ``hpa_*`` fields
+of a sample are then the totals over the pools (replicas summed, the metric averaged over the pools' replicas), so
+runs without pools (earlier releases, the one-machine demo with one pool) read as before. The report adds a table per
+pool (replicas, seconds over its target, requests against its load-balancer weight, time to capacity) and draws each
+pool's replicas and its pods in its colour.
+
 Everything is checked first (:func:`validate_run`, every problem at once, each naming its field); :func:`write_report`
 writes nothing for an invalid run or without matplotlib.
 """
@@ -26,6 +34,7 @@ import io
 import json
 import math
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -204,6 +213,48 @@ def _validate_samples(out: List[str], samples: Any) -> None:
                     out.append(f"{path}.{key} has a key that is not a pod name: {pod!r}")
                 elif not is_ok(value):
                     out.append(f"{path}.{key}.{pod} must be {what}, got {value!r}")
+        _validate_sample_pools(out, path, sample.get("pools"))
+
+
+def _validate_sample_pools(out: List[str], path: str, pools: Any) -> None:
+    if pools is None:
+        return
+    if not isinstance(pools, Mapping):
+        out.append(f"{path}.pools must be a mapping of pool names to the pool's HPA reading, got {type(pools).__name__}")
+        return
+    for name, entry in pools.items():
+        where = f"{path}.pools.{name}"
+        if not isinstance(name, str) or not name:
+            out.append(f"{path}.pools has a key that is not a pool name: {name!r}")
+            continue
+        if not isinstance(entry, Mapping):
+            out.append(f"{where} must be a mapping (hpa_current, hpa_desired, metric_us, ready_pods, pods), got {type(entry).__name__}")
+            continue
+        for key in ("hpa_current", "hpa_desired", "ready_pods"):
+            _check_int(out, f"{where}.{key}", entry.get(key), 0, optional=True)
+        _check_number(out, f"{where}.metric_us", entry.get("metric_us"), optional=True)
+        pods = entry.get("pods", [])
+        if not isinstance(pods, list) or not all(isinstance(pod, str) and pod for pod in pods):
+            out.append(f"{where}.pods must be a list of pod names, got {pods!r}")
+
+
+def _validate_pools(out: List[str], pools: Any) -> None:
+    if pools is None:
+        return
+    seen: List[str] = []
+    for path, pool in _list_of_mappings(out, "run.pools", pools):
+        _check_str(out, f"{path}.name", pool.get("name"))
+        if pool.get("name") in seen:
+            out.append(f"{path}.name {pool.get('name')!r} is another pool's too: each pool once")
+        seen.append(str(pool.get("name")))
+        if pool.get("profile") is not None:
+            _check_str(out, f"{path}.profile", pool.get("profile"))
+        _check_int(out, f"{path}.weight", pool.get("weight"), 1, optional=True)
+        _check_int(out, f"{path}.min_replicas", pool.get("min_replicas"), 0, optional=True)
+        _check_int(out, f"{path}.max_replicas", pool.get("max_replicas"), 1, optional=True)
+        target = pool.get("target_queue_us")
+        if target is not None and (not _is_number(target) or target <= 0):
+            out.append(f"{path}.target_queue_us must be a number > 0 or null, got {target!r}")
 
 
 def _validate_steps(out: List[str], steps: Any) -> None:
@@ -226,7 +277,7 @@ def _validate_steps(out: List[str], steps: Any) -> None:
 
 
 def validate_run(run: Any) -> List[str]:
-    """Every problem of a run (SCHEMA: title, source, started, settings, samples, steps, events, stages,
+    """Every problem of a run (SCHEMA: title, source, started, settings, optional pools, samples, steps, events, stages,
     failed_requests), each naming its field, e.g. ``run.samples[3].t must be a number``; [] when it is valid."""
     if not isinstance(run, Mapping):
         return [f"run must be a mapping, got {type(run).__name__}"]
@@ -246,6 +297,7 @@ def validate_run(run: Any) -> List[str]:
     except (TypeError, ValueError):
         out.append(f"run.started must be an ISO 8601 time (e.g. 2026-01-31T12:00:00Z), got {started!r}")
     _validate_settings(out, run.get("settings"))
+    _validate_pools(out, run.get("pools"))
     _validate_samples(out, run.get("samples"))
     _validate_steps(out, run.get("steps"))
     for path, event in _list_of_mappings(out, "run.events", run.get("events")):
@@ -307,6 +359,137 @@ def _pods(samples: Sequence[Mapping[str, Any]], key: str) -> List[str]:
     return seen
 
 
+def pool_names(run: Mapping[str, Any]) -> List[str]:
+    """The run's pools: those it describes, in order, then any other a sample holds, in first-seen order."""
+    names = [str(p["name"]) for p in run.get("pools") or []]
+    for sample in run["samples"]:
+        names += [name for name in sample.get("pools") or {} if name not in names]
+    return names
+
+
+def _pool_of_name(pod: str, pools: Sequence[str]) -> Optional[str]:
+    # a Deployment's pods are named <deployment>-<pod-template-hash>-<suffix>
+    return next((name for name in pools if re.fullmatch(re.escape(name) + r"-[a-z0-9]+-[a-z0-9]+", pod)), None)
+
+
+def pod_pools(run: Mapping[str, Any]) -> Dict[str, str]:
+    """{pod: pool} for the pods of the samples: the pods a sample lists under a pool, else by the pod's name (a pod
+    that served or queued but was never seen ready); with one pool, every pod is its. Pods of no pool are left out."""
+    names = pool_names(run)
+    out: Dict[str, str] = {}
+    for sample in run["samples"]:
+        for name, entry in (sample.get("pools") or {}).items():
+            for pod in entry.get("pods") or []:
+                out.setdefault(pod, name)
+    for pod in _pods(run["samples"], "queue_us") + _pods(run["samples"], "requests"):
+        if pod not in out:
+            pool = _pool_of_name(pod, names) or (names[0] if len(names) == 1 else None)
+            if pool:
+                out[pod] = pool
+    return out
+
+
+def _pool_metric(sample: Mapping[str, Any], name: str, members: Sequence[str]) -> Optional[float]:
+    """A pool's HPA metric at a sample: its HPA's value, else the mean of its pods' values."""
+    entry = (sample.get("pools") or {}).get(name) or {}
+    if entry.get("metric_us") is not None:
+        return float(entry["metric_us"])
+    values = [float(v) for pod, v in (sample.get("queue_us") or {}).items() if pod in members]
+    return sum(values) / len(values) if values else None
+
+
+def _pool_capacity(samples: Sequence[Mapping[str, Any]], name: str, target: float, members: Sequence[str],
+                   deltas: Sequence[Mapping[str, int]]) -> Dict[str, Optional[float]]:
+    """A pool's first scale-up, at the samples' resolution: its metric first over its target, then its HPA's desired
+    above its current, then more of its pods ready than then, then the first request to one of its new pods; the
+    times (s since the start) and the time to capacity (over target -> first request on the new pod)."""
+    times: Dict[str, Optional[float]] = {"over_target_t": None, "decided_t": None, "ready_t": None, "first_request_t": None}
+    base_ready: Optional[int] = None
+    before: List[str] = []
+    for index, sample in enumerate(samples):
+        entry = (sample.get("pools") or {}).get(name) or {}
+        t = float(sample["t"])
+        if times["over_target_t"] is None:
+            value = _pool_metric(sample, name, members)
+            if value is not None and value > target:
+                times["over_target_t"], base_ready, before = t, entry.get("ready_pods"), list(entry.get("pods") or [])
+            continue
+        if times["decided_t"] is None:
+            desired, current = entry.get("hpa_desired"), entry.get("hpa_current")
+            if desired is not None and current is not None and desired > current:
+                times["decided_t"] = t
+            else:
+                continue
+        if times["ready_t"] is None:
+            ready = entry.get("ready_pods")
+            if ready is None or base_ready is None or ready <= base_ready:
+                continue
+            times["ready_t"] = t
+        new = [pod for pod in members if pod not in before]
+        if any(deltas[index].get(pod, 0) > 0 for pod in new):
+            times["first_request_t"] = t
+            break
+    start, end = times["over_target_t"], times["first_request_t"]
+    return {**times, "time_to_capacity_s": end - start if start is not None and end is not None else None}
+
+
+def summarize_pools(run: Mapping[str, Any], pods: Sequence[str], deltas: Sequence[Mapping[str, int]]) -> List[Dict[str, Any]]:
+    """Per pool: profile, weight, min/max replicas, peak replicas, seconds its metric stayed over its target, requests
+    (total, share) against what its load-balancer weight gives it, and its time to capacity.
+
+    What the weights give: in each sampling interval the requests served are spread over the pods ready at its end in
+    proportion to their pool's weight (nginx's weighted round robin: a server's share is its weight over the sum of
+    the weights, ngx_http_upstream_round_robin.c); summed per pool, against what the pool's pods served. Known only
+    when every pool's weight is."""
+    samples: List[Mapping[str, Any]] = list(run["samples"])
+    names = pool_names(run)
+    info = {str(p["name"]): p for p in run.get("pools") or []}
+    members = pod_pools(run)
+    settings = run["settings"]
+    weights = {name: (info.get(name) or {}).get("weight") for name in names}
+    weighted = bool(names) and all(w is not None for w in weights.values())
+    expected: Dict[str, float] = {name: 0.0 for name in names}
+    for index in range(1, len(samples)):
+        served = sum(deltas[index].values())
+        ready = [(pod, name) for name, entry in (samples[index].get("pools") or {}).items() for pod in entry.get("pods") or []]
+        total_weight = sum(float(weights.get(name) or 0) for _pod, name in ready)
+        if weighted and served > 0 and total_weight > 0:
+            for _pod, name in ready:
+                expected[name] += served * float(weights[name] or 0) / total_weight
+    totals = {pod: sum(d.get(pod, 0) for d in deltas) for pod in pods}
+    total = sum(totals.values())
+    expected_total = sum(expected.values())
+    out: List[Dict[str, Any]] = []
+    for name in names:
+        pool = info.get(name) or {}
+        target = float(pool.get("target_queue_us") or settings["target_queue_us"])
+        mine = [pod for pod, owner in members.items() if owner == name]
+        current = [(float(s["t"]), int(e["hpa_current"])) for s in samples
+                   for e in [(s.get("pools") or {}).get(name) or {}] if e.get("hpa_current") is not None]
+        peak = max((c for _t, c in current), default=None)
+        max_replicas = pool.get("max_replicas") if pool.get("max_replicas") is not None else (settings["max_replicas"] if len(names) == 1 else None)
+        over = 0.0
+        for index, sample in enumerate(samples):
+            value = _pool_metric(sample, name, mine)
+            if value is not None and value > target and index + 1 < len(samples):
+                over += float(samples[index + 1]["t"]) - float(sample["t"])
+        requests = sum(totals.get(pod, 0) for pod in mine)
+        share = requests / total if total else 0.0
+        weight_share = expected[name] / expected_total if weighted and expected_total else None
+        out.append({
+            "name": name, "profile": pool.get("profile"), "weight": weights.get(name),
+            "min_replicas": pool.get("min_replicas"), "max_replicas": max_replicas,
+            "target_queue_us": target, "peak_replicas": peak, "peak_replicas_t": next((t for t, c in current if c == peak), None),
+            "max_replicas_reached_t": next((t for t, c in current if max_replicas is not None and c >= max_replicas), None),
+            "seconds_over_target": over, "pods": sorted(mine), "requests": requests, "request_share": share,
+            "weight_share": weight_share,
+            # 1.0: the pool's pods got what their weight gives them
+            "share_vs_weight": share / weight_share if weight_share else None,
+            **_pool_capacity(samples, name, target, mine, deltas),
+        })
+    return out
+
+
 def summarize(run: Mapping[str, Any]) -> Dict[str, Any]:
     """The numbers of a valid run (validate_run first): replicas, time over target, requests per pod, steps, stages."""
     samples: List[Mapping[str, Any]] = list(run["samples"])
@@ -366,6 +549,8 @@ def summarize(run: Mapping[str, Any]) -> Dict[str, Any]:
         "steps": steps,
         "stages": stages,
         "time_to_capacity_s": to_capacity,
+        "pools": summarize_pools(run, pods, deltas),
+        "pod_pools": pod_pools(run),
     }
 
 
@@ -417,12 +602,15 @@ def _csv_cell(value: Any) -> str:
 def samples_csv(run: Mapping[str, Any]) -> str:
     samples = run["samples"]
     queue_pods, request_pods = _pods(samples, "queue_us"), _pods(samples, "requests")
+    pool_keys = ("hpa_current", "hpa_desired", "metric_us", "ready_pods")
+    names = [name for name in pool_names(run) if any(name in (s.get("pools") or {}) for s in samples)]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["t", "hpa_current", "hpa_desired", "metric_us", "ready_pods"] + [f"queue_us:{p}" for p in queue_pods]
-                    + [f"requests:{p}" for p in request_pods])
+    writer.writerow(["t", "hpa_current", "hpa_desired", "metric_us", "ready_pods"] + [f"{k}:{n}" for n in names for k in pool_keys]
+                    + [f"queue_us:{p}" for p in queue_pods] + [f"requests:{p}" for p in request_pods])
     for s in samples:
-        writer.writerow([_csv_cell(s["t"])] + [_csv_cell(s.get(k)) for k in ("hpa_current", "hpa_desired", "metric_us", "ready_pods")]
+        writer.writerow([_csv_cell(s["t"])] + [_csv_cell(s.get(k)) for k in pool_keys]
+                        + [_csv_cell(((s.get("pools") or {}).get(n) or {}).get(k)) for n in names for k in pool_keys]
                         + [_csv_cell(s["queue_us"].get(p)) for p in queue_pods] + [_csv_cell(s["requests"].get(p)) for p in request_pods])
     return buf.getvalue()
 
@@ -435,6 +623,9 @@ def report_markdown(run: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     lines += _table(["setting", "value"], sorted(run["settings"].items()))
     reached = summary["max_replicas_reached"]
     lines += ["## Summary", ""]
+    if len(summary["pools"]) > 1:
+        lines += [f"Over all {len(summary['pools'])} pools: replicas summed, the HPA metric averaged over the pools' replicas "
+                  "(each pool's own: the pools table).", ""]
     lines += _table(["measure", "value"], [
         ("peak HPA replicas", summary["peak_replicas"]),
         ("peak HPA replicas first at (s)", summary["peak_replicas_t"]),
@@ -448,6 +639,7 @@ def report_markdown(run: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
         ("requests served (all pods)", summary["requests_total"]),
         ("time to capacity (s, sum of the stages)", summary["time_to_capacity_s"]),
     ])
+    lines += pools_markdown(summary)
     lines += ["## Load steps", "", "One perf_analyzer measurement per step; latencies are client-side.", ""]
     lines += _table(["step", "protocol", "concurrency", "start (s)", "end (s)", "inferences/s", "p50 latency (ms)", "p99 latency (ms)"],
                     [(n, s["protocol"], s["concurrency"], s["start"], s["end"], s["inferences_per_s"], s["p50_ms"], s["p99_ms"])
@@ -462,8 +654,13 @@ def report_markdown(run: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     else:
         lines += ["No events recorded.", ""]
     lines += ["## Requests per pod", "", "From the cumulative per-pod counters (a drop is a restart from 0).", ""]
-    lines += _table(["pod", "requests", "share (%)"],
-                    [(pod, n, 100.0 * summary["request_share"][pod]) for pod, n in summary["requests_per_pod"].items()])
+    if summary["pools"]:
+        lines += _table(["pod", "pool", "requests", "share (%)"],
+                        [(pod, summary["pod_pools"].get(pod, "-"), n, 100.0 * summary["request_share"][pod])
+                         for pod, n in summary["requests_per_pod"].items()])
+    else:
+        lines += _table(["pod", "requests", "share (%)"],
+                        [(pod, n, 100.0 * summary["request_share"][pod]) for pod, n in summary["requests_per_pod"].items()])
     lines += ["## Plots", "",
               "![HPA replicas, ready pods and queue time over time](replicas.png)", "",
               "![Throughput and latency per load step](latency.png)", "",
@@ -474,6 +671,34 @@ def report_markdown(run: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     lines += [f"- [perf-{p}.csv](perf-{p}.csv): the {p.upper() if p == 'http' else 'gRPC'} steps in perf_analyzer's CSV format "
               "(latencies in us)" for p in protocols(run)]
     return "\n".join(lines) + "\n"
+
+
+def pools_markdown(summary: Mapping[str, Any]) -> List[str]:
+    """The per-pool sections of report.md ([] for a run without pools)."""
+    pools = summary["pools"]
+    if not pools:
+        return []
+
+    def pct(value: Optional[float]) -> Optional[float]:
+        return None if value is None else 100.0 * value
+
+    lines = ["## Pools", "",
+             "One Triton Deployment and HPA per MIG profile. Seconds over target: the pool's HPA metric against its own "
+             "target. Requests: what the pool's pods served, as a share of all, against the share its load-balancer "
+             "weight gives it over the pods ready in each sampling interval (share / weight share: 1 is as weighted).", ""]
+    lines += _table(["pool", "profile", "weight", "min", "max", "peak replicas", "peak at (s)", "max reached at (s)",
+                     "target (us)", "seconds over target", "requests", "share (%)", "weight share (%)", "share / weight share"],
+                    [(p["name"], p["profile"], p["weight"], p["min_replicas"], p["max_replicas"], p["peak_replicas"], p["peak_replicas_t"],
+                      p["max_replicas_reached_t"], p["target_queue_us"], p["seconds_over_target"], p["requests"], pct(p["request_share"]),
+                      pct(p["weight_share"]), p["share_vs_weight"]) for p in pools])
+    lines += ["## Time to capacity per pool", "",
+              "The pool's first scale-up at the samples' resolution: its metric over its target, its HPA deciding more "
+              "replicas, more of its pods ready, the first request one of its new pods served.", ""]
+    lines += _table(["pool", "over target at (s)", "scale-up decided at (s)", "new pod ready at (s)", "first request on it at (s)",
+                     "time to capacity (s)"],
+                    [(p["name"], p["over_target_t"], p["decided_t"], p["ready_t"], p["first_request_t"], p["time_to_capacity_s"])
+                     for p in pools])
+    return lines
 
 
 def matplotlib_problem() -> Optional[str]:
@@ -510,6 +735,13 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(str(path), format="png", dpi=DPI, metadata={"Software": None})
 
 
+def _pool_colours(names: Sequence[str]) -> Dict[str, Any]:
+    from matplotlib import colormaps  # noqa: PLC0415  # optional dependency, checked first
+
+    cmap = colormaps["tab10"]
+    return {name: cmap(index % 10) for index, name in enumerate(names)}
+
+
 def plot_replicas(run: Mapping[str, Any], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  # optional dependency, checked first
 
@@ -517,25 +749,56 @@ def plot_replicas(run: Mapping[str, Any], path: Path) -> None:
     fig = _figure("replicas.png")
     top, bottom = fig.subplots(2, 1, sharex=True)
     times = [s["t"] for s in samples]
+    names = [n for n in pool_names(run) if any(n in (s.get("pools") or {}) for s in samples)]
+    colours = _pool_colours(names)
+    info = {str(p["name"]): p for p in run.get("pools") or []}
+    members = pod_pools(run)
 
     def series(key: str) -> List[float]:
         return [math.nan if s.get(key) is None else s[key] for s in samples]
 
-    top.step(times, series("hpa_current"), where="post", label="HPA current replicas", linewidth=2)
-    top.step(times, series("hpa_desired"), where="post", label="HPA desired replicas", linestyle="--")
-    top.step(times, series("ready_pods"), where="post", label="ready pods behind the LB", linestyle=":")
-    top.axhline(settings["max_replicas"], color="tab:red", linewidth=1, label=f"max_replicas ({settings['max_replicas']})")
+    def pool_series(name: str, key: str) -> List[float]:
+        values = [((s.get("pools") or {}).get(name) or {}).get(key) for s in samples]
+        return [math.nan if v is None else float(v) for v in values]
+
+    ceiling = int(settings["max_replicas"])
+    if len(names) > 1:  # each pool's replicas against its own max
+        for name in names:
+            colour = colours[name]
+            top.step(times, pool_series(name, "hpa_current"), where="post", color=colour, linewidth=2, label=f"{name} current")
+            top.step(times, pool_series(name, "hpa_desired"), where="post", color=colour, linewidth=1, linestyle="--", alpha=0.7)
+            maximum = (info.get(name) or {}).get("max_replicas")
+            if maximum is not None:
+                top.axhline(maximum, color=colour, linewidth=1, linestyle=":", label=f"{name} max ({maximum})")
+        ceiling = max([*(int((info.get(n) or {}).get("max_replicas") or 0) for n in names),
+                       *(int(v) for n in names for v in pool_series(n, "hpa_current") if not math.isnan(v))], default=ceiling)
+        top.step(times, series("ready_pods"), where="post", color="black", linestyle=":", label="ready pods behind the LB (all pools)")
+    else:
+        top.step(times, series("hpa_current"), where="post", label="HPA current replicas", linewidth=2)
+        top.step(times, series("hpa_desired"), where="post", label="HPA desired replicas", linestyle="--")
+        top.step(times, series("ready_pods"), where="post", label="ready pods behind the LB", linestyle=":")
+        top.axhline(settings["max_replicas"], color="tab:red", linewidth=1, label=f"max_replicas ({settings['max_replicas']})")
     top.set_ylabel("replicas / pods")
-    top.set_ylim(bottom=0, top=settings["max_replicas"] + 1)
+    top.set_ylim(bottom=0, top=ceiling + 1)
     top.yaxis.set_major_locator(MaxNLocator(integer=True))
-    top.legend(loc="upper left", fontsize=8)
+    top.legend(loc="upper left", fontsize=7, ncol=2 if len(names) > 1 else 1)
     _shade_steps(top, steps, label=True)
-    for pod in _pods(samples, "queue_us"):
-        bottom.step(times, [s["queue_us"].get(pod, math.nan) for s in samples], where="post", linewidth=1, alpha=0.7, label=pod)
+    queue_pods = _pods(samples, "queue_us")
+    labelled: List[str] = []
+    for pod in queue_pods:
+        owner = members.get(pod) if len(names) > 1 else None
+        label = pod if len(queue_pods) <= 12 else (owner if owner and owner not in labelled else None)
+        if owner and label == owner:
+            labelled.append(owner)
+        bottom.step(times, [s["queue_us"].get(pod, math.nan) for s in samples], where="post", linewidth=1, alpha=0.7, label=label,
+                    **({"color": colours[owner]} if owner else {}))
     # A sample's value holds until the next sample: the same rule seconds_over_target integrates with.
     bottom.step(times, [math.nan if v is None else v for v in (hpa_metric(s) for s in samples)], where="post", color="black",
-                linewidth=2, label="HPA metric")
-    bottom.axhline(settings["target_queue_us"], color="tab:red", linestyle="--", label=f"target ({fmt(float(settings['target_queue_us']))} us)")
+                linewidth=2, label="HPA metric" if len(names) <= 1 else "HPA metric (all pools)")
+    targets = sorted({float((info.get(n) or {}).get("target_queue_us") or settings["target_queue_us"]) for n in names}
+                     or {float(settings["target_queue_us"])})
+    for target in targets:
+        bottom.axhline(target, color="tab:red", linestyle="--", label=f"target ({fmt(target)} us)")
     bottom.set_ylabel(f"{settings['metric']} (us)")
     bottom.set_xlabel("seconds since the run started")
     bottom.legend(loc="upper left", fontsize=7, ncol=2)
@@ -574,19 +837,33 @@ def plot_latency(run: Mapping[str, Any], summary: Mapping[str, Any], path: Path)
 def plot_requests(run: Mapping[str, Any], path: Path) -> None:
     samples = run["samples"]
     pods, deltas = request_deltas(samples)
+    names = pool_names(run)
+    members = pod_pools(run) if len(names) > 1 else {}
+    colours = _pool_colours(names) if members else {}
+    styles = ("-", "--", "-.", ":")
     fig = _figure("requests.png")
     axes = fig.subplots(1, 1)
+    labelled: List[str] = []
     for pod in pods:
         xs, ys = [], []
         for index in range(1, len(samples)):
             span = samples[index]["t"] - samples[index - 1]["t"]
             xs.append(samples[index]["t"])
             ys.append(deltas[index][pod] / span if pod in deltas[index] and span > 0 else math.nan)
-        axes.step(xs, ys, where="pre", label=pod, linewidth=1.2)  # a rate covers the interval that ends at its sample
+        owner = members.get(pod)
+        style: Dict[str, Any] = {}
+        label: Optional[str] = pod
+        if owner:  # the pool's colour; its pods told apart by the line style
+            siblings = [p for p in pods if members.get(p) == owner]
+            style = {"color": colours[owner], "linestyle": styles[siblings.index(pod) % len(styles)]}
+            label = f"{pod} ({owner})" if len(pods) <= 12 else (owner if owner not in labelled else None)
+            if label == owner:
+                labelled.append(owner)
+        axes.step(xs, ys, where="pre", label=label, linewidth=1.2, **style)  # a rate covers the interval that ends at its sample
     _shade_steps(axes, run["steps"], label=True)
     axes.set_xlabel("seconds since the run started")
     axes.set_ylabel("requests/s")
-    axes.set_title("requests per second per pod (from the cumulative counters)", fontsize=9)
+    axes.set_title("requests per second per pod (from the cumulative counters)" + (", coloured by pool" if members else ""), fontsize=9)
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     if pods:

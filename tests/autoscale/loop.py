@@ -229,7 +229,7 @@ def render_objects(workdir: Path, profile: Profile, extra_vars: Sequence[str] = 
     with (workdir / "render-serving.log").open("w") as log:
         serving = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
-            nginx_conf = render_role_config(workdir / "nginx-render", "-e", "nginx_lb_oss_version=1.22.1", *lb_extra)
+            nginx_conf = render_role_config(workdir / "nginx-render", "-e", "nginx_lb_oss_version=1.22.1", *lb_extra, pools=None)
             rc = serving.wait(timeout=600)
         finally:
             if serving.poll() is None:
@@ -770,6 +770,9 @@ def run_closed_loop(workdir: Path, *, profile: str = "short", variant: str = "ou
                 "queue_us": {n: v for n, v in metrics.items() if v is not None},
                 "requests": {by_addr.get(a, a): c for a, c in counts.items()},
                 "ready_pods": len([p for p in current if p[4]]),
+                # the one serving pool's own reading (the load-test report's per-pool schema): here the totals are its
+                "pools": {POOL: {"hpa_current": replicas, "hpa_desired": desired, "metric_us": metric_us,
+                                 "ready_pods": len([p for p in current if p[4]]), "pods": sorted(p[0] for p in current if p[4])}},
                 "hpa_status_us": None if decision_last is None else decision_last.current_value,
                 "queue_ref_us": queue_ref_us,
             })
@@ -802,6 +805,8 @@ def run_closed_loop(workdir: Path, *, profile: str = "short", variant: str = "ou
             "lb_upstream": lb_name, "resolver_valid": _resolver_valid(rendered["nginx_conf"]),
             "probes": _probe_summary(pods_object),
         },
+        "pools": [{"name": POOL, "profile": POOL_PROFILE, "weight": 1, "hpa": POOL, "min_replicas": min_replicas, "max_replicas": max_replicas,
+                   "target_queue_us": target}],
         "samples": samples,
         "steps": [{k: s[k] for k in ("protocol", "concurrency", "start", "end", "perf")} for s in state.steps],
         "events": state.events,

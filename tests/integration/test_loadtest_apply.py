@@ -4,8 +4,11 @@
 """playbooks/loadtest.yml in apply mode, end to end, against the fake API server in tests/kube_fake (no Kubernetes API
 server can run here), with the sandbox inventory (gpu_ops_lb_model_statistics on) and short steps.
 
-The fake serves what a cluster after site.yml would: Triton's Deployment with two Ready pods, the HPA (its status
-computed by kube_fake's HPA controller from the custom metrics API), the custom metrics API (kube_fake's
+The fake serves what a cluster after site.yml would: two serving pools (role triton's Deployment per MIG profile, with
+the shared labels, the pool label and the profile annotation; 1g.5gb with two Ready pods, 3g.20gb with one), an HPA
+per pool (their status computed by kube_fake's HPA controller from the custom metrics API: the 1g pool's queue time is
+twice its target, the 3g pool's half of it, so one pool wants more replicas and the other does not; the 3g pool's HPA
+has KEDA's name, found by its scaleTargetRef), the custom metrics API (kube_fake's
 prometheus-adapter with the rule role custom_metrics renders), the load balancer's and Prometheus' Services behind the
 API server's service proxy. Behind them a stand-in answers as Prometheus' HTTP API (/api/v1/series, /api/v1/query:
 instant vectors) and as Triton's statistics endpoint through the load balancer (200, or the load balancer's 403). The
@@ -13,8 +16,9 @@ Job's pod is run by kube_fake's Job hook (FakeKube.complete_job): its rendered b
 perf_analyzer of test_loadtest_render.py, its output becomes the pod's log, the pod and the Job finish as the kubelet
 and the Job controller finish them.
 
-Proven: the report directory (report.md, the PNG plots, run.json) is written with the HPA values, the queue times per
-pod and the requests per pod the fake served and the steps perf_analyzer's CSV reported; one task item per step; the
+Proven: the pools are found by their labels (playbooks/loadtest.yml alone, no gpu_ops_pools); the report directory
+(report.md with its per-pool tables, the PNG plots, run.json) is written with each pool's HPA values, the queue times
+per pod and the requests per pod the fake served and the steps perf_analyzer's CSV reported; one task item per step; the
 Job (and its pod) deleted at the end, also when a step fails (the play then fails naming the step); the statistics
 preflight and the probe through the service proxy refuse to start anything when the load balancer would refuse
 perf_analyzer's statistics requests. Not proven: a real API server, kubelet, Job controller, image pull or
@@ -56,8 +60,14 @@ BIN = Path(sys.executable).parent
 NS = "triton"
 JOB = "triton-loadtest"
 LABELS = {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": "triton"}
-PODS = {"triton-7c9d8b6f5-x2k4p": "10.244.1.11", "triton-7c9d8b6f5-m8q3z": "10.244.2.12"}
-QUEUE_US = {"triton-7c9d8b6f5-x2k4p": 3000.0, "triton-7c9d8b6f5-m8q3z": 5000.0}  # average 4000: twice the target 2000
+P1, P3 = "triton-1g-5gb", "triton-3g-20gb"
+PROFILES = {P1: "1g.5gb", P3: "3g.20gb"}
+MAXIMA = {P1: 7, P3: 2}
+HPA_NAMES = {P1: P1, P3: f"keda-hpa-{P3}"}
+POD_POOL = {"triton-1g-5gb-7c9d8b6f5-x2k4p": P1, "triton-1g-5gb-7c9d8b6f5-m8q3z": P1, "triton-3g-20gb-5d8f7c6b9-q7w2e": P3}
+PODS = {"triton-1g-5gb-7c9d8b6f5-x2k4p": "10.244.1.11", "triton-1g-5gb-7c9d8b6f5-m8q3z": "10.244.2.12", "triton-3g-20gb-5d8f7c6b9-q7w2e": "10.244.2.13"}
+# 1g: average 4000, twice the target 2000 (wants 4); 3g: 1000, half of it (ratio 0.5: ceil(0.5 x 1) = 1, stays)
+QUEUE_US = {"triton-1g-5gb-7c9d8b6f5-x2k4p": 3000.0, "triton-1g-5gb-7c9d8b6f5-m8q3z": 5000.0, "triton-3g-20gb-5d8f7c6b9-q7w2e": 1000.0}
 SERIES = "namespace_pod:nv_inference_queue_duration_us:per_request"
 # the rule role custom_metrics renders for prometheus-adapter (roles/custom_metrics/templates/adapter-values.yaml.j2)
 RULE = {"seriesQuery": f'{{__name__="{SERIES}",namespace!="",pod!=""}}',
@@ -65,6 +75,7 @@ RULE = {"seriesQuery": f'{{__name__="{SERIES}",namespace!="",pod!=""}}',
         "name": {"matches": f"^{re.escape(SERIES)}$", "as": "avg_time_queue_us"},
         "metricsQuery": "max by (<<.GroupBy>>) (<<.Series>>{<<.LabelMatchers>>})"}
 PROMETHEUS_SVC = ("monitoring", "kube-prometheus-stack-prometheus", "http-web")
+POOL_LABEL = "gpu-ops.io/serving-pool"
 
 pytestmark = pytest.mark.slow
 
@@ -159,11 +170,20 @@ def cluster_objects() -> List[Dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}},
         {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cpu-1", "labels": {"kubernetes.io/hostname": "cpu-1"}},
          "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"}, "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110"}}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "triton", "namespace": NS, "labels": LABELS},
-         "spec": {"replicas": 2, "selector": {"matchLabels": LABELS}, "template": {"metadata": {"labels": LABELS}, "spec": {"containers": [container]}}}},
-        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "triton", "namespace": NS},
-         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}, "minReplicas": 1, "maxReplicas": 7,
-                  "metrics": [{"type": "Pods", "pods": {"metric": {"name": "avg_time_queue_us"}, "target": {"type": "AverageValue", "averageValue": "2k"}}}]}},
+        # role triton's pools: Deployment <pool>, the shared labels and the pool's, the profile as a pod template annotation
+        *[{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": pool, "namespace": NS, "labels": {**LABELS, POOL_LABEL: pool}},
+           "spec": {"replicas": 2 if pool == P1 else 1, "selector": {"matchLabels": {**LABELS, POOL_LABEL: pool}},
+                    "template": {"metadata": {"labels": {**LABELS, POOL_LABEL: pool}, "annotations": {"gpu-ops.io/mig-profile": profile}},
+                                 "spec": {"containers": [container]}}}} for pool, profile in PROFILES.items()],
+        # a Deployment of another instance in the namespace: not a pool of this one (its labels differ)
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other-1g-5gb", "namespace": NS,
+                                                                     "labels": {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": "other"}},
+         "spec": {"replicas": 0, "selector": {"matchLabels": {"app.kubernetes.io/instance": "other"}},
+                  "template": {"metadata": {"labels": {"app.kubernetes.io/instance": "other"}}, "spec": {"containers": [container]}}}},
+        *[{"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": HPA_NAMES[pool], "namespace": NS},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": pool}, "minReplicas": 1, "maxReplicas": MAXIMA[pool],
+                    "metrics": [{"type": "Pods", "pods": {"metric": {"name": "avg_time_queue_us"}, "target": {"type": "AverageValue", "averageValue": "2k"}}}]}}
+          for pool in PROFILES],
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "nginx-lb", "namespace": NS},
          "spec": {"selector": {"app.kubernetes.io/name": "nginx-lb"},
                   "ports": [{"name": "http", "port": 8000, "targetPort": 8000}, {"name": "grpc", "port": 8001, "targetPort": 8001}]}},
@@ -172,7 +192,7 @@ def cluster_objects() -> List[Dict[str, Any]]:
         {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1beta1.custom.metrics.k8s.io"},
          "spec": {"service": {"name": "prometheus-adapter", "namespace": "monitoring", "port": 443}, "group": "custom.metrics.k8s.io",
                   "version": "v1beta1", "insecureSkipTLSVerify": True, "groupPriorityMinimum": 100, "versionPriority": 100}},
-        *[{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": LABELS},
+        *[{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": {**LABELS, POOL_LABEL: POD_POOL[pod]}},
            "spec": {"nodeName": "cpu-1", "containers": [container]},
            "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}} for pod, ip in PODS.items()],
     ]
@@ -265,19 +285,40 @@ def test_loadtest_apply_mode_end_to_end(bed: Bed) -> None:
     assert all(p.stat().st_size > 1000 for p in pngs), pngs
     run = json.loads((report / "run.json").read_text())
     assert validate_run(run) == [], validate_run(run)
-    # the samples hold what the fake served: the HPA status its controller computed from the custom metrics API
-    # (two ready pods, average 4000 us against 2000: desired ceil(2 x 2) = 4), the queue time per pod, the requests
+    # the samples hold what the fake served: each pool's HPA status its controller computed from the custom metrics API
+    # (1g: two ready pods, average 4000 us against 2000: desired ceil(2 x 2) = 4; 3g: one pod at 1000: stays at 1), the
+    # totals over the pools (replicas summed; the metric averaged over them: (2 x 4000 + 1000) / 3), the queue time per
+    # pod, the requests
     samples = run["samples"]
     assert len(samples) >= 4
-    assert all(s["hpa_current"] == 2 and s["hpa_desired"] == 4 and s["metric_us"] == 4000.0 for s in samples), samples
+    one = {"hpa_current": 2, "hpa_desired": 4, "metric_us": 4000.0, "ready_pods": 2, "pods": sorted(p for p in POD_POOL if POD_POOL[p] == P1)}
+    three = {"hpa_current": 1, "hpa_desired": 1, "metric_us": 1000.0, "ready_pods": 1, "pods": ["triton-3g-20gb-5d8f7c6b9-q7w2e"]}
+    assert all(s["pools"] == {P1: one, P3: three} for s in samples), samples[-1]
+    assert all(s["hpa_current"] == 3 and s["hpa_desired"] == 5 and s["metric_us"] == 3000.0 for s in samples), samples
     assert all(s["queue_us"] == QUEUE_US for s in samples), samples
-    assert all(s["ready_pods"] == 2 for s in samples)
+    assert all(s["ready_pods"] == 3 for s in samples)
+    assert run["pools"] == [
+        {"name": P1, "profile": "1g.5gb", "weight": 1, "hpa": P1, "min_replicas": 1, "max_replicas": 7, "target_queue_us": 2000.0},
+        {"name": P3, "profile": "3g.20gb", "weight": 3, "hpa": f"keda-hpa-{P3}", "min_replicas": 1, "max_replicas": 2, "target_queue_us": 2000.0}]
+    # the pools were found by one list with the shared labels; no Deployment was read by the old single name
+    lists = [r for r in bed.kube.requests if r.path == f"/apis/apps/v1/namespaces/{NS}/deployments" and r.method == "GET"]
+    assert lists
+    assert {tuple(r.query.get("labelSelector") or []) for r in lists} == {("app.kubernetes.io/instance=triton,app.kubernetes.io/name=triton",)}
+    assert not [r for r in bed.kube.requests if r.path.endswith("/deployments/triton")]
+    # report.md's table per pool: the 1g pool's metric stayed over its target, the 3g pool's never
+    md = (report / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in md.split("## Pools\n", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith(f"| {P1}") or line.startswith(f"| {P3}")}
+    assert rows[P1][:5] == ["1g.5gb", "1", "1", "7", "2"]
+    assert rows[P3][:5] == ["3g.20gb", "3", "1", "2", "1"]
+    assert float(rows[P1][8]) > 0
+    assert float(rows[P3][8]) == 0
     for pod in PODS:
         seen = [s["requests"][pod] for s in samples]
         assert set(seen) <= set(bed.backend.requests_served[pod]), (seen, bed.backend.requests_served[pod])
         assert seen == sorted(seen)
     assert run["settings"]["target_queue_us"] == 2000.0
-    assert run["settings"]["max_replicas"] == 7
+    assert run["settings"]["max_replicas"] == 9  # summed over the pools
     # the steps the pod's log reported: perf_analyzer's CSV row per step (the stand-in writes concurrency x 100.5/s)
     assert [(s["protocol"], s["concurrency"], s["perf"]["Inferences/Second"]) for s in run["steps"]] == [("http", 1, 100.5), ("http", 2, 200.5)]
     assert run["perf_failures"] == []

@@ -45,7 +45,9 @@ InferenceServerException: Any = importlib.import_module("tritonclient.utils").In
 grpcclient: Any = importlib.import_module("tritonclient.grpc")
 httpclient: Any = importlib.import_module("tritonclient.http")
 
-FQDN = "triton-headless.triton.svc.cluster.local"
+# one serving pool's headless Service (role triton: <pool>-headless), the upstream server role nginx_lb renders for it
+POOL = {"service": "triton-1g-5gb-headless", "weight": 1, "max_replicas": 7}
+FQDN = "triton-1g-5gb-headless.triton.svc.cluster.local"
 BACKEND = "127.0.0.21"
 MODEL = "echo"
 REFUSED_HTTP = "forbidden by the load balancer"
@@ -65,7 +67,8 @@ def lbs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[bool, Lb]]:
     work = tmp_path_factory.mktemp("lb-statistics")
     repo = write_model_repository(work / "models", name=MODEL)
     t_http, t_grpc, t_metrics = common_free_ports([BACKEND], 3)
-    rendered = {flag: render_role_config(work / str(flag), "-e", "nginx_lb_oss_version=1.22.1", "-e", f"gpu_ops_lb_model_statistics={str(flag).lower()}")
+    rendered = {flag: render_role_config(work / str(flag), "-e", "nginx_lb_oss_version=1.22.1", "-e", f"gpu_ops_lb_model_statistics={str(flag).lower()}",
+                                         pools=[POOL])
                 for flag in (True, False)}
     with contextlib.ExitStack() as stack:
         stack.enter_context(triton_server(repo, host=BACKEND, http_port=t_http, grpc_port=t_grpc, metrics_port=t_metrics))

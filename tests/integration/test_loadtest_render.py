@@ -81,18 +81,27 @@ def test_job_pod_meets_pod_security_restricted(rendered: Path) -> None:
     assert spec["backoffLimit"] == 0
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
     container = spec["template"]["spec"]["containers"][0]
-    # the SDK image of the Triton release the triton role serves (24.10-py3 -> 24.10-py3-sdk)
-    deployment = documents(rendered, "triton")["Deployment/triton"]
-    assert container["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"] + "-sdk"
+    # the SDK image of the Triton release the triton role serves (24.10-py3 -> 24.10-py3-sdk), in every serving pool
+    images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in pool_deployments(rendered).values()}
+    assert [container["image"]] == [image + "-sdk" for image in images]
 
 
-def test_demo_model_objects(rendered: Path) -> None:
+def pool_deployments(rendered: Path) -> Dict[str, Dict[str, Any]]:
+    """The serving pools' Deployments (one per MIG profile of the sandbox's layouts, role triton)."""
+    found = {k: v for k, v in documents(rendered, "triton").items() if k.startswith("Deployment/")}
+    assert len(found) >= 1
+    assert all("gpu-ops.io/serving-pool" in d["spec"]["selector"]["matchLabels"] for d in found.values())
+    return found
+
+
+@pytest.mark.parametrize("index", [0, -1])
+def test_demo_model_objects(rendered: Path, index: int) -> None:
     objs = documents(rendered, "triton")
     config_map = objs["ConfigMap/triton-demo-model"]
     assert set(config_map["data"]) == {"config.pbtxt", "model.py"}
     assert 'name: "demo"' in config_map["data"]["config.pbtxt"]
     assert 'backend: "python"' in config_map["data"]["config.pbtxt"]
-    pod = objs["Deployment/triton"]["spec"]["template"]["spec"]
+    pod = list(pool_deployments(rendered).values())[index]["spec"]["template"]["spec"]
     args = pod["containers"][0]["args"]
     assert [a for a in args if a.startswith("--model-repository=")] == ["--model-repository=/models", "--model-repository=/demo-models"]
     volume = next(v for v in pod["volumes"] if v["name"] == "demo-model")
@@ -167,6 +176,7 @@ def test_the_jobs_script_prints_what_the_module_parses(rendered: Path, tmp_path:
     (["-e", "loadtest_image_tag=latest"], "loadtest_image_tag must be an explicit NGC release"),
     (["-e", "loadtest_prometheus_url=http://prometheus.example.com:9090"], "loadtest_prometheus_url (gpu_ops_prometheus_url)"),
     (["-e", '{"loadtest_protocols": ["http", "http"]}'], "loadtest_protocols must list http and/or grpc, each once"),
+    (["-e", '{"loadtest_pools": ["triton-1g-5gb", "Triton_3g"]}'], "loadtest_pools must list serving pools by their Deployments' names"),
 ])
 def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path: Path, extra: List[str], message: str) -> None:
     out = tmp_path / "out"

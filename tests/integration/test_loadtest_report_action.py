@@ -18,9 +18,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "plugins" / "plugin_utils"))
 if TYPE_CHECKING:
-    from tests.unit.plugins.plugin_utils.test_loadtest_report import make_run
+    from tests.unit.plugins.plugin_utils.test_loadtest_report import make_pool_run, make_run
 else:
-    from test_loadtest_report import make_run  # the reference run of the unit tests
+    from test_loadtest_report import make_pool_run, make_run  # the reference runs of the unit tests
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -40,6 +40,7 @@ def test_loadtest_report_action(tmp_path: Path) -> None:
     work.mkdir()
     run = make_run()
     (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "pools.json").write_text(json.dumps(make_pool_run()))  # two serving pools, one scales
     bad = make_run()
     bad["samples"][3]["t"] = "soon"
     bad["steps"][0]["protocol"] = "udp"
@@ -49,11 +50,13 @@ def test_loadtest_report_action(tmp_path: Path) -> None:
         {"name": "Look", "register": "r_look", "ansible.builtin.stat": {"path": "out"}},
         {"name": "Real", "register": "r_real", action: {"run": run, "dest": "out"}},
         {"name": "From the file", "register": "r_file", action: {"run_file": str(tmp_path / "run.json"), "dest": str(tmp_path / "fromfile")}},
+        {"name": "Pools", "register": "r_pools", action: {"run_file": str(tmp_path / "pools.json"), "dest": str(tmp_path / "pools")}},
         {"name": "Invalid", "register": "r_bad", "ignore_errors": True, action: {"run": bad, "dest": "bad"}},
         {"name": "Both", "register": "r_both", "ignore_errors": True, action: {"run": run, "run_file": "x.json", "dest": "both"}},
         {"name": "Collect", "ansible.builtin.copy": {
             "dest": str(tmp_path / "results.json"), "mode": "0644",
-            "content": "{{ {'check': r_check, 'look': r_look.stat.exists, 'real': r_real, 'file': r_file, 'bad': r_bad, 'both': r_both} | to_json }}"}},
+            "content": "{{ {'check': r_check, 'look': r_look.stat.exists, 'real': r_real, 'file': r_file, 'pools': r_pools, 'bad': r_bad, "
+                       "'both': r_both} | to_json }}"}},
     ]
     play = [{"name": "Report", "hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
@@ -75,6 +78,11 @@ def test_loadtest_report_action(tmp_path: Path) -> None:
     assert json.loads((out / "run.json").read_text()) == run
     assert (out / "report.md").read_text() == (tmp_path / "fromfile" / "report.md").read_text()
     assert (out / "replicas.png").read_bytes() == (tmp_path / "fromfile" / "replicas.png").read_bytes()
+
+    pools = {p["name"]: p for p in r["pools"]["summary"]["pools"]}
+    assert (pools["triton-1g-5gb"]["time_to_capacity_s"], pools["triton-3g-20gb"]["time_to_capacity_s"]) == (6.0, None)
+    assert (pools["triton-1g-5gb"]["peak_replicas"], pools["triton-3g-20gb"]["peak_replicas"]) == (2, 1)
+    assert "## Pools" in (tmp_path / "pools" / "report.md").read_text()
 
     assert r["bad"]["failed"] is True
     assert "run is not a valid load-test run (2 problem(s))" in r["bad"]["msg"]

@@ -8,8 +8,9 @@
         prom.query('namespace_pod:...{namespace="triton"}')
 
 ``pod_monitor_job`` turns a rendered PodMonitor into the scrape job the Prometheus Operator would generate for
-it (interval, timeout, path, scheme, honor_labels, and the target labels namespace/pod/container/endpoint/job),
-with loopback addresses standing in for the pod IPs. Test equipment only: nothing here ships in a role.
+it (interval, timeout, path, scheme, honor_labels, the target labels namespace/pod/container/endpoint/job, and the
+endpoint's ``relabelings`` over the pods' labels and annotations as Kubernetes service discovery exposes them), with
+loopback addresses standing in for the pod IPs. Test equipment only: nothing here ships in a role.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -44,6 +46,43 @@ def prometheus_rule_groups(rule: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return [dict(group) for group in rule["spec"]["groups"]]
 
 
+def sd_label_name(name: str) -> str:
+    """A Kubernetes label or annotation key as a meta label suffix: every character that may not be in a Prometheus
+    label name becomes '_' (Prometheus discovery/kubernetes/pod.go builds __meta_kubernetes_pod_label_<key> and
+    __meta_kubernetes_pod_annotation_<key> with strutil.SanitizeLabelName)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def pod_meta_labels(labels: Mapping[str, str], annotations: Mapping[str, str]) -> Dict[str, str]:
+    """The meta labels Kubernetes service discovery (role pod) gives a pod's targets for its labels and annotations:
+    ``__meta_kubernetes_pod_label_<key>`` / ``..._labelpresent_<key>`` and ``..._annotation_<key>`` /
+    ``..._annotationpresent_<key>`` (discovery/kubernetes/pod.go, podLabels)."""
+    out: Dict[str, str] = {}
+    for kind, items in (("label", labels), ("annotation", annotations)):
+        for key, value in items.items():
+            out[f"__meta_kubernetes_pod_{kind}_{sd_label_name(key)}"] = str(value)
+            out[f"__meta_kubernetes_pod_{kind}present_{sd_label_name(key)}"] = "true"
+    return out
+
+
+# PodMonitor RelabelConfig field -> Prometheus relabel_config key (monitoring.coreos.com/v1 RelabelConfig)
+_RELABEL_KEYS = {"sourceLabels": "source_labels", "separator": "separator", "targetLabel": "target_label", "regex": "regex",
+                 "modulus": "modulus", "replacement": "replacement", "action": "action"}
+
+
+def relabel_config(relabeling: Mapping[str, Any]) -> Dict[str, Any]:
+    """One PodMonitor ``relabelings`` item as the operator writes it into the Prometheus config (prometheus-operator
+    pkg/prometheus/promcfg.go, generateRelabelConfig: the camelCase fields become Prometheus' snake_case keys, the
+    action lower-cased); a field the operator knows and this does not model fails here."""
+    unknown = set(relabeling) - set(_RELABEL_KEYS)
+    if unknown:
+        raise NotImplementedError(f"relabeling fields not modelled: {sorted(unknown)}")
+    out = {_RELABEL_KEYS[key]: value for key, value in relabeling.items()}
+    if "action" in out:
+        out["action"] = str(out["action"]).lower()
+    return out
+
+
 def pod_monitor_job(
     pod_monitor: Mapping[str, Any],
     targets: Mapping[str, str],
@@ -51,8 +90,17 @@ def pod_monitor_job(
     container: str = "triton",
     job_name: Optional[str] = None,
     endpoint_index: int = 0,
+    pod_labels: Optional[Mapping[str, Mapping[str, str]]] = None,
+    pod_annotations: Optional[Mapping[str, Mapping[str, str]]] = None,
 ) -> Dict[str, Any]:
-    """The scrape config the Prometheus Operator derives from a PodMonitor endpoint; ``targets``: pod name -> host:port."""
+    """The scrape config the Prometheus Operator derives from a PodMonitor endpoint; ``targets``: pod name -> host:port,
+    ``pod_labels`` / ``pod_annotations``: pod name -> that pod's labels / annotations.
+
+    As the operator generates it (prometheus-operator pkg/prometheus/promcfg.go, generatePodMonitorConfig): the target
+    labels namespace, container, pod, job (``<namespace>/<name>``) and endpoint (the port name), then the endpoint's
+    ``relabelings`` appended, which see the pod's meta labels (``pod_meta_labels``); the meta labels themselves are
+    dropped after relabeling, as Prometheus drops every label starting with ``__``. Static targets stand in for the
+    discovered pods (the selector's keep rules are not needed: only the pods given are targets)."""
     meta, spec = pod_monitor["metadata"], pod_monitor["spec"]
     endpoint = spec["podMetricsEndpoints"][endpoint_index]
     namespace = meta["namespace"]
@@ -60,11 +108,12 @@ def pod_monitor_job(
     static = [
         {
             "targets": [address],
-            "labels": {"namespace": namespace, "pod": pod, "container": container, "endpoint": str(endpoint["port"]), "job": job},
+            "labels": {"namespace": namespace, "pod": pod, "container": container, "endpoint": str(endpoint["port"]), "job": job,
+                       **pod_meta_labels((pod_labels or {}).get(pod, {}), (pod_annotations or {}).get(pod, {}))},
         }
         for pod, address in targets.items()
     ]
-    return {
+    job_config: Dict[str, Any] = {
         "job_name": f"podMonitor/{namespace}/{meta['name']}/{endpoint_index}" if job_name is None else job_name,
         "honor_labels": bool(endpoint.get("honorLabels", False)),
         "scrape_interval": endpoint["interval"],
@@ -73,6 +122,10 @@ def pod_monitor_job(
         "scheme": endpoint.get("scheme", "http"),
         "static_configs": static,
     }
+    relabelings = [relabel_config(r) for r in endpoint.get("relabelings") or []]
+    if relabelings:
+        job_config["relabel_configs"] = relabelings
+    return job_config
 
 
 @dataclass
@@ -111,6 +164,13 @@ class PrometheusProcess:
             key = labels.get("pod", json.dumps(labels, sort_keys=True))
             out[key] = float(item["value"][1])
         return out
+
+    def series(self, expr: str) -> List[Tuple[Dict[str, str], float]]:
+        """Instant query: every result's full label set and value (a vector; a scalar has no labels)."""
+        data = self._get("/api/v1/query", {"query": expr})
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
 
     def window_samples(self, selector: str, window: str, at: float) -> Dict[str, List[Tuple[float, float]]]:
         """The raw samples of ``selector[window]`` at ``at``: {pod: [(timestamp, value), ...]} (what rate() sees)."""

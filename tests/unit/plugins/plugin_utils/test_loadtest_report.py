@@ -377,3 +377,106 @@ def test_plots_are_deterministic(written: Dict[str, Any], tmp_path: Path) -> Non
     lr.write_report(tmp_path, copy.deepcopy(written["run"]))
     for name in lr.PLOT_SIZES:
         assert (tmp_path / name).read_bytes() == (written["dest"] / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# serving pools: one pool scales, the other does not
+
+P1, P3 = "triton-1g-5gb", "triton-3g-20gb"
+A, NEW, C = "triton-1g-5gb-7c9d8b6f5-x2k4p", "triton-1g-5gb-7c9d8b6f5-n3w9q", "triton-3g-20gb-5d8f7c6b9-q7w2e"
+
+
+def make_pool_run(three_g_per_interval: int = 30) -> Dict[str, Any]:
+    """16 samples 2 s apart. Pool 1g (weight 1, target 1000 us, max 3): its metric is over target from t=4 to t=12,
+    its HPA wants 2 at t=6, has 2 at t=8, the new pod is ready and serves from t=10. Pool 3g (weight 3, max 2) stays at
+    1 replica, under target. Requests per interval as nginx's weighted round robin spreads them: 10 per 1g pod, 30
+    per 3g pod (``three_g_per_interval`` otherwise)."""
+    samples: List[Dict[str, Any]] = []
+    served = {A: 0, C: 0}
+    for n in range(16):
+        t = 2.0 * n
+        if n:
+            served[A] += 10
+            served[C] += three_g_per_interval
+            if t >= 10:
+                served[NEW] = served.get(NEW, 0) + 10
+        current, desired, ready = 2 if t >= 8 else 1, 2 if t >= 6 else 1, 2 if t >= 10 else 1
+        metric = 1500.0 if 4 <= t <= 12 else 200.0
+        one = {"hpa_current": current, "hpa_desired": desired, "metric_us": metric, "ready_pods": ready, "pods": [A, NEW] if t >= 10 else [A]}
+        three = {"hpa_current": 1, "hpa_desired": 1, "metric_us": 300.0, "ready_pods": 1, "pods": [C]}
+        samples.append({"t": t, "hpa_current": current + 1, "hpa_desired": desired + 1, "metric_us": (current * metric + 300.0) / (current + 1),
+                        "queue_us": {A: metric, C: 300.0, **({NEW: 100.0} if t >= 10 else {})},
+                        "requests": dict(served), "ready_pods": ready + 1, "failed": 0, "pools": {P1: one, P3: three}})
+    run = make_run()
+    run.update(samples=samples, stages=[], events=[], source="cluster",
+               settings={"target_queue_us": 1000.0, "min_replicas": 2, "max_replicas": 5, "model": "demo", "metric": "avg_time_queue_us"},
+               pools=[{"name": P1, "profile": "1g.5gb", "weight": 1, "hpa": P1, "min_replicas": 1, "max_replicas": 3, "target_queue_us": 1000.0},
+                      {"name": P3, "profile": "3g.20gb", "weight": 3, "hpa": P3, "min_replicas": 1, "max_replicas": 2, "target_queue_us": 1000.0}])
+    run["steps"] = [{**run["steps"][0], "end": 30.0}]
+    return run
+
+
+def test_two_pools_one_scales_the_other_does_not(tmp_path: Path) -> None:
+    run = make_pool_run()
+    assert lr.validate_run(run) == []
+    result = lr.write_report(tmp_path, run)
+    pools = {p["name"]: p for p in result["summary"]["pools"]}
+    one, three = pools[P1], pools[P3]
+    assert (one["profile"], one["weight"], one["min_replicas"], one["max_replicas"], one["peak_replicas"], one["peak_replicas_t"]) == \
+        ("1g.5gb", 1, 1, 3, 2, 8.0)
+    assert one["max_replicas_reached_t"] is None
+    assert one["seconds_over_target"] == 10.0  # t = 4, 6, 8, 10, 12: five 2 s intervals
+    assert (one["over_target_t"], one["decided_t"], one["ready_t"], one["first_request_t"], one["time_to_capacity_s"]) == (4.0, 6.0, 10.0, 10.0, 6.0)
+    assert one["pods"] == sorted([A, NEW])
+    assert (three["peak_replicas"], three["seconds_over_target"], three["over_target_t"], three["time_to_capacity_s"]) == (1, 0.0, None, None)
+    # the requests follow the weights exactly: each pool's share is what its weight gives it
+    assert (one["requests"], three["requests"]) == (150 + 110, 450)
+    assert one["share_vs_weight"] == pytest.approx(1.0)
+    assert three["share_vs_weight"] == pytest.approx(1.0)
+    assert three["weight_share"] == pytest.approx(450 / 710)
+    md = (tmp_path / "report.md").read_text()
+    rows = {r[0]: r for r in _rows(md, "Pools")}
+    assert rows[P1][1:10] == ["1g.5gb", "1", "1", "3", "2", "8", "-", "1000", "10"]
+    assert rows[P3][1:10] == ["3g.20gb", "3", "1", "2", "1", "0", "-", "1000", "0"]
+    assert [float(rows[p][13]) for p in (P1, P3)] == [1.0, 1.0]
+    capacity = {r[0]: r[1:] for r in _rows(md, "Time to capacity per pool")}
+    assert capacity == {P1: ["4", "6", "10", "10", "6"], P3: ["-", "-", "-", "-", "-"]}
+    per_pod = {r[0]: r[1] for r in _rows(md, "Requests per pod")}
+    assert per_pod == {A: P1, C: P3, NEW: P1}
+    header = next(csv.reader(io.StringIO((tmp_path / "samples.csv").read_text())))
+    assert header[5:9] == [f"hpa_current:{P1}", f"hpa_desired:{P1}", f"metric_us:{P1}", f"ready_pods:{P1}"]
+    assert f"hpa_current:{P3}" in header
+    for name in lr.PLOT_SIZES:
+        assert png_size(tmp_path / name) == lr.PLOT_SIZES[name]
+
+
+def test_a_pool_served_less_than_its_weight_shows_it() -> None:
+    # the 3g pod gets what a 1g pod gets (an upstream without weights): by weight it should have had 3/4 of the 20
+    # requests of each of the first 4 intervals and 3/5 of the 30 of each of the 11 after (258), it served 150
+    pools = {p["name"]: p for p in lr.summarize(make_pool_run(three_g_per_interval=10))["pools"]}
+    assert pools[P3]["share_vs_weight"] == pytest.approx(150 / 258)
+    assert pools[P1]["share_vs_weight"] == pytest.approx(260 / (4 * 5 + 11 * 12))
+    # without every pool's weight, no comparison is made
+    run = make_pool_run()
+    run["pools"][1]["weight"] = None
+    assert [p["share_vs_weight"] for p in lr.summarize(run)["pools"]] == [None, None]
+
+
+def test_a_pod_never_seen_ready_is_mapped_by_its_name() -> None:
+    run = make_pool_run()
+    run["samples"][-1]["requests"]["triton-3g-20gb-5d8f7c6b9-old00"] = 7
+    assert lr.pod_pools(run)["triton-3g-20gb-5d8f7c6b9-old00"] == P3
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["pools"][0].update(weight=0), "run.pools[0].weight must be an integer >= 1 or null, got 0"),
+    (lambda r: r["pools"][1].update(name=P1), f"run.pools[1].name '{P1}' is another pool's too"),
+    (lambda r: r["pools"][0].update(target_queue_us=-1), "run.pools[0].target_queue_us must be a number > 0 or null, got -1"),
+    (lambda r: r["samples"][2]["pools"][P1].update(hpa_current=-1), f"run.samples[2].pools.{P1}.hpa_current must be an integer >= 0"),
+    (lambda r: r["samples"][2]["pools"][P1].update(pods="x"), f"run.samples[2].pools.{P1}.pods must be a list of pod names"),
+    (lambda r: r["samples"][2].update(pools=[]), "run.samples[2].pools must be a mapping of pool names"),
+])
+def test_pool_problems(change: Any, message: str) -> None:
+    run = make_pool_run()
+    change(run)
+    assert any(p.startswith(message) for p in lr.validate_run(run)), lr.validate_run(run)
