@@ -33,6 +33,8 @@ EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.nfd_running",
     "gpu_ops.mig_serving.nfd_decision",
     "gpu_ops.mig_serving.k8s_namespace",
+    "gpu_ops.mig_serving.k8s_restricted_security_context",
+    "gpu_ops.mig_serving.serving_pools",
 }
 EXPECTED_LOOKUPS = {"gpu_ops.mig_serving.mig_config"}
 
