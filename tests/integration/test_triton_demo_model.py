@@ -74,7 +74,7 @@ def named(items: List[Dict[str, Any]], name: str) -> Dict[str, Any]:
 class Bed:
     def __init__(self, out: Path, key: str) -> None:
         self.key = key
-        self.deployment = load(next((out / "triton").glob("*-deployment-triton.yaml")))
+        self.deployment = load(next((out / "triton").glob("*-deployment-triton-1g-5gb.yaml")))
         self.config_map = load(next((out / "triton").glob("*-configmap-triton-demo-model.yaml")))
         self.secret = load(next((out / "triton_secrets").glob("*-secret-triton-restricted-api.yaml")))
         self.pod = self.deployment["spec"]["template"]["spec"]

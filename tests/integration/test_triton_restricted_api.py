@@ -112,7 +112,7 @@ def load(path: Path) -> Dict[str, Any]:
 class Bed:
     def __init__(self, out: Path, key: str, log: str, repo: Path) -> None:
         self.out, self.key, self.log, self.repo = out, key, log, repo
-        self.deployment = load(next((out / "triton").glob("*-deployment-triton.yaml")))
+        self.deployment = load(next((out / "triton").glob("*-deployment-triton-1g-5gb.yaml")))
         self.secret_file = next((out / "triton_secrets").glob("*-secret-triton-restricted-api.yaml"))
         self.secret = load(self.secret_file)
         self.container: Dict[str, Any] = self.deployment["spec"]["template"]["spec"]["containers"][0]
@@ -295,7 +295,7 @@ def test_no_restricted_apis_renders_neither_arguments_nor_secret(tmp_path: Path)
     proc = render(out, "-e", '{"triton_restricted_apis": []}')
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert not (out / "triton_secrets").exists()
-    container = load(next((out / "triton").glob("*-deployment-triton.yaml")))["spec"]["template"]["spec"]["containers"][0]
+    container = load(next((out / "triton").glob("*-deployment-triton-1g-5gb.yaml")))["spec"]["template"]["spec"]["containers"][0]
     assert not [a for a in container["args"] if "-restricted-" in a]
     assert "env" not in container
 
@@ -305,7 +305,7 @@ def test_an_existing_secret_is_referenced_not_rendered(tmp_path: Path) -> None:
     proc = render(out, "-e", "triton_restricted_api_secret=triton-admin", "-e", "triton_restricted_api_secret_key=token")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert not (out / "triton_secrets").exists()
-    container = load(next((out / "triton").glob("*-deployment-triton.yaml")))["spec"]["template"]["spec"]["containers"][0]
+    container = load(next((out / "triton").glob("*-deployment-triton-1g-5gb.yaml")))["spec"]["template"]["spec"]["containers"][0]
     assert container["env"] == [{"name": KEY_ENV, "valueFrom": {"secretKeyRef": {"name": "triton-admin", "key": "token"}}}]
 
 
