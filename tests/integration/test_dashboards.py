@@ -212,7 +212,7 @@ def nginx_exporter(args: Sequence[str], log: Path) -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen([str(NGINX_EXPORTER), *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-    address = next(a.split("=", 1)[1] for a in args if a.startswith("--web.listen-address="))
+    [address] = [a.split("=", 1)[1] for a in args if a.startswith("--web.listen-address=")]
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -306,6 +306,7 @@ def test_sample_until_is_bounded_and_stops_when_the_job_finished() -> None:
     routes[PROM] = (200, prometheus)
     phases = iter(["Pending", "Running", "Running", "Succeeded"] + ["Succeeded"] * 50)
     routes[f"/apis/batch/v1/namespaces/{NS}/jobs/triton-loadtest"] = (200, {"spec": {"selector": {"matchLabels": {"job-name": "triton-loadtest"}}}})
+
     def pods(query: Mapping[str, str]) -> Any:
         if query.get("labelSelector") == "job-name=triton-loadtest":
             return {"items": [pod("triton-loadtest-abcde", "", phase=next(phases))]}
