@@ -37,7 +37,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
@@ -49,14 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.servers.nginx import localize, nginx_server, render_role_config, version
     from tests.servers.ports import common_free_ports
-    from tests.servers.processes import stop_process_group
+    from tests.servers.processes import http_process
     from tests.servers.prometheus import PROMTOOL, PrometheusProcess, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import TritonProcess, ensure_triton_venv, free_port, triton_server, write_model_repository
     from tests.vault_vars import VAULT_ARGS
 else:
     from servers.nginx import localize, nginx_server, render_role_config, version
     from servers.ports import common_free_ports
-    from servers.processes import stop_process_group
+    from servers.processes import http_process
     from servers.prometheus import PROMTOOL, PrometheusProcess, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import TritonProcess, ensure_triton_venv, free_port, triton_server, write_model_repository
     from vault_vars import VAULT_ARGS
@@ -209,25 +208,11 @@ def test_every_dashboard_is_sorted_and_covers_the_issue(rendered: Dict[str, Any]
 def nginx_exporter(args: Sequence[str], log: Path) -> Iterator[str]:
     if not NGINX_EXPORTER.is_file():
         pytest.fail(f"{NGINX_EXPORTER} is missing: `apt-get install prometheus-nginx-exporter` (make test installs it)")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(NGINX_EXPORTER), *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
     [address] = [a.split("=", 1)[1] for a in args if a.startswith("--web.listen-address=")]
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as resp:
-                    if "nginx_up 1" in resp.read().decode():
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+    # ready once it reads nginx's stub_status
+    with http_process([str(NGINX_EXPORTER), *args], log, f"http://{address}/metrics", name="nginx-exporter",
+                      ready=lambda body: "nginx_up 1" in body):
         yield address
-    finally:
-        stop_process_group(proc.pid, timeout=10.0, name="nginx-exporter", proc=proc)
 
 
 def localized_nginx(rendered: Mapping[str, Any], prefix: Path, tritons: Mapping[str, TritonProcess], ports: Sequence[int]) -> str:

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List
 
@@ -27,11 +26,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
-    from tests.servers.processes import stop_process_group
+    from tests.servers.processes import http_process
     from tests.servers.prometheus import PrometheusProcess, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import free_port
 else:
-    from servers.processes import stop_process_group
+    from servers.processes import http_process
     from servers.prometheus import PrometheusProcess, prometheus_rule_groups, prometheus_server
     from servers.triton import free_port
 
@@ -71,24 +70,8 @@ def node_exporter(args: List[str], port: int, log: Path) -> Iterator[str]:
     if not Path(NODE_EXPORTER).is_file():
         pytest.fail(f"{NODE_EXPORTER} is missing: `apt-get install prometheus-node-exporter` (make test installs it)")
     argv = [NODE_EXPORTER, *args, f"--web.listen-address=127.0.0.1:{port}"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/metrics"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+    with http_process(argv, log, f"http://127.0.0.1:{port}/metrics", name="node_exporter"):
         yield f"127.0.0.1:{port}"
-    finally:
-        stop_process_group(proc.pid, timeout=10.0, name="node_exporter", proc=proc)
 
 
 def wait_query(prom: PrometheusProcess, expr: str, want: Dict[str, float], timeout: float = 30.0) -> Dict[str, float]:

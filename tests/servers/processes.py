@@ -17,8 +17,9 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Protocol, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Protocol, Sequence, TypeVar
 
 POLL_S = 0.02  # exit of a process that is not our child cannot be waited for: it is polled
 KILL_WAIT_S = 5.0  # after SIGKILL
@@ -126,3 +127,28 @@ def start_retrying_port(start: Callable[[], _S], wait: Callable[[_S], None], *, 
             server.stop()
             raise
     raise ValueError(f"{name}: attempts must be at least 1, got {attempts}")
+
+
+@contextlib.contextmanager
+def http_process(argv: Sequence[str], log: Path, url: str, *, name: str, ready: Callable[[str], bool] = lambda _body: True,
+                 timeout: float = 20.0) -> Iterator[None]:
+    """Run ``argv`` in its own process group with its output in ``log``; return once GET ``url`` answers 200 with a
+    body for which ``ready`` holds (polled every 0.1 s, at most ``timeout`` s; AssertionError with the log's tail when it
+    exits or the time runs out); stop it with stop_process_group on leaving."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200 and ready(resp.read().decode()):
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{name} not ready at {url} within {timeout:.0f} s: " + log.read_text()[-3000:]
+            time.sleep(0.1)
+        yield
+    finally:
+        stop_process_group(proc.pid, timeout=10.0, name=name, proc=proc)
