@@ -81,6 +81,7 @@ STATISTICS_ADVICE = ("playbooks/loadtest.yml needs the load balancer to pass mod
 # The labels role triton gives every serving pool's Deployment and pods, and the pool's own label and annotation.
 POOL_LABEL = "gpu-ops.io/serving-pool"
 PROFILE_ANNOTATION = "gpu-ops.io/mig-profile"
+WEIGHT_ANNOTATION = "gpu-ops.io/lb-weight"  # on each pool's Deployment (role triton): the weight validate.yml gave the pool
 
 
 def shared_selector(instance: str) -> Dict[str, str]:
@@ -176,7 +177,8 @@ class Sampler:
 
     def discover(self, instance: str) -> List[Dict[str, Any]]:
         """The pools' Deployments: those with the shared labels (a list with labelSelector, as the API server filters
-        it), each a pool named as its Deployment; its profile from the pod template's annotation."""
+        it), each a pool named as its Deployment; its profile from the pod template's annotation, its weight from the
+        Deployment's (Deployments of releases before it: the profile's compute slices)."""
         path = f"/apis/apps/v1/namespaces/{self.ns}/deployments"
         status, body = self._get(path, {"labelSelector": selector_string(shared_selector(instance))})
         if status != 200 or not isinstance(body, dict):
@@ -185,7 +187,9 @@ class Sampler:
         for dep in sorted(body.get("items") or [], key=lambda d: str(d["metadata"]["name"])):
             template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
             profile = (template.get("annotations") or {}).get(PROFILE_ANNOTATION)
-            found.append({"name": str(dep["metadata"]["name"]), "hpa": "", "profile": profile, "weight": profile_weight(profile)})
+            weight = str((dep["metadata"].get("annotations") or {}).get(WEIGHT_ANNOTATION) or "")
+            found.append({"name": str(dep["metadata"]["name"]), "hpa": "", "profile": profile,
+                          "weight": int(weight) if weight.isdigit() and int(weight) >= 1 else profile_weight(profile)})
         return found
 
     def pool_names(self) -> List[str]:

@@ -16,7 +16,8 @@ description:
     C(gpu_ops_pools)); else, with O(deployment) empty, the Deployments of O(namespace) labelled
     C(app.kubernetes.io/name=triton) and C(app.kubernetes.io/instance=)O(instance) (every pool's Deployment carries
     them), each a pool named as its Deployment, its MIG profile from the pod template's C(gpu-ops.io/mig-profile)
-    annotation and its load-balancer weight the profile's compute slices (role nginx_lb's default); else the single
+    annotation and its load-balancer weight from the Deployment's C(gpu-ops.io/lb-weight) annotation (role triton
+    writes the pool's weight there; without it, the profile's compute slices, role nginx_lb's default); else the single
     Deployment O(deployment) of earlier releases. O(pool_names) keeps some of them. Read once per call.
   - B(HPA) - of every pool, from one list of the namespace's C(autoscaling/v2) HorizontalPodAutoscalers - the one whose
     C(spec.scaleTargetRef) is the pool's Deployment, whatever its name (KEDA's included), or the one a pool names -

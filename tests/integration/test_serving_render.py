@@ -523,9 +523,12 @@ def test_pools_share_the_selector_and_carry_their_pool_and_profile(adapter: Path
     MIG profile (pod annotation: a profile may hold '+', which a label value may not). Mixed strategy: no node affinity."""
     objs = objects(adapter)
     shared = objs["triton/Service/triton"]["spec"]["selector"]
-    pools = {"triton-1g-18gb": ("1g.18gb", 56), "triton-1g-5gb": ("1g.5gb", 72), "triton-2g-10gb": ("2g.10gb", 8), "triton-3g-20gb": ("3g.20gb", 8)}
-    for name, (profile, capacity) in pools.items():
+    pools = {"triton-1g-18gb": ("1g.18gb", 56, 1), "triton-1g-5gb": ("1g.5gb", 72, 1), "triton-2g-10gb": ("2g.10gb", 8, 2),
+             "triton-3g-20gb": ("3g.20gb", 8, 3)}
+    for name, (profile, capacity, weight) in pools.items():
         deploy = objs[f"triton/Deployment/{name}"]
+        # the pool's LB weight (the profile's compute slices here), for the load test run without the fleet model
+        assert deploy["metadata"]["annotations"] == {"gpu-ops.io/lb-weight": str(weight)}
         selector = deploy["spec"]["selector"]["matchLabels"]
         assert selector == {**shared, "gpu-ops.io/serving-pool": name}
         template = deploy["spec"]["template"]
@@ -561,7 +564,8 @@ def test_pools_given_and_the_single_strategy(tmp_path: Path) -> None:
     hosts = yaml.safe_load(hosts_file.read_text())
     hosts["all"]["children"]["gpu_nodes"]["hosts"]["dgx-a100-02"]["mig_layout_config"] = "all-1g.5gb"
     hosts_file.write_text(yaml.safe_dump(hosts))
-    pools = [{"profile": "1g.18gb", "replicas": 2, "resources": {"requests": {"cpu": "1"}}}, {"profile": "1g.5gb", "name": "small", "max_replicas": 10}]
+    pools = [{"profile": "1g.18gb", "replicas": 2, "resources": {"requests": {"cpu": "1"}}},
+             {"profile": "1g.5gb", "name": "small", "max_replicas": 10, "weight": 4}]
     proc = render(out, "--tags", "triton", "-e", "gpu_ops_triton_autoscaled=false", "-e", "gpu_ops_mig_strategy=single",
                   "-e", json.dumps({"gpu_ops_serving_pools": pools}), inventory=str(tmp_path / "inv" / "dgx"))
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -569,6 +573,8 @@ def test_pools_given_and_the_single_strategy(tmp_path: Path) -> None:
     assert sorted(k for k in objs if "/Deployment/" in k) == ["triton/Deployment/small", "triton/Deployment/triton-1g-18gb"]
     big, small = objs["triton/Deployment/triton-1g-18gb"]["spec"], objs["triton/Deployment/small"]["spec"]
     assert (big["replicas"], small["replicas"]) == (2, 1)
+    assert [objs[f"triton/Deployment/{n}"]["metadata"]["annotations"] for n in ("triton-1g-18gb", "small")] == [
+        {"gpu-ops.io/lb-weight": "1"}, {"gpu-ops.io/lb-weight": "4"}]
     assert big["template"]["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "1"}, "limits": {"nvidia.com/gpu": 1}}
     assert small["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": 1}
 

@@ -187,6 +187,23 @@ def test_pools_given_as_gpu_ops_pools_are_not_discovered() -> None:
     assert [(p["name"], p["weight"], p["hpa"]) for p in sampler.pool_descriptions()] == [(P1, 1, P1), (P3, 5, "keda-hpa-triton-3g-20gb")]
 
 
+def test_discovered_pools_take_the_weight_their_deployment_carries() -> None:
+    """Run alone (no gpu_ops_pools), the weight validate.yml gave a pool comes from its Deployment's annotation
+    gpu-ops.io/lb-weight (role triton); a Deployment without one, or with one that is not a weight, falls back to
+    the profile's compute slices."""
+    def with_weight(dep: Dict[str, Any], weight: str) -> Dict[str, Any]:
+        return {**dep, "metadata": {**dep["metadata"], "annotations": {"gpu-ops.io/lb-weight": weight}}}
+
+    for weights, expected in ((("2", "5"), [(P1, 2), (P3, 5)]), (("0", "x"), [(P1, 1), (P3, 3)])):
+        routes = base_routes()
+        routes[PROM] = (200, prometheus)
+        items = [with_weight(deployment(P1, "1g.5gb"), weights[0]), with_weight(deployment(P3, "3g.20gb"), weights[1])]
+        routes[f"/apis/apps/v1/namespaces/{NS}/deployments"] = (200, {"items": items})
+        sampler = Sampler(FakeApi(routes), PARAMS, clock=lambda: 1.0)
+        sampler.sample(started=0.0)
+        assert [(p["name"], p["weight"]) for p in sampler.pool_descriptions()] == expected
+
+
 def test_no_pool_found_fails_naming_the_labels() -> None:
     routes = base_routes()
     routes[f"/apis/apps/v1/namespaces/{NS}/deployments"] = (200, {"items": []})
