@@ -21,8 +21,6 @@ in tests/data/checkov-exceptions.yaml with the reason it does not apply, and eve
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -36,10 +34,12 @@ from kubernetes.client.exceptions import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env, offline_prefix
     from tests.checkov_scan import Finding, load_exceptions, scan, unexplained, unused
     from tests.kube_fake.crds import load_crds
     from tests.kube_fake.server import FakeKube
 else:
+    from ansible_run import ansible_env, offline_prefix
     from checkov_scan import Finding, load_exceptions, scan, unexplained, unused
     from kube_fake.crds import load_crds
     from kube_fake.server import FakeKube
@@ -84,19 +84,9 @@ VARIANTS: Dict[str, List[str]] = {
 }
 
 
-def _offline_prefix() -> List[str]:
-    unshare = shutil.which("unshare")
-    if unshare and os.geteuid() == 0:
-        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return [unshare, "-n"]
-    return []
-
-
 def render(out: Path, extra: List[str]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", "-e", f"gpu_ops_render_dir={out}",
+    env = ansible_env(out.parent)
+    argv = [*offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", "-e", f"gpu_ops_render_dir={out}",
             *VAULT, *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=480, check=False)
 

@@ -13,7 +13,6 @@ The Helm half of apply mode needs the helm binary and a chart repository; neithe
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -27,10 +26,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.kube_fake.crds import load_crds
     from tests.kube_fake.server import FakeKube
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from kube_fake.crds import load_crds
     from kube_fake.server import FakeKube
     from vault_vars import VAULT_ARGS
@@ -86,8 +87,7 @@ def inventory(tmp_path: Path, kubeconfig: str, **control_vars: Any) -> Path:
 
 
 def playbook(tmp_path: Path, argv: List[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(tmp_path)
     return subprocess.run([str(BIN / "ansible-playbook"), *argv, *VAULT_ARGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 

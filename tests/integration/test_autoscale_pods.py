@@ -12,7 +12,6 @@ the end nothing of any pod runs.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -26,12 +25,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.autoscale.pods import Deployment
     from tests.servers.dnsmasq import dnsmasq_server, query_a
     from tests.servers.processes import group_members
     from tests.servers.triton import ensure_triton_venv, write_model_repository
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from autoscale.pods import Deployment
     from servers.dnsmasq import dnsmasq_server, query_a
     from servers.processes import group_members
@@ -49,8 +50,7 @@ READY_WITHIN_S = 45.0
 
 
 def render(out: Path) -> Dict[str, Any]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [str(BIN / "ansible-playbook"), "playbooks/serving.yml", "--tags", "triton", "-i", "inventories/dgx", *VAULT_ARGS,
             "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}", "-e", "ansible_connection=local",
             "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"triton_prestop_sleep_seconds={PRESTOP_S}",

@@ -7,7 +7,6 @@ was, and no task of a stage ran (the validation plays of playbooks/validate.yml 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -20,8 +19,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,9 +60,7 @@ class Run:
         if inventory == "NODES_ONLY":
             inventory = str(nodes_only_inventory(work))
         args = [str(a).replace("RENDER", str(render)) for a in case["args"]]
-        env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(work), ANSIBLE_LOCALHOST_WARNING="0",
-                   ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
-        env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+        env = ansible_env(work, ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
         self.proc = subprocess.run([str(BIN / "ansible-playbook"), case["playbook"], "-i", inventory, *VAULT_ARGS, *args], cwd=ROOT, env=env,
                                    capture_output=True, text=True, timeout=300, check=False)
         self.after = snapshot(render)

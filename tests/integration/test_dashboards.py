@@ -32,7 +32,6 @@ import contextlib
 import copy
 import http.client
 import json
-import os
 import re
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.servers.nginx import localize, nginx_server, render_role_config, version
     from tests.servers.ports import common_free_ports
     from tests.servers.processes import http_process
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from tests.servers.triton import TritonProcess, ensure_triton_venv, free_port, triton_server, write_model_repository
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from servers.nginx import localize, nginx_server, render_role_config, version
     from servers.ports import common_free_ports
     from servers.processes import http_process
@@ -128,8 +129,7 @@ def sources(expr: str, records: Mapping[str, str], seen: Optional[Set[str]] = No
 
 
 def render_serving(out: Path) -> Dict[str, Any]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", *VAULT_ARGS,
             "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
             "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}"]

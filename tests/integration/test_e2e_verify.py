@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._serving_verif
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.kube_fake.metrics import MetricsAdapter
     from tests.kube_fake.server import PODS as POD_RESOURCE
     from tests.kube_fake.server import RESOURCES, FakeKube
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from tests.servers.triton import ensure_triton_venv, service_time, triton_server, write_model_repository
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from kube_fake.metrics import MetricsAdapter
     from kube_fake.server import PODS as POD_RESOURCE
     from kube_fake.server import RESOURCES, FakeKube
@@ -97,8 +98,7 @@ class TritonPythonModel:
 
 
 def run_playbook(home: Path, argv: List[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(home), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(home)
     env.pop("K8S_AUTH_KUBECONFIG", None)
     return subprocess.run([str(BIN / "ansible-playbook"), *argv, *VAULT_ARGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 

@@ -8,7 +8,6 @@ are the MIG-capable profiling fields without DCGM_FI_DEV_GPU_UTIL; the ConfigMap
 none of it; bad input fails before anything is written."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.k8s_schemas import validate_file
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from k8s_schemas import validate_file
     from vault_vars import VAULT_ARGS
 
@@ -43,8 +44,7 @@ DCGM_CHART_KEYS = {
 
 
 def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", *VAULT_ARGS, "--tags", "gpu_plugins",
             "-e", f"gpu_ops_render_dir={out}", *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)

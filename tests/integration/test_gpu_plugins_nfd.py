@@ -23,7 +23,6 @@ Deployment, ``-worker`` DaemonSet, labels ``app.kubernetes.io/name: node-feature
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -35,10 +34,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.fake_helm import FakeHelm
     from tests.kube_fake.crds import load_crds
     from tests.kube_fake.server import FakeKube
 else:
+    from ansible_run import ansible_env
     from fake_helm import FakeHelm
     from kube_fake.crds import load_crds
     from kube_fake.server import FakeKube
@@ -135,9 +136,7 @@ def inventory(bed: Dict[str, Any], **control_vars: Any) -> Path:
 
 
 def playbook(bed: Dict[str, Any], argv: List[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{bed['helm'].bin_dir}:{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(bed["tmp"]),
-               ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(bed["tmp"], bed["helm"].bin_dir)
     env.pop("K8S_AUTH_KUBECONFIG", None)
     return subprocess.run([str(BIN / "ansible-playbook"), *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -303,9 +302,7 @@ def test_role_without_the_fleet_fails_in_preflight_writing_nothing(tmp_path: Pat
     play.write_text(yaml.safe_dump([{"name": "Role alone", "hosts": "localhost", "gather_facts": False,
                                      "vars": {"gpu_ops_k8s_mode": "render", "gpu_ops_render_dir": str(out)},
                                      "roles": [{"role": "gpu_ops.mig_serving.gpu_plugins"}]}]))
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="0",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(tmp_path, ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     proc = subprocess.run([str(BIN / "ansible-playbook"), str(play)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0
     assert ("gpu_ops_fleet is not set: import playbooks/validate.yml (or set it with the filter gpu_ops.mig_serving.mig_fleet)"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -47,10 +46,12 @@ from ansible_collections.gpu_ops.mig_serving.plugins.plugin_utils._loadtest_repo
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.integration.test_loadtest_render import STUB
     from tests.kube_fake.metrics import MetricsAdapter
     from tests.kube_fake.server import FakeKube
 else:
+    from ansible_run import ansible_env
     from kube_fake.metrics import MetricsAdapter
     from kube_fake.server import FakeKube
     from test_loadtest_render import STUB
@@ -228,8 +229,7 @@ class Bed:
         watcher = threading.Thread(target=watch, name="job-hook", daemon=True)
         if run_job:
             watcher.start()
-        env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(self.work), ANSIBLE_LOCALHOST_WARNING="0")
-        env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+        env = ansible_env(self.work)
         env.pop("K8S_AUTH_KUBECONFIG", None)
         argv = [str(BIN / "ansible-playbook"), "playbooks/loadtest.yml", "-i", "inventories/sandbox",
                 "-e", "gpu_ops_k8s_mode=apply", "-e", f"gpu_ops_kubeconfig={self.kube.kubeconfig_path}",

@@ -8,7 +8,6 @@ prints what the sampling module parses back into steps, and bad input fails in p
 anything is written."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +21,11 @@ from ansible_collections.gpu_ops.mig_serving.plugins.plugin_utils._loadtest_repo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.k8s_schemas import KUBE_VERSIONS, validate_file
     from tests.kube_fake import admission as psa
 else:
+    from ansible_run import ansible_env
     from k8s_schemas import KUBE_VERSIONS, validate_file
     from kube_fake import admission as psa
 
@@ -35,8 +36,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_playbook(out: Path, playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [str(BIN / "ansible-playbook"), playbook, "-i", "inventories/sandbox", "-e", f"gpu_ops_render_dir={out}", *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 

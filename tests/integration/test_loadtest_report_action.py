@@ -7,7 +7,6 @@ report, and an invalid run fails naming its fields (one playbook run, its task r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "plugins" / "plugin_utils"))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.unit.plugins.plugin_utils.test_loadtest_report import make_pool_run, make_run
 else:
+    from ansible_run import ansible_env
     from test_loadtest_report import make_pool_run, make_run  # the reference runs of the unit tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +30,7 @@ pytestmark = pytest.mark.slow
 
 
 def _env(home: Path) -> Dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(home),
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    return env
+    return ansible_env(home, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
 
 
 def test_loadtest_report_action(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ H200 capture (read-only listings only), so nothing can change on it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.h200_replay import write_replay_nvidia_smi
     from tests.kube_fake.server import FakeKube
 else:
+    from ansible_run import ansible_env
     from h200_replay import write_replay_nvidia_smi
     from kube_fake.server import FakeKube
 
@@ -62,8 +63,7 @@ def inventory(kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(inventory.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(inventory.parent)
     argv = [str(BIN / "ansible-playbook"), "playbooks/mig.yml", "-i", str(inventory), "--tags", "mig_layout_preflight", *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 

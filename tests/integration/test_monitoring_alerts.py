@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,10 +25,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.servers.processes import http_process
     from tests.servers.prometheus import PrometheusProcess, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import free_port
 else:
+    from ansible_run import ansible_env
     from servers.processes import http_process
     from servers.prometheus import PrometheusProcess, prometheus_rule_groups, prometheus_server
     from servers.triton import free_port
@@ -52,8 +53,7 @@ def gauge_file(config: str, value: int) -> str:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     out = tmp_path_factory.mktemp("monitoring-render") / "out"
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", "--tags", "monitoring", *VAULT,
             "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
             "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -39,11 +38,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env, offline_prefix
     from tests.k8s_schemas import KUBE_VERSIONS, validate_file
     from tests.kube_fake.admission import LevelVersion, evaluate
     from tests.kube_fake.server import FakeKube
     from tests.servers.nginx import write_test_pki
 else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys.path
+    from ansible_run import ansible_env, offline_prefix
     from k8s_schemas import KUBE_VERSIONS, validate_file
     from kube_fake.admission import LevelVersion, evaluate
     from kube_fake.server import FakeKube
@@ -106,20 +107,10 @@ DGX_POOLS = [("triton-1g-18gb-headless", 1, 56), ("triton-1g-5gb-headless", 1, 7
              ("triton-3g-20gb-headless", 3, 8)]
 
 
-def _offline_prefix() -> List[str]:
-    unshare = shutil.which("unshare")
-    if unshare and os.geteuid() == 0:
-        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return [unshare, "-n"]
-    return []
-
-
 def render(out: Path, *extra: str, verbose: bool = False, mode: str = "render") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [
-        *(_offline_prefix() if mode == "render" else []), str(BIN / "ansible-playbook"), "playbooks/load_balancer.yml", "-i", "inventories/dgx",
+        *(offline_prefix() if mode == "render" else []), str(BIN / "ansible-playbook"), "playbooks/load_balancer.yml", "-i", "inventories/dgx",
         "-e", f"gpu_ops_k8s_mode={mode}", "-e", f"gpu_ops_render_dir={out}",
         # the k8s_control host of the example inventory is a placeholder address: render on this machine
         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",

@@ -8,7 +8,6 @@ the captured output for the read-only listings the modules run, and fails on any
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -23,8 +22,10 @@ from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._mig_resources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.h200_replay import CAPTURE, write_replay_nvidia_smi
 else:  # tests/h200_replay.py, importable by its file name once tests/ is on sys.path
+    from ansible_run import ansible_env
     from h200_replay import CAPTURE, write_replay_nvidia_smi
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 
 def playbook(args: List[str], tmp: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp), ANSIBLE_LOCALHOST_WARNING="0")
+    env = ansible_env(tmp)
     env.pop("ANSIBLE_COLLECTIONS_PATH", None)  # resolution must come from the checkout's ansible.cfg
     return subprocess.run([str(BIN / "ansible-playbook"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 

@@ -21,9 +21,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env, offline_prefix
     from tests.k8s_schemas import KUBE_VERSIONS, validate_file
     from tests.vault_vars import VAULT_ARGS
 else:  # tests/k8s_schemas.py, importable by its file name once tests/ is on sys.path
+    from ansible_run import ansible_env, offline_prefix
     from k8s_schemas import KUBE_VERSIONS, validate_file
     from vault_vars import VAULT_ARGS
 
@@ -45,20 +47,9 @@ DEVICE_PLUGIN_CHART_KEYS = {
 }
 
 
-def _offline_prefix() -> List[str]:
-    """`unshare -n` (a fresh network namespace: no interface but a down loopback) when we may create one."""
-    unshare = shutil.which("unshare")
-    if unshare and os.geteuid() == 0:
-        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return [unshare, "-n"]
-    return []
-
-
 def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", *VAULT_ARGS,
+    env = ansible_env(out.parent)
+    argv = [*offline_prefix(), str(BIN / "ansible-playbook"), "playbooks/render.yml", "-i", "inventories/dgx", *VAULT_ARGS,
             "-e", f"gpu_ops_render_dir={out}", *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -28,8 +26,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env, offline_prefix
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env, offline_prefix
     from vault_vars import VAULT_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,10 +50,7 @@ def release(name: str) -> Dict[str, Any]:
 
 
 def _env(home: Path) -> Dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(home),
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
-    return env
+    return ansible_env(home, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
 
 
 def include_role(tmp_path: Path, render_dir: str, *extra: str, **role_vars: Any) -> subprocess.CompletedProcess[str]:
@@ -212,17 +209,9 @@ PLUS = ["-e", "nginx_lb_edition=plus", "-e", f"vault_nginx_plus_license_jwt={LIC
         "-e", "vault_nginx_plus_registry_username=u", "-e", "vault_nginx_plus_registry_password=RENDER-DIR-PASSWORD"]
 
 
-def _offline_prefix() -> List[str]:
-    unshare = shutil.which("unshare")
-    if unshare and os.geteuid() == 0:
-        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return [unshare, "-n"]
-    return []
-
 
 def render_playbook(work: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    argv = [*_offline_prefix(), str(BIN / "ansible-playbook"), str(ROOT / "playbooks/render.yml"), "-i", str(ROOT / "inventories/dgx"), *VAULT_ARGS,
+    argv = [*offline_prefix(), str(BIN / "ansible-playbook"), str(ROOT / "playbooks/render.yml"), "-i", str(ROOT / "inventories/dgx"), *VAULT_ARGS,
             "-e", "gpu_ops_render_dir=rel/out", *extra]
     return subprocess.run(argv, cwd=work, env=_env(work.parent), capture_output=True, text=True, timeout=400, check=False)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
-import os
 import re
 import shutil
 import stat
@@ -26,8 +25,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env, offline_prefix
     from tests.k8s_schemas import CRD_DIR, KUBE_VERSIONS, crd_schemas, validate_file
 else:
+    from ansible_run import ansible_env, offline_prefix
     from k8s_schemas import CRD_DIR, KUBE_VERSIONS, crd_schemas, validate_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,21 +58,11 @@ VAULT = ["-e", f"vault_grafana_admin_password={GRAFANA_PASSWORD}", "-e", f"vault
 DEPRECATED_TRITON_FLAGS = ("--strict-model-config", "--model-store", "--tensorflow-version", "--allow-soft-placement", "--strict-readiness=false")
 
 
-def _offline_prefix() -> List[str]:
-    unshare = shutil.which("unshare")
-    if unshare and os.geteuid() == 0:
-        probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return [unshare, "-n"]
-    return []
-
-
 def render(out: Path, *extra: str, vault: bool = True, playbook: str = "playbooks/serving.yml",
            inventory: str = "inventories/dgx") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [
-        *_offline_prefix(), str(BIN / "ansible-playbook"), playbook, "-i", inventory,
+        *offline_prefix(), str(BIN / "ansible-playbook"), playbook, "-i", inventory,
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
         # the k8s_control host of the example inventory is reached locally: render mode only writes files
         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}", *(VAULT if vault else []), *extra,

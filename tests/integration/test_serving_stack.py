@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -33,11 +32,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.kube_fake.metrics import adapter_query
     from tests.servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from kube_fake.metrics import adapter_query
     from servers.prometheus import PrometheusProcess, is_number, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import Load, TritonProcess, mean_wait_us, queue_waits, service_time, triton_server, write_model_repository
@@ -88,8 +89,7 @@ def test_hpa_formula_mirrors_the_controller() -> None:
 
 
 def render_serving(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [
         str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", *VAULT_ARGS,
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",

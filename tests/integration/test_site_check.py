@@ -40,10 +40,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.fake_helm import FakeHelm
     from tests.kube_fake.server import FakeKube
     from tests.vault_vars import VAULT_ARGS
 else:
+    from ansible_run import ansible_env
     from fake_helm import FakeHelm
     from kube_fake.server import FakeKube
     from vault_vars import VAULT_ARGS
@@ -125,9 +127,7 @@ def apply_object(kube: Any, obj: Dict[str, Any]) -> None:
 
 
 def playbook(bed: Dict[str, Any], argv: List[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{bed['helm'].bin_dir}:{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(bed["tmp"]),
-               ANSIBLE_LOCALHOST_WARNING="0", CONTAINERS_CONF=str(CONF), ANSIBLE_FORKS="4")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(bed["tmp"], bed["helm"].bin_dir, CONTAINERS_CONF=str(CONF), ANSIBLE_FORKS="4")
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(bed["inventory"]), *VAULT_ARGS, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 

@@ -9,25 +9,23 @@ HTTP returns its input; requests wait their turn (one instance, the configured d
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import os
 import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Tuple
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.servers.processes import PortTaken
     from tests.servers.triton import TritonProcess, container_env, free_port, kube_expand, triton_server_args
 else:
+    from ansible_run import ansible_env
     from servers.processes import PortTaken
     from servers.triton import TritonProcess, container_env, free_port, kube_expand, triton_server_args
 
@@ -40,8 +38,7 @@ pytestmark = pytest.mark.slow
 
 
 def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/sandbox", "-e", f"gpu_ops_render_dir={out}",
             "-e", "vault_grafana_admin_password=demo-test-grafana-Pa55", *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -114,34 +111,21 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Bed, TritonP
     pytest.fail("; ".join(failures))
 
 
-def call(server: TritonProcess, method: str, path: str, body: Optional[Mapping[str, Any]] = None,
-         headers: Optional[Mapping[str, str]] = None) -> Tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{server.host}:{server.http_port}{path}", method=method, data=data, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            raw = resp.read()
-            return int(resp.status), json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        return int(err.code), json.loads(raw) if raw else None
-
-
 def test_the_demo_model_is_the_only_ready_model(bed: Tuple[Bed, TritonProcess]) -> None:
     made, server = bed
     assert sum(a.startswith("--model-repository=") for a in made.args()) == 2
-    status, index = call(server, "POST", "/v2/repository/index", {}, {"triton-admin-key": made.key})
+    status, index = server.call("POST", "/v2/repository/index", {}, {"triton-admin-key": made.key})
     assert status == 200, index
     assert index == [{"name": "demo", "version": "1", "state": "READY"}]
 
 
 def test_an_inference_returns_its_input(bed: Tuple[Bed, TritonProcess]) -> None:
     _made, server = bed
-    status, meta = call(server, "GET", "/v2/models/demo")
+    status, meta = server.call("GET", "/v2/models/demo")
     assert status == 200, meta
     assert meta["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [16]}]
     data = [float(i) / 2 for i in range(16)]
-    status, answer = call(server, "POST", "/v2/models/demo/infer", {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [16], "data": data}]})
+    status, answer = server.call("POST", "/v2/models/demo/infer", {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [16], "data": data}]})
     assert status == 200, answer
     assert answer["outputs"][0]["name"] == "OUTPUT0"
     assert answer["outputs"][0]["data"] == data
@@ -153,7 +137,7 @@ def test_concurrent_requests_queue(bed: Tuple[Bed, TritonProcess]) -> None:
     body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [16], "data": [0.0] * 16}]}
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda _i: call(server, "POST", "/v2/models/demo/infer", body)[0], range(6)))
+        results = list(pool.map(lambda _i: server.call("POST", "/v2/models/demo/infer", body)[0], range(6)))
     elapsed = time.monotonic() - started
     assert results == [200] * 6
     assert elapsed >= 6 * DELAY_MS / 1000.0 * 0.9, elapsed

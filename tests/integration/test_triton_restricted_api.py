@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import importlib
-import json
-import os
 import secrets
 import stat
 import subprocess
@@ -34,9 +32,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.servers.processes import PortTaken
     from tests.servers.triton import TritonProcess, container_env, free_port, kube_expand, triton_server_args, write_model_repository
 else:
+    from ansible_run import ansible_env
     from servers.processes import PortTaken
     from servers.triton import TritonProcess, container_env, free_port, kube_expand, triton_server_args, write_model_repository
 
@@ -93,8 +93,7 @@ def test_container_env_reads_the_secret_and_refuses_a_missing_one() -> None:
 
 
 def render(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [
         str(BIN / "ansible-playbook"), "playbooks/serving.yml", "--tags", "triton", "-i", "inventories/dgx",
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",
@@ -147,19 +146,6 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Bed, TritonP
     pytest.fail("; ".join(failures))
 
 
-def call(server: TritonProcess, method: str, path: str, body: Optional[Mapping[str, Any]] = None,
-         headers: Optional[Mapping[str, str]] = None) -> Tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{server.host}:{server.http_port}{path}", method=method, data=data, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            raw = resp.read()
-            return int(resp.status), json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        return int(err.code), json.loads(raw) if raw else None
-
-
 def test_the_key_is_in_the_secret_only(bed: Tuple[Bed, TritonProcess]) -> None:
     made, _server = bed
     encoded = base64.b64encode(made.key.encode()).decode()
@@ -203,13 +189,13 @@ def test_inference_health_metadata_and_metrics_need_no_key(bed: Tuple[Bed, Trito
         assert grpc.is_server_ready()
     finally:
         grpc.close()
-    assert call(server, "GET", "/v2/health/ready")[0] == 200
+    assert server.call("GET", "/v2/health/ready")[0] == 200
     # the server of NGC 24.10, the release the role pins (TESTBED.md: the wheel carries Triton 2.51)
-    assert call(server, "GET", "/v2")[1]["version"] == "2.51.0"
-    assert call(server, "GET", "/v2/models/sleeper")[1]["name"] == "sleeper"
+    assert server.call("GET", "/v2")[1]["version"] == "2.51.0"
+    assert server.call("GET", "/v2/models/sleeper")[1]["name"] == "sleeper"
     # the role's default leaves model-config and statistics open (clients and perf_analyzer read them)
-    assert call(server, "GET", "/v2/models/sleeper/config")[1]["backend"] == "python"
-    assert call(server, "GET", "/v2/models/sleeper/stats")[0] == 200
+    assert server.call("GET", "/v2/models/sleeper/config")[1]["backend"] == "python"
+    assert server.call("GET", "/v2/models/sleeper/stats")[0] == 200
     with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
         assert b"nv_inference_request_success" in resp.read()
 
@@ -237,33 +223,33 @@ def test_http_refuses_a_restricted_api_without_the_key(bed: Tuple[Bed, TritonPro
                                                        body: Optional[Mapping[str, Any]]) -> None:
     made, server = bed
     for headers in ({}, {HEADER: made.key[:-1]}, {HEADER: made.key + "x"}, {"authorization": made.key}):
-        assert call(server, method, path, body, headers) == (403, {"error": REFUSED_HTTP}), headers
+        assert server.call(method, path, body, headers) == (403, {"error": REFUSED_HTTP}), headers
 
 
 def test_http_with_the_key_controls_models_shared_memory_trace_and_logging(bed: Tuple[Bed, TritonProcess]) -> None:
     made, server = bed
     key = {HEADER: made.key}
-    assert call(server, "POST", "/v2/repository/index", {}, key) == (200, [{"name": "sleeper", "version": "1", "state": "READY"}])
+    assert server.call("POST", "/v2/repository/index", {}, key) == (200, [{"name": "sleeper", "version": "1", "state": "READY"}])
     # explicit model control: unload and load again through the restricted model-repository API
-    assert call(server, "POST", "/v2/repository/models/sleeper/unload", {}, key)[0] == 200
-    assert call(server, "GET", "/v2/models/sleeper/ready")[0] == 400
-    assert call(server, "POST", "/v2/repository/models/sleeper/load", {}, key)[0] == 200
-    assert call(server, "GET", "/v2/models/sleeper/ready")[0] == 200
+    assert server.call("POST", "/v2/repository/models/sleeper/unload", {}, key)[0] == 200
+    assert server.call("GET", "/v2/models/sleeper/ready")[0] == 400
+    assert server.call("POST", "/v2/repository/models/sleeper/load", {}, key)[0] == 200
+    assert server.call("GET", "/v2/models/sleeper/ready")[0] == 200
     # a real system shared-memory region, registered and unregistered
     region = shared_memory.SharedMemory(create=True, size=64)
     try:
         register = {"key": "/" + region.name, "offset": 0, "byte_size": 64}
-        assert call(server, "POST", "/v2/systemsharedmemory/region/bed/register", register, key)[0] == 200
-        assert call(server, "GET", "/v2/systemsharedmemory/status", None, key) == (200, [{"name": "bed", **register}])
-        assert call(server, "POST", "/v2/systemsharedmemory/region/bed/unregister", {}, key)[0] == 200
+        assert server.call("POST", "/v2/systemsharedmemory/region/bed/register", register, key)[0] == 200
+        assert server.call("GET", "/v2/systemsharedmemory/status", None, key) == (200, [{"name": "bed", **register}])
+        assert server.call("POST", "/v2/systemsharedmemory/region/bed/unregister", {}, key)[0] == 200
     finally:
         region.close()
         region.unlink()
-    status, trace = call(server, "POST", "/v2/trace/setting", {"trace_rate": "5"}, key)
+    status, trace = server.call("POST", "/v2/trace/setting", {"trace_rate": "5"}, key)
     assert (status, trace["trace_rate"]) == (200, "5")
-    status, logging = call(server, "POST", "/v2/logging", {"log_verbose_level": 1}, key)
+    status, logging = server.call("POST", "/v2/logging", {"log_verbose_level": 1}, key)
     assert (status, logging["log_verbose_level"]) == (200, 1)
-    assert call(server, "POST", "/v2/logging", {"log_verbose_level": 0}, key)[0] == 200
+    assert server.call("POST", "/v2/logging", {"log_verbose_level": 0}, key)[0] == 200
 
 
 def test_grpc_refuses_without_the_key_and_answers_with_it(bed: Tuple[Bed, TritonProcess]) -> None:

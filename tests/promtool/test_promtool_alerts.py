@@ -10,15 +10,20 @@ rules` on the full groups parses the annotation templates. Broken variants of th
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
+else:  # tests/ansible_run.py, importable once tests/ is on sys.path
+    from ansible_run import ansible_env
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -28,8 +33,7 @@ VAULT = ["-e", "vault_grafana_admin_password=promtool-test-Pa55", "-e", "vault_t
 
 
 def render_rule(out: Path, *extra: str) -> Dict[str, Any]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [
         str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", "--tags", "monitoring", *VAULT,
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",

@@ -10,15 +10,20 @@ rule file. seed_query.test.yml pins down what the seed article's query returns o
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
+else:  # tests/ansible_run.py, importable once tests/ is on sys.path
+    from ansible_run import ansible_env
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -29,8 +34,7 @@ PROMTOOL = "/usr/bin/promtool"
 @pytest.fixture(scope="module")
 def rendered_rule(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     out = tmp_path_factory.mktemp("promtool-render") / "out"
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(out.parent), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(out.parent)
     argv = [
         str(BIN / "ansible-playbook"), "playbooks/serving.yml", "-i", "inventories/dgx", "--tags", "custom_metrics",
         "-e", "gpu_ops_k8s_mode=render", "-e", f"gpu_ops_render_dir={out}",

@@ -26,6 +26,7 @@ import base64
 import contextlib
 import fcntl
 import importlib
+import json
 import os
 import socket
 import statistics
@@ -155,6 +156,20 @@ class TritonProcess:
             return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+    def call(self, method: str, path: str, body: Optional[Mapping[str, Any]] = None,
+             headers: Optional[Mapping[str, str]] = None) -> Tuple[int, Any]:
+        """One HTTP call to this Triton's HTTP port: (status, decoded JSON body or None); an error status is returned,
+        not raised (Triton's errors are JSON bodies the tests read)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://{self.host}:{self.http_port}{path}", method=method, data=data, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                raw = resp.read()
+                return int(resp.status), json.loads(raw) if raw else None
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            return int(err.code), json.loads(raw) if raw else None
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 10 s, then whatever is left of its process group (it runs in a session of its own: a

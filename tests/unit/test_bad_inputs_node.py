@@ -12,7 +12,6 @@ timeout must fail before any command runs. Role cases run the role's preflight t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripted_node import RunReal, ScriptedNode, hanging_nvml, run_real
 
 if TYPE_CHECKING:
+    from tests.ansible_run import ansible_env
     from tests.h200_replay import write_replay_nvidia_smi
 else:
+    from ansible_run import ansible_env
     from h200_replay import write_replay_nvidia_smi
 
 from ansible_collections.gpu_ops.mig_serving.plugins.modules import mig_info, mig_node_files, mig_node_state, mig_verify
@@ -102,8 +103,7 @@ def role_inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _preflight(tmp: Path, extra: Dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HOME=str(tmp), ANSIBLE_LOCALHOST_WARNING="0")
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(tmp)
     argv = [str(BIN / "ansible-playbook"), str(tmp / "play.yml"), "-i", str(tmp / "inventory.yml"), "--tags", "mig_layout_preflight",
             "-e", json.dumps(extra)]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
