@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from tests.autoscale.loadgen import ConcurrencyLoad, csv_row
     from tests.kube_fake.metrics import adapter_query
     from tests.servers.dnsmasq import DnsmasqProcess, dnsmasq_server
-    from tests.servers.nginx import localize, nginx_server, render_role_config
+    from tests.servers.nginx import localize, loopback_swaps, nginx_server, render_role_config
     from tests.servers.ports import common_free_ports
     from tests.servers.prometheus import PrometheusProcess, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import write_model_repository
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 else:
     from kube_fake.metrics import adapter_query
     from servers.dnsmasq import DnsmasqProcess, dnsmasq_server
-    from servers.nginx import localize, nginx_server, render_role_config
+    from servers.nginx import localize, loopback_swaps, nginx_server, render_role_config
     from servers.ports import common_free_ports
     from servers.prometheus import PrometheusProcess, pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import write_model_repository
@@ -636,15 +636,10 @@ def run_closed_loop(workdir: Path, *, profile: str = "short", variant: str = "ou
             workdir / "prometheus", [file_sd_job(job, targets_file)], rule_groups=prometheus_rule_groups(rendered["rule"])))
         prefix = workdir / "nginx"
         prefix.mkdir(parents=True, exist_ok=True)
-        conf = localize(rendered["nginx_conf"], prefix, {
-            "worker_processes auto;": "worker_processes 1;",  # one resolver cache (per worker): the DNS hand-over is nginx's
-            "listen 8000;": f"listen 127.0.0.1:{lb_http};",
-            "listen 8001 http2;": f"listen 127.0.0.1:{lb_grpc} http2;",
-            "listen 8080;": f"listen 127.0.0.1:{lb_status};",
-            "resolver 10.96.0.10 ": f"resolver {dns.resolver} ",
-            f'{FQDN}:8000"': f'{lb_name}:{ports["http"]}"',
-            f'{FQDN}:8001"': f'{lb_name}:{ports["grpc"]}"',
-        })
+        # one worker: one resolver cache, so the DNS hand-over is nginx's
+        conf = localize(rendered["nginx_conf"], prefix, loopback_swaps(http=lb_http, grpc=lb_grpc, status=lb_status, resolver=dns.resolver,
+                                                                       service=FQDN, upstream_http=ports["http"], upstream_grpc=ports["grpc"],
+                                                                       upstream_name=lb_name))
         nginx = stack.enter_context(nginx_server(conf, prefix, ready_url=f"http://127.0.0.1:{lb_status}/healthz"))
         # requests per pod: nginx's upstream address, or behind the ClusterIP the kube-proxy stand-in's
         access = stack.enter_context(AccessLog(proxy.server.access_log if proxy is not None else nginx.access_log))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import http.client
 import json
 import re
 import subprocess
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
     from tests.servers.ports import common_free_ports
     from tests.servers.processes import http_process
     from tests.servers.prometheus import PROMTOOL, PrometheusProcess, pod_monitor_job, prometheus_rule_groups, prometheus_server
-    from tests.servers.triton import TritonProcess, ensure_triton_venv, free_port, triton_server, write_model_repository
+    from tests.servers.triton import TritonProcess, ensure_triton_venv, free_port, infer_http, triton_server, write_model_repository
     from tests.vault_vars import VAULT_ARGS
 else:
     from ansible_run import ansible_env
@@ -58,7 +57,7 @@ else:
     from servers.ports import common_free_ports
     from servers.processes import http_process
     from servers.prometheus import PROMTOOL, PrometheusProcess, pod_monitor_job, prometheus_rule_groups, prometheus_server
-    from servers.triton import TritonProcess, ensure_triton_venv, free_port, triton_server, write_model_repository
+    from servers.triton import TritonProcess, ensure_triton_venv, free_port, infer_http, triton_server, write_model_repository
     from vault_vars import VAULT_ARGS
 
 pytestmark = pytest.mark.slow
@@ -246,15 +245,8 @@ def exporter_args(container: Mapping[str, Any], status_port: int, metrics_port: 
 
 def infer_through(port: int, n: int) -> None:
     body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}).encode()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        for _request in range(n):
-            conn.request("POST", f"/v2/models/{MODEL}/infer", body=body, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            answer = resp.read()
-            assert resp.status == 200, (resp.status, answer[:300])
-    finally:
-        conn.close()
+    errors = infer_http(port, n, MODEL, body)
+    assert not errors, errors[:5]
 
 
 def live_problems(prom: PrometheusProcess, queries: Sequence[Query]) -> Dict[Query, str]:

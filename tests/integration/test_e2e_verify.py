@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from tests.kube_fake.server import PODS as POD_RESOURCE
     from tests.kube_fake.server import RESOURCES, FakeKube
     from tests.servers.dnsmasq import dnsmasq_server
-    from tests.servers.nginx import NginxProcess, localize, nginx_server, version
+    from tests.servers.nginx import NginxProcess, localize, loopback_swaps, nginx_server, version
     from tests.servers.ports import common_free_ports
     from tests.servers.prometheus import pod_monitor_job, prometheus_rule_groups, prometheus_server
     from tests.servers.triton import ensure_triton_venv, service_time, triton_server, write_model_repository
@@ -58,7 +58,7 @@ else:
     from kube_fake.server import PODS as POD_RESOURCE
     from kube_fake.server import RESOURCES, FakeKube
     from servers.dnsmasq import dnsmasq_server
-    from servers.nginx import NginxProcess, localize, nginx_server, version
+    from servers.nginx import NginxProcess, localize, loopback_swaps, nginx_server, version
     from servers.ports import common_free_ports
     from servers.prometheus import pod_monitor_job, prometheus_rule_groups, prometheus_server
     from servers.triton import ensure_triton_venv, service_time, triton_server, write_model_repository
@@ -177,14 +177,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         dns = stack.enter_context(dnsmasq_server(work / "dns", {FQDN: list(PODS.values())}))
         prefix = work / "nginx"
         prefix.mkdir()
-        conf = localize(nginx_conf, prefix, {
-            "listen 8000;": f"listen 127.0.0.1:{lb_http};",
-            "listen 8001 http2;": f"listen 127.0.0.1:{lb_grpc} http2;",
-            "listen 8080;": f"listen 127.0.0.1:{lb_status};",
-            "resolver 10.96.0.10 ": f"resolver {dns.resolver} ",
-            f'{FQDN}:8000"': f'{FQDN}:{t_http}"',
-            f'{FQDN}:8001"': f'{FQDN}:{t_grpc}"',
-        })
+        conf = localize(nginx_conf, prefix, loopback_swaps(http=lb_http, grpc=lb_grpc, status=lb_status, resolver=dns.resolver, service=FQDN,
+                                                           upstream_http=t_http, upstream_grpc=t_grpc, one_worker=False))
         nginx = stack.enter_context(nginx_server(conf, prefix, ready_url=f"http://127.0.0.1:{lb_status}/healthz"))
 
         kube = stack.enter_context(FakeKube())

@@ -30,12 +30,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.servers.dnsmasq import dnsmasq_server
-    from tests.servers.nginx import localize, nginx_server, render_role_config, version
+    from tests.servers.nginx import localize, loopback_swaps, nginx_server, render_role_config, version
     from tests.servers.ports import common_free_ports
     from tests.servers.triton import ensure_triton_venv, triton_server, write_model_repository
 else:
     from servers.dnsmasq import dnsmasq_server
-    from servers.nginx import localize, nginx_server, render_role_config, version
+    from servers.nginx import localize, loopback_swaps, nginx_server, render_role_config, version
     from servers.ports import common_free_ports
     from servers.triton import ensure_triton_venv, triton_server, write_model_repository
 
@@ -78,15 +78,8 @@ def lbs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[bool, Lb]]:
             lb_http, lb_grpc, lb_status = common_free_ports(["127.0.0.1"], 3)
             prefix = work / f"nginx-{flag}"
             prefix.mkdir()
-            conf = localize(conf_text, prefix, {
-                "worker_processes auto;": "worker_processes 1;",
-                "listen 8000;": f"listen 127.0.0.1:{lb_http};",
-                "listen 8001 http2;": f"listen 127.0.0.1:{lb_grpc} http2;",
-                "listen 8080;": f"listen 127.0.0.1:{lb_status};",
-                "resolver 10.96.0.10 ": f"resolver {dns.resolver} ",
-                f'{FQDN}:8000"': f'{FQDN}:{t_http}"',
-                f'{FQDN}:8001"': f'{FQDN}:{t_grpc}"',
-            })
+            conf = localize(conf_text, prefix, loopback_swaps(http=lb_http, grpc=lb_grpc, status=lb_status, resolver=dns.resolver,
+                                                              service=FQDN, upstream_http=t_http, upstream_grpc=t_grpc))
             nginx = stack.enter_context(nginx_server(conf, prefix, ready_url=f"http://127.0.0.1:{lb_status}/healthz"))
             out[flag] = Lb(lb_http, lb_grpc, nginx.access_lines)
         yield out

@@ -33,7 +33,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +45,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if TYPE_CHECKING:
     from tests.servers.dnsmasq import DnsmasqProcess, dnsmasq_server
-    from tests.servers.nginx import ONE_POOL, NginxProcess, localize, nginx_server, render_role_config, version
+    from tests.servers.nginx import ONE_POOL, NginxProcess, localize, loopback_swaps, nginx_server, render_role_config, version
     from tests.servers.ports import common_free_ports
     from tests.servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
 else:  # tests/servers, importable once tests/ is on sys.path
     from servers.dnsmasq import DnsmasqProcess, dnsmasq_server
-    from servers.nginx import ONE_POOL, NginxProcess, localize, nginx_server, render_role_config, version
+    from servers.nginx import ONE_POOL, NginxProcess, localize, loopback_swaps, nginx_server, render_role_config, version
     from servers.ports import common_free_ports
     from servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
 
@@ -81,15 +80,11 @@ MODEL = "sleeper"
 DELAY_MS = 5.0
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 HTTP_PATH = f"/v2/models/{MODEL}/infer"
-_SUCCESS = re.compile(r'^nv_inference_request_success\{[^}]*model="' + MODEL + r'"[^}]*\} (\d+(?:\.\d+)?)$', re.MULTILINE)
 
 
 def served(triton: TritonProcess) -> int:
     """Successful inferences of the model, as this Triton counts them."""
-    with urllib.request.urlopen(triton.metrics_url, timeout=5) as resp:
-        text = resp.read().decode()
-    match = _SUCCESS.search(text)
-    return int(float(match.group(1))) if match else 0
+    return triton.successes(MODEL)
 
 
 @dataclass
@@ -170,15 +165,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         dns = stack.enter_context(dnsmasq_server(work / "dns", {FQDN: list(BACKENDS[:3])}))
         prefix = work / "nginx"
         prefix.mkdir()
-        conf = localize(rendered, prefix, {
-            "worker_processes auto;": "worker_processes 1;",
-            "listen 8000;": f"listen 127.0.0.1:{lb_http};",
-            "listen 8001 http2;": f"listen 127.0.0.1:{lb_grpc} http2;",
-            "listen 8080;": f"listen 127.0.0.1:{lb_status};",
-            "resolver 10.96.0.10 ": f"resolver {dns.resolver} ",
-            f'{FQDN}:8000"': f'{FQDN}:{t_http}"',
-            f'{FQDN}:8001"': f'{FQDN}:{t_grpc}"',
-        })
+        conf = localize(rendered, prefix, loopback_swaps(http=lb_http, grpc=lb_grpc, status=lb_status, resolver=dns.resolver, service=FQDN,
+                                                         upstream_http=t_http, upstream_grpc=t_grpc))
         nginx = stack.enter_context(nginx_server(conf, prefix, ready_url=f"http://127.0.0.1:{lb_status}/healthz"))
         yield Bed(tritons=tritons, nginx=nginx, dns=dns, http_port=lb_http, grpc_port=lb_grpc, status_port=lb_status)
 

@@ -31,15 +31,12 @@ its request count is chosen for the 10 % bound to be 5 standard deviations of th
 from __future__ import annotations
 
 import contextlib
-import http.client
 import importlib
 import json
-import re
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,12 +51,12 @@ if TYPE_CHECKING:
     from tests.servers.dnsmasq import DnsmasqProcess, dnsmasq_server
     from tests.servers.nginx import localize, nginx_server, render_role_config, version
     from tests.servers.ports import common_free_ports
-    from tests.servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
+    from tests.servers.triton import TritonProcess, ensure_triton_venv, infer_http, triton_server, write_model_repository
 else:  # tests/servers, importable once tests/ is on sys.path
     from servers.dnsmasq import DnsmasqProcess, dnsmasq_server
     from servers.nginx import localize, nginx_server, render_role_config, version
     from servers.ports import common_free_ports
-    from servers.triton import TritonProcess, ensure_triton_venv, triton_server, write_model_repository
+    from servers.triton import TritonProcess, ensure_triton_venv, infer_http, triton_server, write_model_repository
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +77,6 @@ N_RESOLVE = 200  # per protocol: 40 cycles of the weighted round robin (weights 
 N_VARIABLE = 10000  # per protocol: the smallest share 1/5 is then 2000 +- 40 (sd), the 10 % bound 5 sd away
 N_BELOW_MAX = 2000  # HTTP only: the big pod's 6/8 against its weight's 3/5, 34 sd apart
 CLIENTS = 4  # closed-loop clients per protocol (the split does not depend on them)
-_SUCCESS = re.compile(r'^nv_inference_request_success\{[^}]*model="' + MODEL + r'"[^}]*\} (\d+(?:\.\d+)?)$', re.MULTILINE)
 DATA = np.arange(4, dtype=np.float32)
 HTTP_BODY = json.dumps({"inputs": [{"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": DATA.tolist()}]}).encode()
 # the shares measured by each test, printed at the end of the module (pytest -s) for docs and the closing note
@@ -88,9 +84,7 @@ MEASURED: List[str] = []
 
 
 def served(triton: TritonProcess) -> int:
-    with urllib.request.urlopen(triton.metrics_url, timeout=5) as resp:
-        match = _SUCCESS.search(resp.read().decode())
-    return int(float(match.group(1))) if match else 0
+    return triton.successes(MODEL)
 
 
 def expected_shares(pods: Mapping[str, Sequence[str]]) -> Dict[str, float]:
@@ -176,18 +170,7 @@ def running(bed: Bed, name: str) -> Iterator[tuple[int, int]]:
 
 
 def _http_client(port: int, n: int, errors: List[str]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        for _request in range(n):
-            conn.request("POST", f"/v2/models/{MODEL}/infer", body=HTTP_BODY, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200:
-                errors.append(f"http {resp.status}: {body[:200]!r}")
-    except (OSError, http.client.HTTPException) as exc:
-        errors.append(f"http: {exc!r}")
-    finally:
-        conn.close()
+    errors.extend(infer_http(port, n, MODEL, HTTP_BODY))
 
 
 def _grpc_client(port: int, n: int, errors: List[str]) -> None:

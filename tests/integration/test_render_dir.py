@@ -209,7 +209,6 @@ PLUS = ["-e", "nginx_lb_edition=plus", "-e", f"vault_nginx_plus_license_jwt={LIC
         "-e", "vault_nginx_plus_registry_username=u", "-e", "vault_nginx_plus_registry_password=RENDER-DIR-PASSWORD"]
 
 
-
 def render_playbook(work: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     argv = [*offline_prefix(), str(BIN / "ansible-playbook"), str(ROOT / "playbooks/render.yml"), "-i", str(ROOT / "inventories/dgx"), *VAULT_ARGS,
             "-e", "gpu_ops_render_dir=rel/out", *extra]

@@ -67,6 +67,25 @@ def localize(conf: str, prefix: Path, replacements: Mapping[str, str]) -> str:
     return pattern.sub(lambda match: mapping[match.group(0)], conf)
 
 
+def loopback_swaps(*, http: int, grpc: int, status: int, resolver: str, service: str, upstream_http: int, upstream_grpc: int,
+                   upstream_name: Optional[str] = None, one_worker: bool = True) -> Dict[str, str]:
+    """The replacements (for ``localize``) that run the role's resolver-variable config on loopback: its HTTP, gRPC
+    and status listeners on 127.0.0.1 ports, the test's DNS server as the resolver, and the headless Service
+    ``service`` (its FQDN as rendered) at Triton's ports, under ``upstream_name`` when the test's DNS answers another
+    name. ``one_worker``: nginx keeps a resolver cache per worker; with one, a DNS change is seen by the next request
+    after the one query the DNS server logs."""
+    swaps = {"worker_processes auto;": "worker_processes 1;"} if one_worker else {}
+    swaps.update({
+        "listen 8000;": f"listen 127.0.0.1:{http};",
+        "listen 8001 http2;": f"listen 127.0.0.1:{grpc} http2;",
+        "listen 8080;": f"listen 127.0.0.1:{status};",
+        "resolver 10.96.0.10 ": f"resolver {resolver} ",
+        f'{service}:8000"': f'{upstream_name or service}:{upstream_http}"',
+        f'{service}:8001"': f'{upstream_name or service}:{upstream_grpc}"',
+    })
+    return swaps
+
+
 def with_resolv_conf(argv: Sequence[str], resolv_conf: Optional[Path]) -> List[str]:
     """``argv`` run in a mount namespace of its own in which ``resolv_conf`` is bind-mounted on /etc/resolv.conf (needs
     root), so the system resolver (glibc getaddrinfo, which nginx uses for names in ``upstream`` blocks without

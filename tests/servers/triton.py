@@ -25,9 +25,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import http.client
 import importlib
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -156,6 +158,15 @@ class TritonProcess:
             return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+    def successes(self, model: str) -> int:
+        """Successful inferences of ``model`` as this Triton counts them (``nv_inference_request_success`` on its
+        /metrics; Triton counts a call when it releases the request, just after answering it); 0 before the first."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            text = resp.read().decode()
+        pattern = r'^nv_inference_request_success\{[^}]*model="' + re.escape(model) + r'"[^}]*\} (\d+(?:\.\d+)?)$'
+        match = re.search(pattern, text, re.MULTILINE)
+        return int(float(match.group(1))) if match else 0
 
     def call(self, method: str, path: str, body: Optional[Mapping[str, Any]] = None,
              headers: Optional[Mapping[str, str]] = None) -> Tuple[int, Any]:
@@ -446,6 +457,26 @@ class Load:
     def snapshot(self) -> List[Completed]:
         with self._lock:
             return list(self.completed)
+
+
+def infer_http(port: int, n: int, model: str, body: bytes, host: str = "127.0.0.1") -> List[str]:
+    """``n`` inference calls to ``model`` over one keep-alive HTTP connection to host:port (a Triton or a proxy in
+    front of some), one after the other; the failures as text, empty when every call was answered 200. A connection
+    error ends the calls."""
+    errors: List[str] = []
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        for _call in range(n):
+            conn.request("POST", f"/v2/models/{model}/infer", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read()
+            if resp.status != 200:
+                errors.append(f"http {resp.status}: {answer[:200]!r}")
+    except (OSError, http.client.HTTPException) as exc:
+        errors.append(f"http: {exc!r}")
+    finally:
+        conn.close()
+    return errors
 
 
 def service_time(url: str, model: str = "sleeper", samples: int = 20) -> float:
