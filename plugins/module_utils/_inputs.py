@@ -18,7 +18,8 @@ refuse the value later, half-way through a run:
 - ``port``: an integer 1..65535.
 - ``nginx_time``: nginx's time syntax (``ngx_parse_time``: digits followed by ms, s, m, h, d, w, M or y, several
   concatenated; no spaces, no words).
-- ``nginx_size``: nginx's size syntax (``ngx_parse_size``: digits with an optional k, K, m, M, g or G).
+- ``nginx_size[:MIN]``: nginx's size syntax (``ngx_parse_size``: digits with an optional k, K, m, M, g or G); with
+  MIN (itself an nginx size), at least that many bytes.
 - ``prom_duration``: a Prometheus duration (``model.ParseDuration``: 1h30m, 500ms, 15s).
 - ``allow_list``: a non-empty list of IPv4/IPv6 addresses or CIDR blocks for nginx ``allow``, none of which
   admits every address (``all``, ``0.0.0.0/0``, ``::/0`` or any /0).
@@ -150,9 +151,28 @@ def _nginx_time(value: Any) -> Optional[str]:
     return None
 
 
-def _nginx_size(value: Any) -> Optional[str]:
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def nginx_size_bytes(value: Any) -> int:
+    """The bytes of an nginx size (``ngx_parse_size``): ``256k`` -> 262144. ValueError when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not _NGINX_SIZE.match(str(value)):
+        raise ValueError(f"{value!r} is not an nginx size")
+    text = str(value)
+    unit = text[-1].lower() if text[-1].isalpha() else ""
+    return int(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit]
+
+
+def _nginx_size(value: Any, minimum: str = "") -> Optional[str]:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not _NGINX_SIZE.match(str(value)):
         return f"{_show(value)} is not an nginx size (digits with an optional k, m or g, e.g. 64m)"
+    if minimum:
+        try:
+            least = nginx_size_bytes(minimum)
+        except ValueError:
+            raise InputRuleError(f"nginx_size:{minimum}: the minimum is not an nginx size") from None
+        if nginx_size_bytes(value) < least:
+            return f"{_show(value)} is less than {minimum}, the least nginx takes here"
     return None
 
 
@@ -250,7 +270,7 @@ _CHECKS: Dict[str, Callable[[Any, str], Optional[str]]] = {
     "int": _int_range,
     "port": lambda v, a: _int_range(v, "1..65535"),
     "nginx_time": lambda v, a: _nginx_time(v),
-    "nginx_size": lambda v, a: _nginx_size(v),
+    "nginx_size": _nginx_size,
     "prom_duration": lambda v, a: _prom_duration(v),
     "allow_list": lambda v, a: _allow_list(v),
     "chart_repo": lambda v, a: _chart_repo(v),

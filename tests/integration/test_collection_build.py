@@ -35,6 +35,7 @@ EXPECTED_FILTERS = {
     "gpu_ops.mig_serving.k8s_namespace",
     "gpu_ops.mig_serving.k8s_restricted_security_context",
     "gpu_ops.mig_serving.serving_pools",
+    "gpu_ops.mig_serving.nginx_upstream_zone_size",
 }
 EXPECTED_LOOKUPS = {"gpu_ops.mig_serving.mig_config"}
 

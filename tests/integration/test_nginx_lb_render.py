@@ -95,7 +95,9 @@ VARIANTS: Dict[str, List[str]] = {
                            "-e", "nginx_lb_namespace_pod_security=privileged", "-e", json.dumps(HOST_PORTS)],
     "oss-no-policy": ["-e", "nginx_lb_oss_version=1.22.1", "-e", "nginx_lb_network_policy=false"],
     # one pool (an LB in front of one Deployment someone else runs): rendered as before pools, no split_clients
-    "oss-one-pool": ["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "triton-headless", "weight": 1, "max_replicas": 8}]})],
+    # ... with the upstream zone set by the user
+    "oss-one-pool": ["-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "triton-headless", "weight": 1, "max_replicas": 8}]}),
+                     "-e", "nginx_lb_upstream_zone_size=1m"],
     "oss-1.22-one-pool": ["-e", "nginx_lb_oss_version=1.22.1",
                           "-e", json.dumps({"nginx_lb_upstream_pools": [{"service": "triton-headless", "weight": 1, "max_replicas": 8}]})],
 }
@@ -514,12 +516,14 @@ def test_variable_form_directives(rendered: Dict[str, Rendered], tmp_path: Path)
 # --- nginx.conf: crossplane for >= 1.27.3 and Plus ---------------------------------------------------------
 
 
-def _check_resolve_upstreams(parsed: List[Directive], one_pool: bool = False) -> None:
+def _check_resolve_upstreams(parsed: List[Directive], one_pool: bool = False, zone: str = "320k") -> None:
+    """``zone``: by default the size the fleet model gives the dgx pools (144 pods at most, 2 KiB each: 288 KiB, in
+    64k steps), as the filter nginx_upstream_zone_size computes it."""
     upstreams = {d["args"][0]: d["block"] for _p, d in walk(parsed) if d["directive"] == "upstream"}
     assert set(upstreams) == {"triton_http", "triton_grpc"}
     for name, port in (("triton_http", "8000"), ("triton_grpc", "8001")):
         block = {d["directive"]: d["args"] for d in upstreams[name]}
-        assert block["zone"] == [name, "256k"]
+        assert block["zone"] == [name, zone]
         servers = [d["args"] for d in upstreams[name] if d["directive"] == "server"]
         if one_pool:  # as before pools: no weight
             assert servers == [[f"triton-headless.triton.svc.cluster.local:{port}", "resolve", "max_fails=2", "fail_timeout=10s"]]
@@ -542,7 +546,7 @@ def test_oss_1_27_3_and_later_resolve_form(rendered: Dict[str, Rendered], tmp_pa
     parsed = parse(rendered["oss"].nginx_conf(), tmp_path)
     _check_resolve_upstreams(parsed)
     assert not find(parsed, "split_clients")
-    _check_resolve_upstreams(parse(rendered["oss-one-pool"].nginx_conf(), tmp_path), one_pool=True)
+    _check_resolve_upstreams(parse(rendered["oss-one-pool"].nginx_conf(), tmp_path), one_pool=True, zone="1m")
     for plus_only in ("health_check", "status_zone", "api", "mgmt"):
         assert not find(parsed, plus_only), plus_only
     assert find(parsed, "stub_status")

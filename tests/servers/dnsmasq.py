@@ -54,7 +54,8 @@ def free_udp_port(host: str) -> int:
 
 
 def query_a(name: str, host: str, port: int, timeout: float = 1.0) -> List[str]:
-    """The A records of ``name`` from the server at host:port (a minimal DNS client: one UDP query)."""
+    """The A records of ``name`` from the server at host:port (a minimal DNS client: one UDP query; a truncated answer,
+    more addresses than 512 bytes hold, is asked again over TCP, as a resolver does: RFC 1035 4.2.1, RFC 7766)."""
     ident = random.randrange(1 << 16)
     qname = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
     query = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
@@ -65,6 +66,11 @@ def query_a(name: str, host: str, port: int, timeout: float = 1.0) -> List[str]:
     rid, flags, qd, an, _ns, _ar = struct.unpack("!HHHHHH", data[:12])
     if rid != ident:
         raise RuntimeError("DNS answer with a foreign id")
+    if flags & 0x0200:  # TC: truncated
+        data = _query_tcp(query, host, port, timeout)
+        rid, flags, qd, an, _ns, _ar = struct.unpack("!HHHHHH", data[:12])
+        if rid != ident:
+            raise RuntimeError("DNS answer over TCP with a foreign id")
     rcode = flags & 0xF
     if rcode == 3:  # NXDOMAIN
         return []
@@ -82,6 +88,23 @@ def query_a(name: str, host: str, port: int, timeout: float = 1.0) -> List[str]:
             addresses.append(socket.inet_ntoa(data[offset : offset + 4]))
         offset += rdlength
     return sorted(addresses)
+
+
+def _query_tcp(query: bytes, host: str, port: int, timeout: float) -> bytes:
+    """One DNS query over TCP: each message prefixed with its length in two bytes (RFC 1035 4.2.2)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack("!H", len(query)) + query)
+        data = b""
+        for _read in range(1000):  # bounded: a 64 KiB answer arrives in far fewer reads
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) >= 2 and len(data) >= 2 + struct.unpack("!H", data[:2])[0]:
+                break
+    if len(data) < 14:
+        raise OSError("short DNS answer over TCP")
+    return data[2 : 2 + struct.unpack("!H", data[:2])[0]]
 
 
 def _skip_name(data: bytes, offset: int) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._inputs import check, problems
+from ansible_collections.gpu_ops.mig_serving.plugins.module_utils._inputs import InputRuleError, check, nginx_size_bytes, problems
 
 
 # Helm chart versions are SemVer 2 (helm.sh/docs/topics/charts: "version: A SemVer 2 version"); Helm accepts a leading v.
@@ -51,6 +51,9 @@ RULES = [
     ("secret_key", ["api-key", "tls.crt", "admin_user", "a" * 253], ["a/b", ".", "..", "..data", "a" * 254, "", 1],
      "is not a Secret key"),
     ("scrape_interval", ["1s", "500ms", "15s"], ["1m", "0s", "1.5s", "s", "1"], "is not a duration in s or ms such as 1s or 500ms"),
+    ("nginx_size", ["64m", "1K", "4096", 4096], ["64MB", "1.5m", "", "-1k", True], "is not an nginx size"),
+    # ngx_http_upstream_zone: a zone smaller than 8 pages is refused ("zone ... is too small"); 32k with 4 KiB pages
+    ("nginx_size:32k", ["32k", "32768", "1m", "1G"], ["31k", "32767", "0"], "is less than 32k, the least nginx takes here"),
 ]
 
 
@@ -68,6 +71,14 @@ def test_unit_list_names_the_bad_entry() -> None:
     assert check("systemd_units", ["nvsm.service", "nvsm-*.service"]) == (
         "entry 'nvsm-*.service' is not a systemd unit name (letters, digits and :_.@- then a type suffix such as .service; no globs)"
     )
+
+
+def test_nginx_size_bytes_as_ngx_parse_size() -> None:
+    assert [nginx_size_bytes(v) for v in ("256k", "256K", "1m", "2G", "512", 7)] == [262144, 262144, 1 << 20, 2 << 30, 512, 7]
+    with pytest.raises(ValueError, match="is not an nginx size"):
+        nginx_size_bytes("1MB")
+    with pytest.raises(InputRuleError, match="the minimum is not an nginx size"):
+        check("nginx_size:lots", "1m")
 
 
 def test_optional_rules_accept_empty() -> None:
